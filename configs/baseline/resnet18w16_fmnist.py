@@ -1,0 +1,2 @@
+# Dense baseline: the shared recipe as it is.
+_base_ = ['../_base_/fmnist_resnet18w16.py']

@@ -1,0 +1,22 @@
+"""enn-mm: Eigen Neural Networks for MMPretrain.
+
+The core (:mod:`enn_mm.core`) is plain PyTorch. Importing ``enn_mm`` with
+MMPretrain installed also registers the MMPretrain integration (models,
+optimizer constructors, hooks, metrics), which is what
+``custom_imports = dict(imports=['enn_mm'])`` relies on.
+"""
+import importlib.util
+
+from .core import (ENNConv2d, ENNLinear, ENNOptions, convert_to_enn,
+                   enable_retraction, enn_modules, export_dense,
+                   orthogonality_error, orthogonality_penalty)
+
+__version__ = '0.1.0'
+__all__ = [
+    'ENNConv2d', 'ENNLinear', 'ENNOptions', 'convert_to_enn', 'export_dense',
+    'orthogonality_error', 'orthogonality_penalty', 'enable_retraction',
+    'enn_modules'
+]
+
+if importlib.util.find_spec('mmpretrain') is not None:
+    from . import engine, models  # noqa: F401,E402  (fill the registries)

@@ -1,0 +1,16 @@
+"""Pure-PyTorch core of enn-mm: no mmengine imports here."""
+from .convert import (SUPPORTED_TYPES, convert_to_enn, dense_view, enn_modules,
+                      export_dense, factors, is_enn, register_eigenbasis)
+from .eigenbasis import Eigenbasis, factorize
+from .layers import ENNConv2d, ENNLinear
+from .options import ENNOptions
+from .ortho import (basis_error, basis_penalty, bases, enable_retraction,
+                    orthogonality_error, orthogonality_penalty, retract_)
+
+__all__ = [
+    'Eigenbasis', 'factorize', 'ENNConv2d', 'ENNLinear', 'ENNOptions',
+    'SUPPORTED_TYPES', 'convert_to_enn', 'export_dense', 'dense_view',
+    'enn_modules', 'factors', 'is_enn', 'register_eigenbasis', 'bases',
+    'basis_error', 'basis_penalty', 'orthogonality_error',
+    'orthogonality_penalty', 'enable_retraction', 'retract_'
+]

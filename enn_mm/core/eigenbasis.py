@@ -1,0 +1,82 @@
+"""The eigenbasis parametrization ``W = Q · diag(λ) · Pᵀ``.
+
+It is a ``torch.nn.utils.parametrize`` parametrization: registered on a
+layer's ``weight``, it replaces the dense tensor by three trainable tensors
+and recomputes ``W`` whenever the layer reads ``self.weight``. Any layer whose
+forward reads its weight through the attribute therefore works unchanged.
+
+Shapes, with ``g`` groups (1 for Linear and ordinary convs; a grouped or
+depthwise conv factors each group's kernel separately, batched)::
+
+    Q: (g, d_out, r)    λ: (g, r)    P: (g, d_in, r)    r = min(d_out, d_in)
+
+where ``d_out = out_channels / g`` and ``d_in = in_channels / g · prod(kernel)``.
+"""
+import math
+from typing import Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ['Eigenbasis', 'factorize']
+
+
+def factorize(weight: Tensor, groups: int = 1) -> Tuple[Tensor, Tensor, Tensor]:
+    """Economy SVD of a dense weight, per group.
+
+    Args:
+        weight (Tensor): A weight of shape ``(out, in/groups, *kernel)`` or
+            ``(out, in)``.
+        groups (int): Number of groups the output dimension splits into.
+
+    Returns:
+        tuple: ``(Q, λ, P)`` with ``Q·diag(λ)·Pᵀ`` equal to ``weight`` per
+        group, in the dtype of ``weight`` (the SVD itself runs in fp32 or
+        better so low-precision models factor accurately).
+    """
+    out = weight.shape[0]
+    if out % groups:
+        raise ValueError(f'out dimension {out} is not divisible by groups={groups}')
+    w = weight.detach().reshape(groups, out // groups, -1)
+    work = w if w.dtype in (torch.float32, torch.float64) else w.float()
+    U, S, Vh = torch.linalg.svd(work, full_matrices=False)
+    return (U.to(weight.dtype).contiguous(), S.to(weight.dtype).contiguous(),
+            Vh.transpose(1, 2).to(weight.dtype).contiguous())
+
+
+class Eigenbasis(nn.Module):
+    """Parametrization ``(Q, λ, P) -> W`` for a weight of a fixed shape.
+
+    Args:
+        shape (Sequence[int]): Shape of the dense weight it stands for.
+        groups (int): Groups of the layer; one basis pair per group.
+    """
+
+    def __init__(self, shape: Sequence[int], groups: int = 1) -> None:
+        super().__init__()
+        self.shape = torch.Size(shape)
+        self.groups = groups
+        self.d_out = self.shape[0] // groups
+        self.d_in = math.prod(self.shape[1:])
+        self.rank = min(self.d_out, self.d_in)
+
+    def forward(self, Q: Tensor, lam: Tensor, P: Tensor) -> Tensor:
+        # Materialize in fp32 even under autocast: a bf16 product of the factors
+        # would lose the precision the factorization is meant to keep. The layer
+        # casts W itself afterwards, as autocast does for a dense weight.
+        dev = Q.device.type
+        if torch.is_autocast_enabled(dev):
+            with torch.autocast(dev, enabled=False):
+                return self.forward(Q.float(), lam.float(), P.float())
+        return torch.matmul(Q * lam.unsqueeze(1), P.transpose(1, 2)).reshape(self.shape)
+
+    @torch.no_grad()
+    def right_inverse(self, weight: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        if weight.shape != self.shape:
+            raise ValueError(f'expected a weight of shape {tuple(self.shape)}, '
+                             f'got {tuple(weight.shape)}')
+        return factorize(weight, self.groups)
+
+    def extra_repr(self) -> str:
+        return (f'shape={tuple(self.shape)}, groups={self.groups}, '
+                f'rank={self.rank}')

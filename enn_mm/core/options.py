@@ -1,0 +1,74 @@
+"""ENN settings, validated the same way from Python and from configs."""
+import difflib
+from dataclasses import dataclass, field, fields
+from typing import Optional, Sequence
+
+from torch import nn
+
+from .convert import convert_to_enn
+from .ortho import enable_retraction
+
+__all__ = ['ENNOptions']
+
+ORTHO_MODES = ('penalty', 'retract', 'none')
+
+
+@dataclass
+class ENNOptions:
+    """What to convert and how to keep the bases orthonormal.
+
+    Args:
+        ortho (str): ``'penalty'`` adds ``gamma·Σ(‖QᵀQ−I‖²_F + ‖PᵀP−I‖²_F)``
+            to the loss (the paper's method); ``'retract'`` re-orthonormalizes
+            Q and P by QR after every ``retract_interval`` optimizer steps
+            (exactly orthonormal); ``'none'`` does neither.
+        gamma (float, optional): Penalty weight. Defaults to 1e-5 for
+            ``'penalty'`` (the paper's CIFAR ResNet-50 value) and 0 otherwise;
+            a positive value with ``'retract'`` adds the penalty as well.
+        retract_interval (int): Optimizer steps between retractions.
+        include (Sequence[str]): Glob patterns of module names to convert
+            (default: every layer of ``types``).
+        exclude (Sequence[str]): Glob patterns of module names to keep dense.
+        types (Sequence[str]): Layer types to convert.
+    """
+    ortho: str = 'penalty'
+    gamma: Optional[float] = None
+    retract_interval: int = 1
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    types: Sequence[str] = ('Conv2d', 'Linear')
+
+    def __post_init__(self):
+        if self.ortho not in ORTHO_MODES:
+            raise ValueError(f'unknown ENN ortho mode {self.ortho!r}; choose one '
+                             f'of {ORTHO_MODES}.')
+        if self.gamma is None:
+            self.gamma = 1e-5 if self.ortho == 'penalty' else 0.0
+        if self.gamma < 0:
+            raise ValueError(f'ENN gamma must be >= 0, got {self.gamma}.')
+        if not isinstance(self.retract_interval, int) or self.retract_interval <= 0:
+            raise ValueError('ENN retract_interval must be a positive integer, '
+                             f'got {self.retract_interval!r}.')
+        for key in ('include', 'exclude', 'types'):
+            value = getattr(self, key)
+            setattr(self, key, (value, ) if isinstance(value, str) else tuple(value))
+
+    @classmethod
+    def from_dict(cls, cfg: Optional[dict]) -> 'ENNOptions':
+        """Build from a config dict, rejecting unknown keys by name."""
+        cfg = dict(cfg or {})
+        valid = [f.name for f in fields(cls)]
+        for key in cfg:
+            if key not in valid:
+                close = difflib.get_close_matches(key, valid, n=1)
+                hint = f' Did you mean {close[0]!r}?' if close else ''
+                raise KeyError(f'unknown ENN option {key!r}.{hint} Valid options: '
+                               f'{", ".join(valid)}.')
+        return cls(**cfg)
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Convert ``model`` in place and arm retraction if asked for."""
+        convert_to_enn(model, include=self.include, exclude=self.exclude, types=self.types)
+        if self.ortho == 'retract':
+            enable_retraction(model, self.retract_interval)
+        return model

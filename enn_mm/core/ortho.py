@@ -1,0 +1,142 @@
+"""Orthonormality of the bases: penalty, error measure and retraction."""
+import torch
+from torch import Tensor
+
+__all__ = ['basis_penalty', 'basis_error', 'retract_']
+
+
+def _gram_residual(B: Tensor) -> Tensor:
+    """``BᵀB − I`` for a batch of bases ``B`` of shape ``(g, n, r)``."""
+    eye = torch.eye(B.shape[-1], dtype=B.dtype, device=B.device)
+    return B.transpose(-2, -1) @ B - eye
+
+
+class _BasisPenalty(torch.autograd.Function):
+    """``‖BᵀB − I‖²_F`` with its gradient in closed form, ``4·B(BᵀB − I)``.
+
+    One small matmul in backward instead of an autograd graph through the Gram
+    matrix: the penalty is evaluated every step, so this matters.
+    """
+
+    @staticmethod
+    def forward(ctx, B):
+        B32 = B.float()
+        R = _gram_residual(B32)
+        ctx.save_for_backward(B32, R)
+        ctx.dtype = B.dtype
+        return R.square().sum()
+
+    @staticmethod
+    def backward(ctx, grad):
+        B32, R = ctx.saved_tensors
+        return (4 * grad * (B32 @ R)).to(ctx.dtype)
+
+
+def basis_penalty(B: Tensor) -> Tensor:
+    """``Σ_groups ‖BᵀB − I‖²_F`` of a (batched) basis, differentiable, fp32."""
+    return _BasisPenalty.apply(B)
+
+
+@torch.no_grad()
+def basis_error(B: Tensor) -> float:
+    """Largest absolute entry of ``BᵀB − I`` (0 for an exact orthonormal basis)."""
+    return _gram_residual(B.float()).abs().max().item()
+
+
+@torch.no_grad()
+def retract_(B: Tensor) -> Tensor:
+    """Replace ``B`` in place by the Q factor of its QR decomposition.
+
+    The signs are fixed so that ``R`` has a positive diagonal, which keeps the
+    result the closest QR retraction to ``B`` (no column flips sign).
+    """
+    q, r = torch.linalg.qr(B.float())
+    sign = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
+    sign[sign == 0] = 1
+    B.copy_(q * sign.unsqueeze(-2))
+    return B
+
+
+# --------------------------------------------------------------- model level
+def bases(model) -> list:
+    """The distinct orthonormal bases (Q and P Parameters) of ``model``.
+
+    A basis shared by several layers appears once, so the penalty and the
+    retraction count it once.
+    """
+    from .convert import enn_modules, factors
+    seen, out = set(), []
+    for _, module in enn_modules(model):
+        Q, _, P = factors(module)
+        for B in (Q, P):
+            if id(B) not in seen:
+                seen.add(id(B))
+                out.append(B)
+    return out
+
+
+def orthogonality_penalty(model) -> Tensor:
+    """``Σ_bases ‖BᵀB − I‖²_F`` over all ENN layers (differentiable)."""
+    terms = [basis_penalty(B) for B in bases(model)]
+    if not terms:
+        return torch.zeros(())
+    return torch.stack(terms).sum()
+
+
+def orthogonality_error(model, reduction: str = 'max'):
+    """How far the bases of ``model`` are from orthonormal.
+
+    Args:
+        model (nn.Module): A model with ENN layers.
+        reduction (str): ``'max'`` gives the largest ``|BᵀB − I|`` entry over
+            all bases (a float); ``'none'`` gives ``{layer name: error}`` with
+            the worse of the layer's Q and P.
+    """
+    from .convert import enn_modules, factors
+    per_layer = {}
+    for name, module in enn_modules(model):
+        Q, _, P = factors(module)
+        per_layer[name] = max(basis_error(Q), basis_error(P))
+    if reduction == 'none':
+        return per_layer
+    if reduction != 'max':
+        raise ValueError(f"reduction must be 'max' or 'none', got {reduction!r}")
+    return max(per_layer.values(), default=0.0)
+
+
+# Retraction runs after an optimizer step, from a global step post-hook: it
+# works with any optimizer, wrapper, AMP scaler (which skips steps) and with
+# one optimizer per block, each retracting exactly the bases it updated.
+_RETRACT_KEY = 'enn_retract_steps'
+_retract_hook = None
+
+
+def _retract_after_step(optimizer, args, kwargs):
+    params = [p for g in optimizer.param_groups for p in g['params']
+              if getattr(p, '_enn_retract_every', 0)]
+    if not params:
+        return
+    # The step counter lives in the optimizer state, so it is checkpointed
+    # with the optimizer and `--resume` retracts on the same steps.
+    state = optimizer.state[params[0]]
+    state[_RETRACT_KEY] = state.get(_RETRACT_KEY, 0) + 1
+    for p in params:
+        if state[_RETRACT_KEY] % p._enn_retract_every == 0:
+            retract_(p.data)
+
+
+def enable_retraction(model, interval: int = 1) -> None:
+    """Keep the bases of ``model`` orthonormal by QR retraction.
+
+    After every ``interval``-th step of any optimizer that updates them, Q and
+    P are replaced by the Q factor of their QR decomposition (orthonormal to
+    float precision).
+    """
+    global _retract_hook
+    if not isinstance(interval, int) or interval <= 0:
+        raise ValueError(f'retract_interval must be a positive integer, got {interval!r}')
+    for B in bases(model):
+        B._enn_retract_every = interval
+    if _retract_hook is None:
+        _retract_hook = torch.optim.optimizer.register_optimizer_step_post_hook(
+            _retract_after_step)

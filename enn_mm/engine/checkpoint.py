@@ -1,0 +1,53 @@
+"""Load mmengine checkpoints under torch >= 2.6 without turning safety off.
+
+torch 2.6 made ``torch.load`` default to ``weights_only=True``. mmengine 0.10
+checkpoints carry a few non-tensor objects (the message hub's
+``HistoryBuffer`` with numpy arrays), so ``--resume``, ``load_from`` and
+``tools/test.py`` fail. Instead of disabling safe loading, every mmengine
+checkpoint loader runs inside ``torch.serialization.safe_globals`` with just
+those types allowed; any ``torch.load`` outside mmengine's loaders is
+unaffected.
+"""
+import functools
+import pickle
+
+import numpy as np
+import torch
+from mmengine.logging.history_buffer import HistoryBuffer
+from mmengine.runner.checkpoint import CheckpointLoader
+
+# What mmengine itself writes into a checkpoint besides tensors and builtins.
+MMENGINE_SAFE_GLOBALS = [
+    HistoryBuffer,
+    np._core.multiarray._reconstruct,
+    np._core.multiarray.scalar,
+    np.ndarray,
+    np.dtype,
+    *{type(np.dtype(t)) for t in (np.float64, np.float32, np.float16, np.int64,
+                                  np.int32, np.int8, np.uint8, np.bool_)},
+]
+
+
+def _safe(loader):
+    if getattr(loader, '_enn_safe', False):
+        return loader
+
+    @functools.wraps(loader)
+    def load(filename, *args, **kwargs):
+        with torch.serialization.safe_globals(MMENGINE_SAFE_GLOBALS):
+            try:
+                return loader(filename, *args, **kwargs)
+            except pickle.UnpicklingError as err:
+                raise RuntimeError(
+                    f'checkpoint {filename!r} holds objects that safe loading '
+                    f'(torch.load weights_only=True) refuses: {err}\nIf you '
+                    'trust the file, allow the named type with '
+                    'torch.serialization.add_safe_globals([...]) before '
+                    'training or testing.') from err
+
+    load._enn_safe = True
+    return load
+
+
+for _prefix, _loader in list(CheckpointLoader._schemes.items()):
+    CheckpointLoader._schemes[_prefix] = _safe(_loader)

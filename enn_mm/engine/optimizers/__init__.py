@@ -1,0 +1,3 @@
+from .enn_constructor import ENNOptimWrapperConstructor
+
+__all__ = ['ENNOptimWrapperConstructor']

@@ -1,0 +1,47 @@
+"""Optimizer-wrapper constructor with ENN-aware parameter rules."""
+import copy
+
+from mmengine.optim import DefaultOptimWrapperConstructor
+
+from mmpretrain.registry import OPTIM_WRAPPER_CONSTRUCTORS
+
+# Parameter names the eigenbasis parametrization gives Q, λ and P.
+BASIS_KEYS = ('.weight.original0', '.weight.original2')
+SPECTRUM_KEY = '.weight.original1'
+
+
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+class ENNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
+    """``DefaultOptimWrapperConstructor`` that knows the ENN factors.
+
+    Weight decay pulls Q and P towards zero, against their orthonormality,
+    so by default it is off for them. λ and biases follow the usual rules.
+    All other ``paramwise_cfg`` options work as in mmengine; explicit
+    ``custom_keys`` of the user take precedence on the same parameter only
+    when they are longer (more specific) than the keys added here.
+
+    Args:
+        optim_wrapper_cfg (dict): As for ``DefaultOptimWrapperConstructor``.
+        paramwise_cfg (dict, optional): As for
+            ``DefaultOptimWrapperConstructor``, plus:
+
+            - ``basis_decay_mult`` (float): weight-decay multiplier for Q and
+              P. Defaults to 0.
+            - ``basis_lr_mult`` (float): lr multiplier for Q and P. Defaults
+              to 1.
+            - ``spectrum_decay_mult`` (float): weight-decay multiplier for λ.
+              Defaults to 1.
+            - ``spectrum_lr_mult`` (float): lr multiplier for λ. Defaults to 1.
+    """
+
+    def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg=None):
+        paramwise_cfg = copy.deepcopy(paramwise_cfg or {})
+        basis = dict(decay_mult=paramwise_cfg.pop('basis_decay_mult', 0.0),
+                     lr_mult=paramwise_cfg.pop('basis_lr_mult', 1.0))
+        spectrum = dict(decay_mult=paramwise_cfg.pop('spectrum_decay_mult', 1.0),
+                        lr_mult=paramwise_cfg.pop('spectrum_lr_mult', 1.0))
+        custom_keys = paramwise_cfg.setdefault('custom_keys', {})
+        for key in BASIS_KEYS:
+            custom_keys.setdefault(key, basis)
+        custom_keys.setdefault(SPECTRUM_KEY, spectrum)
+        super().__init__(optim_wrapper_cfg, paramwise_cfg)
