@@ -1,6 +1,7 @@
 """Orthonormality of the bases: penalty, error measure and retraction."""
 import torch
 from torch import Tensor
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 __all__ = ['basis_penalty', 'basis_error', 'retract_']
 
@@ -20,7 +21,7 @@ class _BasisPenalty(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, B):
-        B32 = B.float()
+        B32 = B if B.dtype == torch.float64 else B.float()
         R = _gram_residual(B32)
         ctx.save_for_backward(B32, R)
         ctx.dtype = B.dtype
@@ -33,7 +34,10 @@ class _BasisPenalty(torch.autograd.Function):
 
 
 def basis_penalty(B: Tensor) -> Tensor:
-    """``Σ_groups ‖BᵀB − I‖²_F`` of a (batched) basis, differentiable, fp32."""
+    """``Σ_groups ‖BᵀB − I‖²_F`` of a (batched) basis, differentiable.
+
+    Computed in fp32 (fp64 for fp64 input) whatever the parameter dtype.
+    """
     return _BasisPenalty.apply(B)
 
 
@@ -138,5 +142,5 @@ def enable_retraction(model, interval: int = 1) -> None:
     for B in bases(model):
         B._enn_retract_every = interval
     if _retract_hook is None:
-        _retract_hook = torch.optim.optimizer.register_optimizer_step_post_hook(
+        _retract_hook = register_optimizer_step_post_hook(
             _retract_after_step)

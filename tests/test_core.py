@@ -1,0 +1,243 @@
+"""The pure-PyTorch core against dense references and closed forms."""
+import copy
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import enn_mm
+from enn_mm.core import (ENNConv2d, ENNLinear, ENNOptions, basis_penalty, bases,
+                         dense_view, factors, is_enn, orthogonality_penalty)
+
+
+def rel_diff(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(20, 32), nn.GELU(), nn.Linear(32, 8), nn.GELU(), nn.Linear(8, 5))
+
+
+@pytest.mark.parametrize('make,shape', [
+    (lambda: torchvision.models.resnet18(num_classes=10), (2, 3, 32, 32)),
+    (mlp, (4, 20)),
+])
+def test_conversion_preserves_outputs(make, shape):
+    torch.manual_seed(0)
+    model = make().eval()
+    x = torch.randn(shape)
+    with torch.no_grad():
+        ref = model(x)
+        enn_mm.convert_to_enn(model)
+        out = model(x)
+    n_dense = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in make().modules())
+    assert sum(1 for _ in enn_mm.enn_modules(model)) == n_dense
+    assert rel_diff(out, ref) <= 1e-5
+    # at conversion the bases are exactly orthonormal (SVD)
+    assert enn_mm.orthogonality_error(model) < 1e-5
+
+
+def test_export_gives_plain_layers_and_identical_outputs():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    dense_keys = set(model.state_dict())
+    enn_mm.convert_to_enn(model)
+    # perturb the factors so the check is not just the SVD round trip
+    with torch.no_grad():
+        for _, m in enn_mm.enn_modules(model):
+            for t in factors(m):
+                t.add_(0.01 * torch.randn_like(t))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        enn_mm.export_dense(model)
+        out = model(x)
+    assert torch.equal(out, ref)
+    assert not any(is_enn(m) for m in model.modules())
+    assert all(type(m) in (nn.Conv2d, nn.Linear) for m in model.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear)))
+    assert set(model.state_dict()) == dense_keys
+    fresh = torchvision.models.resnet18(num_classes=10).eval()
+    fresh.load_state_dict(model.state_dict(), strict=True)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), ref)
+
+
+def test_penalty_closed_form():
+    # Q: columns (1,0,0) and (0,2,0): QᵀQ − I = diag(0, 3) -> 9
+    Q = torch.tensor([[[1., 0.], [0., 2.], [0., 0.]]], requires_grad=True)
+    # P: columns (1,1)/1 and (0,1): PᵀP − I = [[1,1],[1,0]] -> 3
+    P = torch.tensor([[[1., 0.], [1., 1.]]], requires_grad=True)
+    assert basis_penalty(Q).item() == pytest.approx(9.0)
+    assert basis_penalty(P).item() == pytest.approx(3.0)
+    # gradient 4·B(BᵀB − I), against autograd of the plain expression
+    for B in (Q, P):
+        B.grad = None
+        basis_penalty(B).backward()
+        ref = B.detach().clone().requires_grad_()
+        eye = torch.eye(2)
+        ((ref.transpose(1, 2) @ ref - eye)**2).sum().backward()
+        assert torch.allclose(B.grad, ref.grad)
+    double = torch.randn(2, 5, 3, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(basis_penalty, (double, ))
+
+
+def test_model_penalty_sums_layers_and_gradients_reach_factors():
+    torch.manual_seed(0)
+    model = enn_mm.convert_to_enn(mlp())
+    with torch.no_grad():
+        for B in bases(model):
+            B.mul_(1.1)
+    expected = sum(((B.transpose(1, 2) @ B - torch.eye(B.shape[-1]))**2).sum()
+                   for B in bases(model))
+    pen = orthogonality_penalty(model)
+    assert pen.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss = model(torch.randn(4, 20)).square().mean() + 1e-3 * pen
+    loss.backward()
+    for _, m in enn_mm.enn_modules(model):
+        for t in factors(m):
+            assert t.grad is not None and t.grad.abs().sum() > 0
+
+
+def test_grouped_and_depthwise_convs_factor_per_group():
+    torch.manual_seed(0)
+    for groups in (4, 8):
+        conv = nn.Conv2d(8, 16, 3, padding=1, groups=groups)
+        x = torch.randn(2, 8, 6, 6)
+        ref = conv(x)
+        enn_mm.convert_to_enn(nn.Sequential(conv))
+        Q, lam, P = factors(conv)
+        assert Q.shape == (groups, 16 // groups, min(16 // groups, 8 // groups * 9))
+        assert P.shape[:2] == (groups, 8 // groups * 9)
+        assert rel_diff(conv(x), ref) <= 1e-5
+
+
+def test_enn_layers_keep_the_dense_interface():
+    conv = ENNConv2d(4, 6, 3, stride=2, padding=1, groups=2)
+    assert isinstance(conv, nn.Conv2d)
+    assert (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+            conv.padding, conv.groups) == (4, 6, (3, 3), (2, 2), (1, 1), 2)
+    assert conv.weight.shape == (6, 2, 3, 3)
+    lin = ENNLinear(7, 3)
+    assert (lin.in_features, lin.out_features, lin.bias.shape) == (7, 3, (3, ))
+    # the weight is computed from the factors
+    Q, lam, P = factors(lin)
+    assert torch.allclose(lin.weight, (Q[0] * lam[0]) @ P[0].T)
+    # assigning a dense weight re-factors it
+    new = torch.randn(3, 7)
+    lin.weight = new
+    assert torch.allclose(lin.weight, new, atol=1e-5)
+
+
+def test_dense_checkpoint_loads_by_svd():
+    torch.manual_seed(0)
+    dense = mlp()
+    enn = enn_mm.convert_to_enn(mlp())
+    assert not torch.allclose(enn[0].weight, dense[0].weight)
+    missing, unexpected = enn.load_state_dict(dense.state_dict(), strict=True)
+    x = torch.randn(3, 20)
+    assert rel_diff(enn(x), dense(x)) <= 1e-5
+    wrong = nn.Sequential(nn.Linear(20, 33))
+    with pytest.raises(RuntimeError, match='size mismatch for 0.weight'):
+        enn_mm.convert_to_enn(mlp()).load_state_dict(wrong.state_dict(), strict=False)
+
+
+def test_dense_view_reinitializes_into_the_same_parameters():
+    model = enn_mm.convert_to_enn(mlp())
+    before = [id(p) for p in model.parameters()]
+    target = torch.randn(32, 20)
+    with dense_view(model):
+        assert type(model[0]) is nn.Linear
+        model[0].weight.data.copy_(target)
+    assert [id(p) for p in model.parameters()] == before
+    assert is_enn(model[0])
+    assert torch.allclose(model[0].weight, target, atol=1e-5)
+
+
+def test_retraction_keeps_bases_orthonormal():
+    torch.manual_seed(0)
+    model = mlp()
+    ENNOptions(ortho='retract').apply(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.05)
+    for _ in range(3):
+        model(torch.randn(8, 20)).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+    assert enn_mm.orthogonality_error(model) < 1e-5
+    # without retraction the same steps leave the bases far from orthonormal
+    torch.manual_seed(0)
+    free = enn_mm.convert_to_enn(mlp())
+    opt = torch.optim.AdamW(free.parameters(), lr=0.05)
+    for _ in range(3):
+        free(torch.randn(8, 20)).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+    assert enn_mm.orthogonality_error(free) > 1e-2
+
+
+def test_retraction_interval_counts_optimizer_steps():
+    model = mlp()
+    ENNOptions(ortho='retract', retract_interval=2).apply(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    errors = []
+    for _ in range(4):
+        model(torch.randn(8, 20)).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+        errors.append(enn_mm.orthogonality_error(model))
+    assert errors[0] > 1e-4 and errors[2] > 1e-4
+    assert errors[1] < 1e-5 and errors[3] < 1e-5
+
+
+def test_bf16_autocast_materializes_in_fp32():
+    torch.manual_seed(0)
+    layer = ENNLinear(16, 16)
+    x = torch.randn(4, 16)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        w = layer.weight
+        y = layer(x)
+    assert w.dtype == torch.float32
+    assert y.dtype == torch.bfloat16
+    assert rel_diff(y.float(), nn.functional.linear(x, layer.weight, layer.bias)) < 2e-2
+
+
+def test_deepcopy_and_state_dict_round_trip():
+    model = enn_mm.convert_to_enn(mlp())
+    twin = copy.deepcopy(model)
+    twin.load_state_dict(model.state_dict())
+    x = torch.randn(2, 20)
+    assert torch.equal(twin(x), model(x))
+
+
+# ------------------------------------------------------------- bad input
+def test_pattern_matching_nothing_names_the_pattern():
+    with pytest.raises(ValueError, match=r"include pattern 'backbone\.\*' matches no"):
+        enn_mm.convert_to_enn(mlp(), include=['backbone.*'])
+    with pytest.raises(ValueError, match=r"exclude pattern 'head' matches no"):
+        enn_mm.convert_to_enn(mlp(), exclude=['head'])
+
+
+@pytest.mark.parametrize('types,name', [(['Embedding'], 'Embedding'),
+                                        ([nn.ConvTranspose2d], 'ConvTranspose2d')])
+def test_unsupported_layer_type(types, name):
+    with pytest.raises(ValueError, match=f"cannot convert layers of type '{name}'"):
+        enn_mm.convert_to_enn(mlp(), types=types)
+
+
+def test_unconvertible_layers_are_named():
+    model = nn.Sequential(nn.Linear(3, 3), nn.LazyLinear(4))
+    with pytest.raises(ValueError, match="layer '1'.*lazy module"):
+        enn_mm.convert_to_enn(model)
+    normed = nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Linear(3, 3)))
+    with pytest.raises(ValueError, match="layer '0' already has a parametrization"):
+        enn_mm.convert_to_enn(normed)
+
+
+def test_unknown_options_are_rejected():
+    with pytest.raises(KeyError, match="unknown ENN option 'gamme'.*'gamma'"):
+        ENNOptions.from_dict(dict(gamme=1e-5))
+    with pytest.raises(ValueError, match="unknown ENN ortho mode 'cayley-x'"):
+        ENNOptions(ortho='cayley-x')
+    with pytest.raises(ValueError, match='retract_interval must be a positive integer'):
+        ENNOptions(ortho='retract', retract_interval=0)

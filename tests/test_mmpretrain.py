@@ -1,0 +1,245 @@
+"""The MMPretrain integration, through mmengine's Runner and the tools."""
+import copy
+import os.path as osp
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner, load_checkpoint
+
+import enn_mm
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
+
+from conftest import REPO
+
+ENN_CFG = osp.join(REPO, 'configs/enn/resnet18w16_fmnist.py')
+DENSE_CFG = osp.join(REPO, 'configs/baseline/resnet18w16_fmnist.py')
+
+
+def tiny_cfg(path, data_root, work_dir, epochs=2, **enn):
+    """The demo config, shrunk: width 8, two stages, 64 images, no augmentation."""
+    cfg = Config.fromfile(path)
+    model = cfg.model.model if cfg.model.type == 'ENNModel' else cfg.model
+    model.backbone.update(stem_channels=8, base_channels=8, num_stages=2, strides=(1, 2),
+                          dilations=(1, 1), out_indices=(1, ))
+    model.head.in_channels = 16
+    if enn:
+        cfg.model.enn.update(enn)
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].update(batch_size=16, num_workers=0, persistent_workers=False)
+        cfg[loader].dataset.data_root = data_root
+    cfg.train_dataloader.dataset.pipeline = [dict(type='PackInputs')]
+    cfg.train_cfg = dict(by_epoch=True, max_epochs=epochs, val_interval=epochs)
+    cfg.param_scheduler = [dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=4 * 3)]
+    cfg.default_hooks.logger.interval = 1
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
+    cfg.work_dir = str(work_dir)
+    cfg.log_level = 'WARNING'
+    return cfg
+
+
+def params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def logits(model, x):
+    model.eval()
+    with torch.no_grad():
+        return model(x, mode='tensor')
+
+
+def test_training_lowers_loss_and_logs_loss_ortho(fmnist_root, tmp_path):
+    cfg = tiny_cfg(ENN_CFG, fmnist_root, tmp_path, epochs=3)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    hub = runner.message_hub
+    loss = hub.get_scalar('train/loss').data[0]
+    ortho = hub.get_scalar('train/loss_ortho').data[0]
+    assert len(loss) == 12 and len(ortho) == 12
+    assert loss[-3:].mean() < 0.7 * loss[:3].mean()
+    assert (ortho >= 0).all() and ortho[-1] > 0
+    assert any(osp.basename(n).startswith('Enn') or 'ENN' in type(runner.model).__name__
+               for n in [type(runner.model).__name__])
+    # the optimizer holds exactly the model's parameters, factors included
+    opt_params = {id(p) for g in runner.optim_wrapper.param_groups for p in g['params']}
+    assert opt_params == {id(p) for p in runner.model.parameters()}
+    # weight decay is off for Q and P, on for λ (ENNOptimWrapperConstructor)
+    decay = {}
+    names = {id(p): n for n, p in runner.model.named_parameters()}
+    for g in runner.optim_wrapper.param_groups:
+        for p in g['params']:
+            decay[names[id(p)]] = g['weight_decay']
+    assert decay['backbone.conv1.parametrizations.weight.original0'] == 0
+    assert decay['backbone.conv1.parametrizations.weight.original2'] == 0
+    assert decay['backbone.conv1.parametrizations.weight.original1'] == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize('enn', [dict(ortho='penalty'), dict(ortho='retract', retract_interval=3)])
+def test_resume_continues_exactly(fmnist_root, tmp_path, enn):
+    full = Runner.from_cfg(tiny_cfg(ENN_CFG, fmnist_root, tmp_path / 'full', **enn))
+    full.train()
+    half = Runner.from_cfg(tiny_cfg(ENN_CFG, fmnist_root, tmp_path / 'half', epochs=1, **enn))
+    half.train()
+    cfg = tiny_cfg(ENN_CFG, fmnist_root, tmp_path / 'half', **enn)
+    cfg.resume = True
+    resumed = Runner.from_cfg(cfg)
+    resumed.train()
+    assert resumed.iter == full.iter == 8
+    a, b = params(full.model), params(resumed.model)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=0, atol=1e-6), k
+    if enn['ortho'] == 'retract':  # retracted on step 6: orthonormal at the end
+        assert enn_mm.orthogonality_error(resumed.model) < 1e-4
+
+
+def test_enn_starts_as_the_svd_of_the_dense_init(fmnist_root, tmp_path):
+    init_default_scope('mmpretrain')
+    cfgs = [tiny_cfg(p, fmnist_root, tmp_path) for p in (DENSE_CFG, ENN_CFG)]
+    models = []
+    for cfg in cfgs:
+        torch.manual_seed(0)
+        m = MODELS.build(copy.deepcopy(cfg.model))
+        m.init_weights()
+        models.append(m)
+    x = torch.randn(2, 1, 28, 28)
+    dense, enn = (logits(m, x) for m in models)
+    assert ((enn - dense).abs().max() / dense.abs().max()) <= 1e-5
+    assert sum(1 for _ in enn_mm.enn_modules(models[1])) == 11
+
+
+def _dense_checkpoint(cfg, path):
+    init_default_scope('mmpretrain')
+    torch.manual_seed(1)
+    dense = MODELS.build(copy.deepcopy(cfg.model))
+    dense.init_weights()
+    with torch.no_grad():  # non-trivial BN statistics too
+        for m in dense.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+    torch.save({'state_dict': dense.state_dict(), 'meta': {}}, path)
+    return dense
+
+
+def test_dense_checkpoint_loads_through_load_from_and_init_cfg(fmnist_root, tmp_path):
+    dense_cfg = tiny_cfg(DENSE_CFG, fmnist_root, tmp_path)
+    ckpt = str(tmp_path / 'dense.pth')
+    dense = _dense_checkpoint(dense_cfg, ckpt)
+    x = torch.randn(2, 1, 28, 28)
+    ref = logits(dense, x)
+
+    cfg = tiny_cfg(ENN_CFG, fmnist_root, tmp_path / 'a')
+    cfg.load_from = ckpt
+    runner = Runner.from_cfg(cfg)
+    runner.load_or_resume()
+    out = logits(runner.model, x)
+    assert ((out - ref).abs().max() / ref.abs().max()) <= 1e-5
+
+    cfg = tiny_cfg(ENN_CFG, fmnist_root, tmp_path / 'b')
+    cfg.model.model.init_cfg = dict(type='Pretrained', checkpoint=ckpt)
+    init_default_scope('mmpretrain')
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    assert sum(1 for _ in enn_mm.enn_modules(model)) == 11
+    out = logits(model, x)
+    assert ((out - ref).abs().max() / ref.abs().max()) <= 1e-5
+
+
+def _run(args, **kw):
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, **kw)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+VANILLA = '''
+import sys, torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmpretrain.registry import MODELS
+cfg = Config.fromfile(sys.argv[1])
+init_default_scope('mmpretrain')
+model = MODELS.build(cfg.model).eval()
+ckpt = torch.load(sys.argv[2], map_location='cpu', weights_only=True)
+model.load_state_dict(ckpt['state_dict'], strict=True)
+with torch.no_grad():
+    torch.save(model(torch.load(sys.argv[3]), mode='tensor'), sys.argv[4])
+assert not any(m.startswith('enn_mm') for m in sys.modules), 'plugin was imported'
+'''
+
+
+def test_tools_test_export_and_vanilla_load(fmnist_root, tmp_path):
+    cfg = tiny_cfg(ENN_CFG, fmnist_root, tmp_path, epochs=1)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    cfg_path, ckpt = str(tmp_path / 'cfg.py'), str(tmp_path / 'epoch_1.pth')
+    cfg.dump(cfg_path)
+
+    out = _run(['tools/test.py', cfg_path, ckpt, '--out', str(tmp_path / 'preds.pkl')])
+    assert 'accuracy/top1' in out
+    with open(tmp_path / 'preds.pkl', 'rb') as f:
+        preds = pickle.load(f)
+    assert len(preds) == 40
+
+    out = _run(['tools/export_dense.py', cfg_path, ckpt, str(tmp_path / 'dense.pth')])
+    assert 'max relative output difference' in out
+    x = torch.randn(3, 1, 28, 28)
+    torch.save(x, tmp_path / 'x.pt')
+    with open(tmp_path / 'vanilla.py', 'w') as f:
+        f.write(VANILLA)
+    _run([str(tmp_path / 'vanilla.py'), str(tmp_path / 'dense.py'), str(tmp_path / 'dense.pth'),
+          str(tmp_path / 'x.pt'), str(tmp_path / 'y.pt')])
+    init_default_scope('mmpretrain')
+    model = MODELS.build(cfg.model)
+    load_checkpoint(model, ckpt, strict=True)
+    ref = logits(model, x)
+    assert ((torch.load(tmp_path / 'y.pt') - ref).abs().max() / ref.abs().max()) <= 1e-5
+    assert 'custom_imports' not in Config.fromfile(str(tmp_path / 'dense.py'))
+
+
+def test_safe_loading_is_narrow(fmnist_root, tmp_path):
+    runner = Runner.from_cfg(tiny_cfg(ENN_CFG, fmnist_root, tmp_path, epochs=1))
+    runner.train()
+    ckpt = str(tmp_path / 'epoch_1.pth')
+    from mmengine.runner.checkpoint import _load_checkpoint
+    assert 'message_hub' in _load_checkpoint(ckpt)['meta']
+    with pytest.raises(pickle.UnpicklingError):  # plain torch.load stays weights-only
+        torch.load(ckpt)
+
+
+def test_conv_cfg_builds_enn_layers():
+    init_default_scope('mmpretrain')
+    backbone = MODELS.build(dict(type='ResNet_CIFAR', depth=18, base_channels=8, stem_channels=8,
+                                 conv_cfg=dict(type='ENNConv2d')))
+    convs = [m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(enn_mm.core.is_enn(m) for m in convs)
+    assert backbone(torch.randn(1, 3, 32, 32))[-1].shape == (1, 64, 4, 4)
+
+
+def test_bad_enn_config_is_named():
+    init_default_scope('mmpretrain')
+    inner = dict(type='ImageClassifier', backbone=dict(type='LeNet5', num_classes=10))
+    with pytest.raises(KeyError, match="unknown ENN option 'gama'"):
+        MODELS.build(dict(type='ENNModel', model=inner, enn=dict(gama=1e-5)))
+    with pytest.raises(ValueError, match="exclude pattern 'head.fc' matches no"):
+        MODELS.build(dict(type='ENNModel', model=inner, enn=dict(exclude=['head.fc'])))
+
+
+def test_loss_includes_weighted_penalty():
+    init_default_scope('mmpretrain')
+    inner = dict(type='ImageClassifier', backbone=dict(type='LeNet5', num_classes=10),
+                 head=dict(type='ClsHead'))
+    model = MODELS.build(dict(type='ENNModel', model=inner, enn=dict(gamma=0.5)))
+    with torch.no_grad():
+        for B in enn_mm.core.bases(model):
+            B.mul_(1.2)
+    samples = [DataSample().set_gt_label(1), DataSample().set_gt_label(2)]
+    losses = model.loss(torch.randn(2, 1, 32, 32), samples)
+    assert losses['loss_ortho'].item() == pytest.approx(
+        0.5 * enn_mm.orthogonality_penalty(model).item(), rel=1e-6)
+    assert losses['loss_ortho'].item() > 0
