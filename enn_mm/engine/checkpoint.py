@@ -16,8 +16,24 @@ import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
+
+
+def _history_buffer_attr(obj, name):
+    """``getattr`` as the unpickler may use it: only for the statistics
+    methods that a pickled ``HistoryBuffer`` refers to (``HistoryBuffer.min``
+    and the like, pickled as ``getattr(HistoryBuffer, 'min')``). A general
+    ``getattr`` would let a crafted file reach arbitrary attributes."""
+    if obj is HistoryBuffer and (name in HistoryBuffer._statistics_methods
+                                 or name in ('min', 'max', 'mean', 'current')):
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(
+        f'refusing getattr({obj!r}, {name!r}) while loading a checkpoint')
+
+
 # What mmengine itself writes into a checkpoint besides tensors and builtins.
 MMENGINE_SAFE_GLOBALS = [
+    (_history_buffer_attr, '__builtin__.getattr'),
+    (_history_buffer_attr, 'builtins.getattr'),
     HistoryBuffer,
     np._core.multiarray._reconstruct,
     np._core.multiarray.scalar,

@@ -35,13 +35,15 @@ class ENNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg=None):
-        paramwise_cfg = copy.deepcopy(paramwise_cfg or {})
+        paramwise_cfg = copy.deepcopy(dict(paramwise_cfg or {}))
         basis = dict(decay_mult=paramwise_cfg.pop('basis_decay_mult', 0.0),
                      lr_mult=paramwise_cfg.pop('basis_lr_mult', 1.0))
         spectrum = dict(decay_mult=paramwise_cfg.pop('spectrum_decay_mult', 1.0),
                         lr_mult=paramwise_cfg.pop('spectrum_lr_mult', 1.0))
-        custom_keys = paramwise_cfg.setdefault('custom_keys', {})
+        # a plain dict: ConfigDict.setdefault would hand back a copy
+        custom_keys = dict(paramwise_cfg.get('custom_keys', {}))
         for key in BASIS_KEYS:
             custom_keys.setdefault(key, basis)
         custom_keys.setdefault(SPECTRUM_KEY, spectrum)
+        paramwise_cfg['custom_keys'] = custom_keys
         super().__init__(optim_wrapper_cfg, paramwise_cfg)

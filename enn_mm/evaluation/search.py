@@ -1,0 +1,393 @@
+"""Top-k search with faiss: exact by default, bounded memory, fixed ties.
+
+Pure numpy/torch/faiss (no mmengine), so notebooks and scripts can use it
+alone. :class:`FaissSearcher` ranks a gallery for each query, best first:
+
+- ``index='Flat'`` (default) is exact: ``faiss.knn`` (the brute-force kernel
+  behind ``IndexFlatIP`` / ``IndexFlatL2``) runs on gallery shards of
+  bounded size, so a gallery read from a ``.npy`` memmap never has to fit in
+  memory, and the per-shard top-k lists are merged.
+- Any other ``faiss.index_factory`` string builds that index (trained on
+  the gallery if needed): approximate, and reported as such.
+- With faiss-gpu and visible GPUs the index is sharded over all of them
+  (``index_cpu_to_all_gpus`` with ``shard=True``).
+
+Tie rule: items with exactly equal scores are ranked by ascending gallery
+index, also at the top-k boundary (faiss's heaps keep an arbitrary subset
+of a tie, so boundary ties are searched again deeper until resolved).
+"""
+import warnings
+from typing import Callable, Optional, Tuple
+
+import faiss
+import numpy as np
+
+SIMILARITIES = ('cosine', 'ip', 'l2')
+# faiss-gpu's k-selection handles k <= 2048 (faiss/gpu/utils/DeviceDefs.cuh).
+GPU_MAX_K = 2048
+# Default shard of the gallery prepared at a time (bytes of float32 rows).
+SHARD_BYTES = 256 * 2**20
+
+
+def faiss_has_gpu() -> bool:
+    """Whether this faiss build has GPU support and sees at least one GPU."""
+    return hasattr(faiss, 'StandardGpuResources') and faiss.get_num_gpus() > 0
+
+
+def resolve_device(device: str) -> str:
+    """Map ``'auto' | 'cpu' | 'gpu'`` to the device faiss will use.
+
+    ``'gpu'`` without faiss-gpu or without a visible GPU falls back to the
+    CPU with a warning (same numbers, slower), so one config runs anywhere.
+    """
+    if device not in ('auto', 'cpu', 'gpu'):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {device!r}")
+    if device == 'cpu':
+        return 'cpu'
+    if faiss_has_gpu():
+        return 'gpu'
+    if device == 'gpu':
+        warnings.warn("device='gpu' but faiss has no usable GPU (faiss-cpu is "
+                      'installed or no GPU is visible); searching on the CPU '
+                      "instead. Install faiss-gpu or pass device='cpu'.",
+                      stacklevel=3)
+    return 'cpu'
+
+
+def to_numpy(x, name: str) -> np.ndarray:
+    """numpy view of a numpy array, np.memmap or torch tensor (no copy)."""
+    if hasattr(x, 'detach') and hasattr(x, 'cpu'):  # torch.Tensor
+        x = x.detach().cpu()
+        if str(x.dtype) == 'torch.bfloat16':
+            x = x.float()
+        x = x.numpy()
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except Exception as err:  # ragged lists and the like
+            raise TypeError(f'{name} must be an array or tensor: {err}') from None
+    return x
+
+
+def check_features(x, name: str, dim: Optional[int] = None,
+                   allow_empty: bool = False) -> np.ndarray:
+    """Validate an (N, dim) embedding matrix; returns it without copying.
+
+    Raises a ``ValueError`` naming the problem for a wrong rank, an empty
+    matrix, a dimension that differs from ``dim`` and non-finite values (a
+    memmap is checked shard by shard while it is searched instead).
+    """
+    x = to_numpy(x, name)
+    if x.ndim != 2:
+        raise ValueError(f'{name} must be a 2-D (num_items, dim) matrix, got '
+                         f'shape {tuple(x.shape)}')
+    if not np.issubdtype(x.dtype, np.floating):
+        if np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_:
+            x = x.astype(np.float32)
+        else:
+            raise TypeError(f'{name} must hold floats, got dtype {x.dtype}')
+    if x.shape[0] == 0 and not allow_empty:
+        raise ValueError(f'{name} is empty (0 items): nothing to search '
+                         f'{"in" if "gallery" in name else "for"}')
+    if x.shape[1] == 0:
+        raise ValueError(f'{name} has dimension 0')
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(f'{name} has dimension {x.shape[1]} but the other '
+                         f'side has {dim}: query and gallery embeddings must '
+                         'come from the same model output')
+    if not isinstance(x, np.memmap):
+        assert_finite(x, name)
+    return x
+
+
+def assert_finite(x: np.ndarray, name: str, offset: int = 0) -> None:
+    """Raise if ``x`` holds NaN or inf, naming the first bad row."""
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        rows = np.flatnonzero(~finite)
+        raise ValueError(
+            f'{name} has {len(rows)} rows with NaN/inf values (first: row '
+            f'{rows[0] + offset}); a diverged model or a broken input gives '
+            'meaningless rankings, fix the embeddings first')
+
+
+def prepare_rows(x: np.ndarray, similarity: str, name: str,
+                 offset: int = 0) -> np.ndarray:
+    """float32, C-contiguous rows, L2-normalized for cosine similarity.
+
+    Copies only when needed (never modifies the caller's array).
+    """
+    if isinstance(x, np.memmap):
+        x = np.array(x, dtype=np.float32)  # a private copy of the shard
+        assert_finite(x, name, offset)
+    elif x.dtype != np.float32 or not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+    if similarity == 'cosine':
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        zero = norms[:, 0] == 0
+        if zero.any():
+            warnings.warn(f'{name} has {int(zero.sum())} all-zero embeddings '
+                          f'(first: row {np.flatnonzero(zero)[0] + offset}); '
+                          'their cosine similarity is 0 to everything',
+                          stacklevel=4)
+            norms[zero] = 1
+        x = x / norms
+    return x
+
+
+def order_rows(scores: np.ndarray, ids: np.ndarray
+               ) -> Tuple[np.ndarray, np.ndarray]:
+    """Sort each row by descending score, then ascending id (the tie rule).
+
+    Missing results (id -1, returned by approximate indexes) go last.
+    """
+    scores = np.where(ids < 0, -np.inf, scores)
+    ids_key = np.where(ids < 0, np.iinfo(np.int64).max, ids)
+    order = np.lexsort((ids_key, -scores), axis=-1)
+    return (np.take_along_axis(scores, order, -1),
+            np.take_along_axis(ids, order, -1))
+
+
+def stable_topk(search: Callable, n_queries: int, k: int,
+                n_gallery: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` of ``search`` with ties at the k-th place resolved by index.
+
+    Args:
+        search (callable): ``search(rows, kk) -> (scores, ids)`` for query
+            rows ``rows`` (an index array) with ``kk`` results, larger
+            score first.
+        n_queries (int): Number of query rows.
+        k (int): Results wanted per query (``<= n_gallery``).
+        n_gallery (int): Items that can be returned.
+    """
+    kk = min(k + 1, n_gallery)
+    scores, ids = order_rows(*search(np.arange(n_queries), kk))
+    if kk > k:
+        # The (k+1)-th result ties the k-th: the heap may have kept any
+        # members of that tie, so search those rows deeper until the tie
+        # ends inside the list (or the whole gallery is listed).
+        # (A tie of missing results, score -inf, needs no deeper search.)
+        pending = np.flatnonzero((scores[:, k] == scores[:, k - 1])
+                                 & np.isfinite(scores[:, k - 1]))
+        while len(pending):
+            kk = min(2 * kk, n_gallery)
+            s2, i2 = order_rows(*search(pending, kk))
+            done = ((s2[:, -1] != s2[:, k - 1]) | (kk == n_gallery)
+                    | ~np.isfinite(s2[:, k - 1]))
+            scores[pending[done], :k] = s2[done, :k]
+            ids[pending[done], :k] = i2[done, :k]
+            pending = pending[~done]
+    return scores[:, :k], ids[:, :k]
+
+
+def topk_of_scores(scores, k: int) -> np.ndarray:
+    """Indices of the ``k`` best columns of each row of a score matrix.
+
+    For models that score the whole gallery themselves (MMPretrain's
+    ``predict_all``). O(N) per row; the tie rule is the same as the search's.
+    """
+    scores = to_numpy(scores, 'pred_score').astype(np.float32, copy=False)
+    scores = scores.reshape(-1, scores.shape[-1])
+    n = scores.shape[1]
+    if not 1 <= k <= n:
+        raise ValueError(f'top-{k} asked for but the scores cover {n} items')
+    if not np.isfinite(scores).all():
+        raise ValueError('pred_score holds NaN/inf values')
+    out = np.empty((len(scores), k), np.int64)
+    kth = np.partition(scores, n - k, axis=1)[:, n - k]
+    for i, row in enumerate(scores):
+        cand = np.flatnonzero(row >= kth[i])
+        out[i] = cand[np.lexsort((cand, -row[cand]))[:k]]
+    return out
+
+
+def merge_topk(a: Tuple[np.ndarray, np.ndarray],
+               b: Tuple[np.ndarray, np.ndarray],
+               k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Merge two ranked (scores, ids) lists of the same queries, keep ``k``."""
+    scores, ids = order_rows(np.concatenate([a[0], b[0]], 1),
+                             np.concatenate([a[1], b[1]], 1))
+    return scores[:, :k], ids[:, :k]
+
+
+class FaissSearcher:
+    """Ranks a gallery for query embeddings with faiss.
+
+    Args:
+        gallery (np.ndarray | torch.Tensor | np.memmap): ``(N, d)`` gallery
+            embeddings. A memmap (e.g. ``np.load(path, mmap_mode='r')``) is
+            read shard by shard, so exact search of galleries larger than
+            memory works.
+        similarity (str): ``'cosine'`` (inner product of L2-normalized
+            vectors, the default), ``'ip'`` (raw inner product) or ``'l2'``
+            (Euclidean distance; its score is the negated squared distance).
+        index (str): ``'Flat'`` for exact search, or any
+            ``faiss.index_factory`` string (approximate). Defaults to 'Flat'.
+        device (str): ``'auto'`` (all GPUs with faiss-gpu, else CPU),
+            ``'cpu'`` or ``'gpu'`` (falls back to the CPU with a warning).
+        float16 (bool): Store the gallery in float16 (``SQfp16`` on the CPU,
+            ``useFloat16`` on GPUs): half the memory, scores rounded to
+            float16 precision, so reported as not exact.
+        shard_rows (int, optional): Gallery rows prepared at a time (copied,
+            normalized, searched) by the exact CPU search; bounds its memory.
+            Defaults to 256 MiB of float32 rows.
+        train_rows (int): Gallery rows used to train an index that needs
+            training (IVF, PQ, ...). Defaults to 262144.
+    """
+
+    def __init__(self,
+                 gallery,
+                 similarity: str = 'cosine',
+                 index: str = 'Flat',
+                 device: str = 'auto',
+                 float16: bool = False,
+                 shard_rows: Optional[int] = None,
+                 train_rows: int = 262144):
+        if similarity not in SIMILARITIES:
+            raise ValueError(f'similarity must be one of {SIMILARITIES}, '
+                             f'got {similarity!r}')
+        if not isinstance(index, str) or not index.strip():
+            raise ValueError(f'index must be a faiss index_factory string such '
+                             f"as 'Flat' or 'IVF1024,Flat', got {index!r}")
+        self.gallery = check_features(gallery, 'gallery embeddings')
+        self.ntotal, self.dim = self.gallery.shape
+        self.similarity = similarity
+        self.metric = (faiss.METRIC_L2 if similarity == 'l2' else
+                       faiss.METRIC_INNER_PRODUCT)
+        self.index_spec = index.strip()
+        self.float16 = bool(float16)
+        self.device = resolve_device(device)
+        self.exact = self.index_spec == 'Flat' and not self.float16
+        self.shard_rows = int(shard_rows or max(1024, SHARD_BYTES // (4 * self.dim)))
+        if self.shard_rows <= 0:
+            raise ValueError(f'shard_rows must be positive, got {shard_rows}')
+        self.train_rows = int(train_rows)
+        self._cache = None  # the prepared single shard
+        self._cpu_copy = None
+        self.index = None
+        if self.device == 'gpu' or not self.exact:
+            self.index = self._build_index()
+        if not self.exact:
+            kind = ('float16 storage' if self.index_spec == 'Flat' else
+                    f'approximate index {self.index_spec!r}')
+            warnings.warn(f'retrieval search uses {kind}: the metrics are '
+                          'approximate, not those of an exact search',
+                          stacklevel=2)
+
+    @property
+    def description(self) -> str:
+        """One line for logs: what kind of search produced the numbers."""
+        kind = 'exact' if self.exact else 'APPROXIMATE'
+        spec = 'SQfp16' if (self.float16 and self.index_spec == 'Flat'
+                            and self.device == 'cpu') else self.index_spec
+        return (f'{kind} faiss search ({spec}, {self.similarity}, '
+                f'{self.device}, {self.ntotal} x {self.dim} gallery)')
+
+    # ------------------------------------------------------------------ build
+    def _shards(self):
+        for start in range(0, self.ntotal, self.shard_rows):
+            stop = min(start + self.shard_rows, self.ntotal)
+            yield start, prepare_rows(self.gallery[start:stop], self.similarity,
+                                      'gallery embeddings', start)
+
+    def _build_index(self):
+        spec = self.index_spec
+        if self.float16 and spec == 'Flat' and self.device == 'cpu':
+            spec = 'SQfp16'
+        elif self.float16 and spec != 'Flat':
+            raise ValueError('float16=True applies to the default Flat index; '
+                             'with an index-factory string pick its encoding in '
+                             "the string instead (e.g. 'IVF1024,SQfp16')")
+        try:
+            index = faiss.index_factory(self.dim, spec, self.metric)
+        except RuntimeError as err:
+            msg = str(err).strip().splitlines()[-1]
+            raise ValueError(f'faiss rejects the index string {self.index_spec!r} '
+                             f'for dimension {self.dim}: {msg}. See faiss\'s '
+                             '"The index factory" wiki page; use \'Flat\' for '
+                             'exact search') from None
+        if not index.is_trained:
+            n = min(self.ntotal, self.train_rows)
+            train = prepare_rows(self.gallery[:n], self.similarity,
+                                 'gallery embeddings')
+            try:
+                index.train(train)
+            except RuntimeError as err:
+                raise ValueError(f'faiss could not train {self.index_spec!r} on '
+                                 f'{n} gallery vectors: '
+                                 f'{str(err).strip().splitlines()[-1]}') from None
+        for _, rows in self._shards():
+            index.add(rows)
+        if self.device == 'gpu':
+            options = faiss.GpuMultipleClonerOptions()
+            options.shard = True  # each GPU holds 1/n of the gallery
+            options.useFloat16 = self.float16
+            index = faiss.index_cpu_to_all_gpus(index, co=options)
+        return index
+
+    def to_cpu_index(self):
+        """A CPU faiss index holding the (prepared) gallery, for saving."""
+        if self.index is None:
+            index = faiss.IndexFlat(self.dim, self.metric)
+            for _, rows in self._shards():
+                index.add(rows)
+            return index
+        if self.device == 'gpu':
+            return faiss.index_gpu_to_cpu(self.index)
+        return self.index
+
+    # ----------------------------------------------------------------- search
+    def search(self, queries, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` gallery items for each query, best first.
+
+        Args:
+            queries (np.ndarray | torch.Tensor): ``(n, d)`` query embeddings.
+            k (int): Results per query, ``1 <= k <= gallery size``.
+
+        Returns:
+            tuple: ``scores`` (n, k) float32, larger is more similar (the
+            negated squared distance for ``'l2'``), and ``ids`` (n, k) int64
+            gallery indices (-1 where an approximate index found fewer).
+        """
+        k = int(k)
+        if not 1 <= k <= self.ntotal:
+            raise ValueError(f'k={k} is outside [1, gallery size '
+                             f'{self.ntotal}]: lower topk or enlarge the gallery')
+        q = check_features(queries, 'query embeddings', self.dim)
+        q = prepare_rows(q, self.similarity, 'query embeddings')
+        if self.index is not None:
+            return self._search_index(q, k)
+        if self.ntotal <= self.shard_rows:
+            if self._cache is None:
+                self._cache = next(self._shards())[1]
+            return self._search_shard(q, self._cache, 0, k)
+        result = None
+        for start, rows in self._shards():
+            part = self._search_shard(q, rows, start, min(k, len(rows)))
+            result = part if result is None else merge_topk(result, part, k)
+        return result
+
+    def _to_scores(self, dist: np.ndarray) -> np.ndarray:
+        return dist if self.metric == faiss.METRIC_INNER_PRODUCT else -dist
+
+    def _search_shard(self, q, rows, start, k):
+        def search(sel, kk):
+            dist, ids = faiss.knn(q[sel], rows, kk, metric=self.metric)
+            return self._to_scores(dist), ids + start
+        return stable_topk(search, len(q), k, len(rows))
+
+    def _search_index(self, q, k):
+        def search(sel, kk):
+            index = self.index
+            if self.device == 'gpu' and kk > GPU_MAX_K:
+                # faiss-gpu's k-selection stops at GPU_MAX_K (e.g. mAP@R on
+                # large classes): search a CPU copy instead.
+                if self._cpu_copy is None:
+                    warnings.warn(f'k={kk} exceeds what faiss-gpu selects '
+                                  f'({GPU_MAX_K}); such searches run on a CPU '
+                                  'copy of the index', stacklevel=4)
+                    self._cpu_copy = faiss.index_gpu_to_cpu(self.index)
+                index = self._cpu_copy
+            dist, ids = index.search(q[sel], kk)
+            return self._to_scores(dist), ids
+        return stable_topk(search, len(q), k, self.ntotal)
