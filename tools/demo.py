@@ -8,6 +8,7 @@ MMPretrain (no plugin loaded) and checks both predict the same.
 """
 import argparse
 import json
+import os
 import os.path as osp
 import pickle
 import subprocess
@@ -48,26 +49,27 @@ def main():
     parser.add_argument('--work-dir', default='work_dirs/demo')
     args = parser.parse_args()
     work = osp.join(REPO, args.work_dir)
+    os.makedirs(work, exist_ok=True)
     import mmpretrain
     vanilla_test = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools', 'test.py')
 
     times = {}
     times['train'] = step('1/4 train the ENN model (MMPretrain training loop)',
                           ['tools/train.py', args.config, '--work-dir', work],
-                          osp.join(work + '_train.log'))
+                          osp.join(work, 'demo_train.log'))
     with open(osp.join(work, 'last_checkpoint')) as f:
         ckpt = f.read().strip()
     times['test'] = step('2/4 test the ENN model on the test set',
                          ['tools/test.py', args.config, ckpt, '--work-dir', osp.join(work, 'test_enn'),
-                          '--out', osp.join(work, 'enn_preds.pkl')], work + '_test.log')
+                          '--out', osp.join(work, 'enn_preds.pkl')], osp.join(work, 'demo_test.log'))
     dense = osp.join(work, 'dense.pth')
     times['export'] = step('3/4 export to a dense model',
-                           ['tools/export_dense.py', args.config, ckpt, dense], work + '_export.log')
+                           ['tools/export_dense.py', args.config, ckpt, dense], osp.join(work, 'demo_export.log'))
     times['vanilla_test'] = step(
         '4/4 test the dense model with vanilla MMPretrain (plugin not loaded)',
         [vanilla_test, osp.splitext(dense)[0] + '.py', dense, '--work-dir',
          osp.join(work, 'test_dense'), '--out', osp.join(work, 'dense_preds.pkl')],
-        work + '_vanilla_test.log')
+        osp.join(work, 'demo_vanilla_test.log'))
 
     enn_pred, gt = predictions(osp.join(work, 'enn_preds.pkl'))
     dense_pred, dense_gt = predictions(osp.join(work, 'dense_preds.pkl'))

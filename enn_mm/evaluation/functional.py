@@ -196,7 +196,7 @@ def evaluate_rankings(searcher: FaissSearcher,
                       queries,
                       relevance: Relevance,
                       topk=(1, 5, 10),
-                      metrics=DEFAULT_METRICS,
+                      metric_names=DEFAULT_METRICS,
                       exclude_self: bool = False,
                       query_chunk: Optional[int] = None,
                       curve_k: int = 0,
@@ -211,7 +211,7 @@ def evaluate_rankings(searcher: FaissSearcher,
         queries: ``(n, d)`` query embeddings (with ``exclude_self``, the
             gallery itself: query ``i`` is gallery item ``i``).
         relevance (Relevance): Ground truth.
-        topk, metrics: See :func:`rank_metrics`.
+        topk, metric_names: See :func:`rank_metrics`.
         exclude_self (bool): Remove query ``i``'s own gallery item ``i``.
         query_chunk (int, optional): Queries per search call.
         curve_k (int): Also return ``'recall_curve'``, Recall@1..curve_k.
@@ -219,7 +219,7 @@ def evaluate_rankings(searcher: FaissSearcher,
             values (and the indices of the queries they belong to).
     """
     topk = check_topk(topk)
-    metrics = check_metric_names(metrics)
+    metrics = check_metric_names(metric_names)
     queries = check_features(queries, 'query embeddings', searcher.dim)
     nq = len(queries)
     if exclude_self and nq != searcher.ntotal:
@@ -292,7 +292,7 @@ def retrieval_metrics(query_feats,
                       index: str = 'Flat',
                       *,
                       query_gt: Optional[Sequence] = None,
-                      metrics: Sequence[str] = DEFAULT_METRICS,
+                      metric_names: Sequence[str] = DEFAULT_METRICS,
                       similarity: str = 'cosine',
                       device: str = 'auto',
                       float16: bool = False,
@@ -326,8 +326,9 @@ def retrieval_metrics(query_feats,
             (approximate, with a warning).
         query_gt (Sequence, optional): Instead of labels, the relevant gallery
             indices of each query (MMPretrain's InShop format).
-        metrics (Sequence[str]): Any of 'Recall', 'Precision', 'mAP', 'AP',
-            'mAP@R' (see the module docstring). Defaults to all but 'mAP@R'.
+        metric_names (Sequence[str]): Any of 'Recall', 'Precision', 'mAP',
+            'AP', 'mAP@R' (see the module docstring). Defaults to all but
+            'mAP@R'.
         similarity (str): 'cosine' (default), 'ip' or 'l2'.
         device (str): 'auto', 'cpu' or 'gpu'.
         float16 (bool): float16 gallery storage (approximate).
@@ -356,7 +357,7 @@ def retrieval_metrics(query_feats,
         check_features(query_feats, 'query embeddings', searcher.dim)
     relevance = Relevance(len(query_feats), searcher.ntotal, query_labels,
                           gallery_labels, query_gt, exclude_self)
-    return evaluate_rankings(searcher, query_feats, relevance, topk, metrics,
+    return evaluate_rankings(searcher, query_feats, relevance, topk, metric_names,
                              exclude_self, query_chunk, curve_k, return_per_query)
 
 

@@ -76,7 +76,7 @@ class FaissRetrievalMetric(BaseMetric):
 
     Args:
         topk (int | Sequence[int]): Cut-offs K. Defaults to (1, 5, 10).
-        metrics (Sequence[str]): From 'Recall' (MMPretrain's hit rate),
+        metric_names (Sequence[str]): From 'Recall' (MMPretrain's hit rate),
             'Precision', 'mAP' (MMPretrain's AP normalized by the number of
             relevant items), 'AP' (normalized by min(K, #relevant)) and
             'mAP@R'. Defaults to all but 'mAP@R'. Keys are ``'Recall@1'`` etc.
@@ -102,7 +102,7 @@ class FaissRetrievalMetric(BaseMetric):
 
     def __init__(self,
                  topk: Union[int, Sequence[int]] = (1, 5, 10),
-                 metrics: Sequence[str] = DEFAULT_METRICS,
+                 metric_names: Sequence[str] = DEFAULT_METRICS,
                  gallery: Optional[dict] = None,
                  exclude_self: Optional[bool] = None,
                  relevance: str = 'auto',
@@ -119,7 +119,9 @@ class FaissRetrievalMetric(BaseMetric):
         super().__init__(collect_device=collect_device, prefix=prefix,
                          collect_dir=collect_dir)
         self.topk = check_topk(topk)
-        self.metrics = check_metric_names(metrics)
+        # (not `metrics`: mmengine reads an evaluator config with a `metrics`
+        # key as an Evaluator, not a metric)
+        self.metric_names = check_metric_names(metric_names)
         if gallery is not None and not isinstance(gallery, dict):
             raise TypeError('gallery must be None, a dataloader config or '
                             f'dict(feats=..., labels=...), got {type(gallery)}')
@@ -221,6 +223,18 @@ class FaissRetrievalMetric(BaseMetric):
     def compute_from_parts(self, query_parts: List[dict],
                            gallery_parts: List[dict], size: Optional[int]) -> dict:
         """Merge gathered parts, build the gallery, search and score."""
+        queries, gallery, relevance = self.merge(query_parts, gallery_parts, size)
+        searcher = self.build_searcher(gallery, len(queries))
+        return evaluate_rankings(searcher, queries, relevance, self.topk,
+                                 self.metric_names, self.exclude_self,
+                                 self.query_chunk)
+
+    def merge(self, query_parts: List[dict], gallery_parts: List[dict],
+              size: Optional[int]):
+        """Gathered parts -> (query embeddings, gallery embeddings, relevance).
+
+        ``tools/retrieval_eval.py`` uses this too, to save what it scores.
+        """
         q = merge_parts(query_parts, size, 'query')
         if self.gallery is None:
             g_feat, g_gt = q['feat'], q['gt']
@@ -230,16 +244,18 @@ class FaissRetrievalMetric(BaseMetric):
         else:
             g_feat, g_gt = self._load_saved_gallery()
         relevance = self._relevance(q['gt'], g_gt, len(q['feat']), len(g_feat))
-        searcher = FaissSearcher(g_feat, **self.search_cfg)
-        print_log(f'{type(self).__name__}: {len(q["feat"])} queries, '
+        self.last_query_gt, self.last_gallery_gt = q['gt'], g_gt
+        return q['feat'], g_feat, relevance
+
+    def build_searcher(self, gallery, num_queries: int) -> FaissSearcher:
+        """The faiss searcher of ``gallery``, logged with its kind."""
+        searcher = FaissSearcher(gallery, **self.search_cfg)
+        print_log(f'{type(self).__name__}: {num_queries} queries, '
                   f'{searcher.description}', logger='current')
         if not searcher.exact:
             print_log('retrieval metrics below come from an APPROXIMATE search',
                       logger='current', level=logging.WARNING)
-        result = evaluate_rankings(searcher, q['feat'], relevance, self.topk,
-                                   self.metrics, self.exclude_self,
-                                   self.query_chunk)
-        return result
+        return searcher
 
     def _load_saved_gallery(self):
         feats = self.gallery['feats']
