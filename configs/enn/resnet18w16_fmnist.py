@@ -11,3 +11,6 @@ model = dict(
 
 # Same optimizer; the ENN constructor only keeps weight decay off Q and P.
 optim_wrapper = dict(constructor='ENNOptimWrapperConstructor')
+
+# Orthogonality error and λ spectra in the log and as PNGs in work_dir.
+custom_hooks = [dict(type='ENNDiagnosticsHook', interval=100)]

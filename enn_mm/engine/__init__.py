@@ -1,4 +1,5 @@
 from . import checkpoint  # noqa: F401  (safe loading of mmengine checkpoints)
+from .hooks import ENNDiagnosticsHook
 from .optimizers import ENNOptimWrapperConstructor
 
-__all__ = ['ENNOptimWrapperConstructor']
+__all__ = ['ENNDiagnosticsHook', 'ENNOptimWrapperConstructor']

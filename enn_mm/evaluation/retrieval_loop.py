@@ -57,7 +57,9 @@ def embed_batch(model, data_batch: dict, with_texts: bool = False,
         if with_texts:
             out = net._run_forward(data, mode='tensor')
         else:
-            out = net.extract_feat(data['inputs'], **(extract_kwargs or {}))
+            # ClsDataPreprocessor gives 'inputs', MultiModalDataPreprocessor 'images'
+            inputs = data['inputs'] if 'inputs' in data else data['images']
+            out = net.extract_feat(inputs, **(extract_kwargs or {}))
     feats = _as_feature_dict(out)
     if samples is None:
         raise ValueError('the batch has no data samples: retrieval needs '

@@ -223,15 +223,16 @@ class FaissRetrievalMetric(BaseMetric):
     def compute_from_parts(self, query_parts: List[dict],
                            gallery_parts: List[dict], size: Optional[int]) -> dict:
         """Merge gathered parts, build the gallery, search and score."""
-        queries, gallery, relevance = self.merge(query_parts, gallery_parts, size)
-        searcher = self.build_searcher(gallery, len(queries))
-        return evaluate_rankings(searcher, queries, relevance, self.topk,
+        data = self.merge(query_parts, gallery_parts, size)
+        searcher = self.build_searcher(data['gallery'], len(data['query']))
+        return evaluate_rankings(searcher, data['query'], data['relevance'], self.topk,
                                  self.metric_names, self.exclude_self,
                                  self.query_chunk)
 
     def merge(self, query_parts: List[dict], gallery_parts: List[dict],
               size: Optional[int]):
-        """Gathered parts -> (query embeddings, gallery embeddings, relevance).
+        """Gathered parts -> dict of ``query``/``gallery`` embeddings, their
+        ground truth ``query_gt``/``gallery_gt`` and the ``relevance``.
 
         ``tools/retrieval_eval.py`` uses this too, to save what it scores.
         """
@@ -244,8 +245,8 @@ class FaissRetrievalMetric(BaseMetric):
         else:
             g_feat, g_gt = self._load_saved_gallery()
         relevance = self._relevance(q['gt'], g_gt, len(q['feat']), len(g_feat))
-        self.last_query_gt, self.last_gallery_gt = q['gt'], g_gt
-        return q['feat'], g_feat, relevance
+        return dict(query=q['feat'], gallery=g_feat, relevance=relevance,
+                    query_gt=q['gt'], gallery_gt=g_gt)
 
     def build_searcher(self, gallery, num_queries: int) -> FaissSearcher:
         """The faiss searcher of ``gallery``, logged with its kind."""

@@ -318,6 +318,7 @@ class FaissSearcher:
                                  f'{str(err).strip().splitlines()[-1]}') from None
         for _, rows in self._shards():
             index.add(rows)
+            del rows
         if self.device == 'gpu':
             options = faiss.GpuMultipleClonerOptions()
             options.shard = True  # each GPU holds 1/n of the gallery
@@ -364,6 +365,7 @@ class FaissSearcher:
         result = None
         for start, rows in self._shards():
             part = self._search_shard(q, rows, start, min(k, len(rows)))
+            del rows  # before the next shard is prepared: one shard at a time
             result = part if result is None else merge_topk(result, part, k)
         return result
 

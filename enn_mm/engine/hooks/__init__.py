@@ -1,0 +1,3 @@
+from .enn_diagnostics_hook import ENNDiagnosticsHook
+
+__all__ = ['ENNDiagnosticsHook']
