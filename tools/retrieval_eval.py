@@ -182,8 +182,10 @@ def main():
     with open(osp.join(work_dir, 'metrics.json'), 'w') as f:
         json.dump(summary, f, indent=2)
     if curve is not None and len(curve):
+        self_note = ', self excluded' if metric.exclude_self else ''
         save_curve(osp.join(work_dir, 'recall_curve.png'), curve,
-                   f'{name}\n{len(data["query"])} queries, gallery {searcher.ntotal}')
+                   f'{name}\n{len(data["query"])} queries, gallery '
+                   f'{searcher.ntotal}{self_note}')
         with open(osp.join(work_dir, 'recall_curve.json'), 'w') as f:
             json.dump({f'Recall@{k + 1}': float(v) for k, v in enumerate(curve)}, f)
     if args.save_feats:

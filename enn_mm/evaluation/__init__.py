@@ -5,16 +5,21 @@ register the mmengine/MMPretrain pieces: the metrics ``FaissRetrievalMetric``
 and ``FaissImageTextRetrievalMetric``, the loops ``FaissRetrievalValLoop`` /
 ``FaissRetrievalTestLoop`` and the dataset wrapper ``ENNClassSubset``.
 """
-from .functional import image_text_retrieval_metrics, retrieval_metrics
-from .search import FaissSearcher
+import importlib.util
+
+try:
+    import faiss  # noqa: F401
+except ImportError as err:
+    raise ImportError("enn_mm.evaluation needs faiss: pip install -e '.[cpu]' "
+                      "(faiss-cpu) or -e '.[gpu]' (faiss-gpu)") from err
+
+from .functional import image_text_retrieval_metrics, retrieval_metrics  # noqa: E402
+from .search import FaissSearcher  # noqa: E402
 
 __all__ = ['retrieval_metrics', 'image_text_retrieval_metrics', 'FaissSearcher']
 
-try:
-    import mmpretrain  # noqa: F401
-except ImportError:  # the numerical part works without MMPretrain
-    pass
-else:
+if importlib.util.find_spec('mmpretrain') is not None:
+    # the numerical part above works without MMPretrain; this fills its registries
     from .class_subset import ENNClassSubset
     from .image_text_metric import FaissImageTextRetrievalMetric
     from .retrieval_loop import (FaissRetrievalTestLoop, FaissRetrievalValLoop,

@@ -12,6 +12,12 @@ from .gather import collect_parts, merge_parts
 from .retrieval_metric import LOOP_HINT, features_of, indices_of
 from .search import SIMILARITIES, to_numpy, topk_of_scores
 
+# MMPretrain registers its retrieval datasets only when `transformers` is
+# installed (for its own text models); they need nothing of it, and dual
+# encoders of other origins use them too.
+import mmpretrain.datasets.coco_retrieval  # noqa: F401,E402
+import mmpretrain.datasets.flickr30k_retrieval  # noqa: F401,E402
+
 
 def _texts_of(sample) -> list:
     text = sample.get('text')

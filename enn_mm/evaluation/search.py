@@ -16,6 +16,7 @@ Tie rule: items with exactly equal scores are ranked by ascending gallery
 index, also at the top-k boundary (faiss's heaps keep an arbitrary subset
 of a tie, so boundary ties are searched again deeper until resolved).
 """
+import mmap
 import warnings
 from typing import Callable, Optional, Tuple
 
@@ -70,12 +71,13 @@ def to_numpy(x, name: str) -> np.ndarray:
 
 
 def check_features(x, name: str, dim: Optional[int] = None,
-                   allow_empty: bool = False) -> np.ndarray:
+                   allow_empty: bool = False, check_finite: bool = True) -> np.ndarray:
     """Validate an (N, dim) embedding matrix; returns it without copying.
 
     Raises a ``ValueError`` naming the problem for a wrong rank, an empty
-    matrix, a dimension that differs from ``dim`` and non-finite values (a
-    memmap is checked shard by shard while it is searched instead).
+    matrix, a dimension that differs from ``dim`` and, with ``check_finite``,
+    non-finite values (galleries are checked shard by shard as they are
+    prepared instead, see :func:`prepare_rows`).
     """
     x = to_numpy(x, name)
     if x.ndim != 2:
@@ -95,20 +97,33 @@ def check_features(x, name: str, dim: Optional[int] = None,
         raise ValueError(f'{name} has dimension {x.shape[1]} but the other '
                          f'side has {dim}: query and gallery embeddings must '
                          'come from the same model output')
-    if not isinstance(x, np.memmap):
+    if check_finite and not isinstance(x, np.memmap):
         assert_finite(x, name)
     return x
 
 
-def assert_finite(x: np.ndarray, name: str, offset: int = 0) -> None:
-    """Raise if ``x`` holds NaN or inf, naming the first bad row."""
-    finite = np.isfinite(x).all(axis=1)
-    if not finite.all():
-        rows = np.flatnonzero(~finite)
-        raise ValueError(
-            f'{name} has {len(rows)} rows with NaN/inf values (first: row '
-            f'{rows[0] + offset}); a diverged model or a broken input gives '
-            'meaningless rankings, fix the embeddings first')
+def squared_norms(x: np.ndarray) -> np.ndarray:
+    """Row sums of squares without a full-size temporary."""
+    return np.einsum('ij,ij->i', x, x)
+
+
+def assert_finite(x: np.ndarray, name: str, offset: int = 0,
+                  sq: Optional[np.ndarray] = None) -> None:
+    """Raise if ``x`` holds NaN or inf, naming the first bad row.
+
+    A row's sum of squares is finite unless the row holds NaN/inf (or
+    overflows float32, which the exact re-check below tells apart), so one
+    pass over the data with no boolean copy of it suffices.
+    """
+    sq = squared_norms(x) if sq is None else sq
+    suspect = np.flatnonzero(~np.isfinite(sq))
+    if len(suspect):
+        rows = suspect[~np.isfinite(x[suspect]).all(axis=1)]
+        if len(rows):
+            raise ValueError(
+                f'{name} has {len(rows)} rows with NaN/inf values (first: row '
+                f'{rows[0] + offset}); a diverged model or a broken input gives '
+                'meaningless rankings, fix the embeddings first')
 
 
 def prepare_rows(x: np.ndarray, similarity: str, name: str,
@@ -117,13 +132,22 @@ def prepare_rows(x: np.ndarray, similarity: str, name: str,
 
     Copies only when needed (never modifies the caller's array).
     """
+    owned = False  # whether x is our own copy (then normalize in place)
     if isinstance(x, np.memmap):
+        owned = True
+        mapping = getattr(x, '_mmap', None)
         x = np.array(x, dtype=np.float32)  # a private copy of the shard
-        assert_finite(x, name, offset)
+        if mapping is not None and hasattr(mapping, 'madvise'):
+            # drop the file pages just read from this process's resident set:
+            # streaming a gallery larger than memory must not grow RSS
+            mapping.madvise(mmap.MADV_DONTNEED)
     elif x.dtype != np.float32 or not x.flags.c_contiguous:
         x = np.ascontiguousarray(x, dtype=np.float32)
+        owned = True
+    sq = squared_norms(x)
+    assert_finite(x, name, offset, sq)
     if similarity == 'cosine':
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        norms = np.sqrt(sq.astype(np.float64))[:, None].astype(np.float32)
         zero = norms[:, 0] == 0
         if zero.any():
             warnings.warn(f'{name} has {int(zero.sum())} all-zero embeddings '
@@ -131,7 +155,10 @@ def prepare_rows(x: np.ndarray, similarity: str, name: str,
                           'their cosine similarity is 0 to everything',
                           stacklevel=4)
             norms[zero] = 1
-        x = x / norms
+        if owned:
+            x /= norms
+        else:
+            x = x / norms
     return x
 
 
@@ -249,7 +276,9 @@ class FaissSearcher:
         if not isinstance(index, str) or not index.strip():
             raise ValueError(f'index must be a faiss index_factory string such '
                              f"as 'Flat' or 'IVF1024,Flat', got {index!r}")
-        self.gallery = check_features(gallery, 'gallery embeddings')
+        # (finiteness is checked shard by shard as the gallery is prepared)
+        self.gallery = check_features(gallery, 'gallery embeddings',
+                                      check_finite=False)
         self.ntotal, self.dim = self.gallery.shape
         self.similarity = similarity
         self.metric = (faiss.METRIC_L2 if similarity == 'l2' else
@@ -323,7 +352,13 @@ class FaissSearcher:
             options = faiss.GpuMultipleClonerOptions()
             options.shard = True  # each GPU holds 1/n of the gallery
             options.useFloat16 = self.float16
-            index = faiss.index_cpu_to_all_gpus(index, co=options)
+            try:
+                index = faiss.index_cpu_to_all_gpus(index, co=options)
+            except RuntimeError as err:  # e.g. HNSW has no GPU version
+                warnings.warn(f'faiss-gpu cannot hold {self.index_spec!r} '
+                              f'({str(err).strip().splitlines()[-1]}); searching '
+                              'on the CPU', stacklevel=4)
+                self.device = 'cpu'
         return index
 
     def to_cpu_index(self):
@@ -354,8 +389,8 @@ class FaissSearcher:
         if not 1 <= k <= self.ntotal:
             raise ValueError(f'k={k} is outside [1, gallery size '
                              f'{self.ntotal}]: lower topk or enlarge the gallery')
-        q = check_features(queries, 'query embeddings', self.dim)
-        q = prepare_rows(q, self.similarity, 'query embeddings')
+        q = check_features(queries, 'query embeddings', self.dim, check_finite=False)
+        q = prepare_rows(q, self.similarity, 'query embeddings')  # checks finite
         if self.index is not None:
             return self._search_index(q, k)
         if self.ntotal <= self.shard_rows:

@@ -248,7 +248,8 @@ def main():
         elif theirs_prev is not None:
             scale = n / theirs_prev[0]
             est_s = theirs_prev[1]['seconds'] * scale
-            est_gb = theirs_prev[1]['peak_bytes'] * scale / 2**30
+            prev = theirs_prev[1]
+            est_gb = (prev['base_bytes'] + prev['extra_bytes'] * scale) / 2**30
             if est_s > args.max_seconds or est_gb > args.max_gb:
                 skip = (f'MMPretrain path skipped: linear extrapolation from '
                         f'{theirs_prev[0]} gives ~{est_s:.0f} s and ~{est_gb:.1f} GB '

@@ -1,0 +1,153 @@
+"""Peak training memory and step time of ENN-ℓ against end-to-end BP.
+
+    python tools/benchmarks/local_memory.py [--threads 1] [--enn] [--num-classes 1000]
+
+ResNet-50 (MMPretrain's ``ResNet(depth=50)``, global pooling, linear head),
+batch 16 at 112 px, SGD with momentum. Every variant runs in a fresh process
+with ``MALLOC_MMAP_THRESHOLD_=131072`` (large buffers are mmap-ed and go back
+to the OS when freed, so the resident set follows the live tensors) and is
+measured on its first training step:
+
+- ``memory_ratio``: peak RSS growth during the step (activations, gradients,
+  optimizer state, workspace; the model's own weights excluded), ENN-ℓ / BP;
+- ``rss_ratio``: whole-process peak RSS (interpreter, libraries and weights
+  included), ENN-ℓ / BP;
+- ``saved_activation_ratio``: peak bytes of tensors saved for backward
+  (:class:`enn_mm.local.SavedTensorMeter`), ENN-ℓ / BP;
+- ``time_ratio``: median time of the next ``--steps`` steps, ENN-ℓ / BP.
+
+Splits: ``stage`` (one block per stage, K = 4) and ``block`` (the paper's:
+stem, 16 bottlenecks, head, K = 18); local heads ``pool_linear``. Prints a
+JSON list of ``{"model", "split", "memory_ratio", "time_ratio", ...}`` on
+stdout; the absolute numbers are in the extra keys.
+"""
+import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if REPO not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, REPO)
+
+SPLITS = {'bp': [], 'stage': 'resnet_stage', 'block': 'resnet_block'}
+
+
+def _status_kb(field: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
+
+
+def worker(args) -> dict:
+    import torch
+    torch.set_num_threads(args.threads)
+    from mmengine.optim import OptimWrapper, build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+    from mmpretrain.structures import DataSample
+
+    import enn_mm  # noqa: F401
+    import enn_mm.local  # noqa: F401
+    from enn_mm.local import SavedTensorMeter
+
+    init_default_scope('mmpretrain')
+    torch.manual_seed(0)
+    model = dict(type='ImageClassifier', backbone=dict(type='ResNet', depth=50),
+                 neck=dict(type='GlobalAveragePooling'),
+                 head=dict(type='LinearClsHead', num_classes=args.num_classes, in_channels=2048))
+    if args.enn:
+        model = dict(type='ENNModel', model=model, enn=dict(ortho='penalty', gamma=1e-5))
+    optimizer = dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4)
+    if args.split == 'bp':
+        model = MODELS.build(model)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optim = OptimWrapper(torch.optim.SGD(params, **{k: v for k, v in optimizer.items()
+                                                        if k != 'type'}))
+    else:
+        model = MODELS.build(dict(type='ENNLocalClassifier', model=model, cuts=SPLITS[args.split],
+                                  input_shape=(3, args.size, args.size),
+                                  local_head=dict(type='pool_linear')))
+        optim = build_optim_wrapper(model, dict(constructor='ENNLocalOptimWrapperConstructor',
+                                                optimizer=optimizer))
+    model.train()
+    g = torch.Generator().manual_seed(0)
+    data = dict(inputs=torch.randint(0, 256, (args.batch, 3, args.size, args.size), generator=g,
+                                     dtype=torch.uint8),
+                data_samples=[DataSample().set_gt_label(i % args.num_classes)
+                              for i in range(args.batch)])
+
+    gc.collect()
+    rss_before = _status_kb('VmRSS')
+    with open('/proc/self/clear_refs', 'w') as f:  # restart the peak (VmHWM) here
+        f.write('5')
+    with SavedTensorMeter() as meter:
+        model.train_step(data, optim)
+    peak = _status_kb('VmHWM')
+    times = []
+    for _ in range(args.steps):
+        t = time.perf_counter()
+        model.train_step(data, optim)
+        times.append(time.perf_counter() - t)
+    return dict(blocks=getattr(model, 'num_blocks', 1), rss_before_mb=rss_before / 1024,
+                peak_rss_mb=peak / 1024, step_peak_mb=(peak - rss_before) / 1024,
+                saved_peak_mb=meter.peak / 2**20, step_s=statistics.median(times))
+
+
+def run_variant(args, enn: bool, split: str) -> dict:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='131072', OMP_NUM_THREADS=str(args.threads),
+               MKL_NUM_THREADS=str(args.threads))
+    cmd = [sys.executable, __file__, '--worker', split, '--threads', str(args.threads),
+           '--batch', str(args.batch), '--size', str(args.size), '--steps', str(args.steps),
+           '--num-classes', str(args.num_classes)] + (['--enn'] if enn else [])
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f'{split} (enn={enn}) failed:\n{proc.stderr[-3000:]}')
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f'{"enn-" if enn else ""}resnet50 {split}: {result}', file=sys.stderr)
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--batch', type=int, default=16)
+    parser.add_argument('--size', type=int, default=112)
+    parser.add_argument('--steps', type=int, default=3, help='timed steps after the first')
+    parser.add_argument('--num-classes', type=int, default=1000)
+    parser.add_argument('--enn', action='store_true', help='also measure the ENN ResNet-50')
+    parser.add_argument('--worker', choices=list(SPLITS), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        args.split = args.worker
+        print(json.dumps(worker(args)))
+        return
+
+    records = []
+    for enn in ([False, True] if args.enn else [False]):
+        bp = run_variant(args, enn, 'bp')
+        for split in ('stage', 'block'):
+            r = run_variant(args, enn, split)
+            records.append(dict(
+                model=('enn-' if enn else '') + 'resnet50', split=split,
+                memory_ratio=round(r['step_peak_mb'] / bp['step_peak_mb'], 3),
+                time_ratio=round(r['step_s'] / bp['step_s'], 3),
+                rss_ratio=round(r['peak_rss_mb'] / bp['peak_rss_mb'], 3),
+                saved_activation_ratio=round(r['saved_peak_mb'] / bp['saved_peak_mb'], 3),
+                blocks=r['blocks'], step_peak_mb=round(r['step_peak_mb'], 1),
+                bp_step_peak_mb=round(bp['step_peak_mb'], 1),
+                peak_rss_mb=round(r['peak_rss_mb'], 1), bp_peak_rss_mb=round(bp['peak_rss_mb'], 1),
+                step_s=round(r['step_s'], 3), bp_step_s=round(bp['step_s'], 3),
+                batch=args.batch, size=args.size, num_classes=args.num_classes,
+                threads=args.threads))
+    print(json.dumps(records, indent=1))
+
+
+if __name__ == '__main__':
+    main()
