@@ -210,6 +210,19 @@ def test_deepcopy_and_state_dict_round_trip():
     assert torch.equal(twin(x), model(x))
 
 
+def test_export_or_dense_view_of_one_copy_leaves_the_others_intact():
+    # deep copies share torch's injected parametrization class (EMA models do)
+    model = enn_mm.convert_to_enn(mlp())
+    ema = copy.deepcopy(model)
+    x = torch.randn(2, 20)
+    ref = model(x)
+    dense = enn_mm.export_dense(copy.deepcopy(model))
+    with dense_view(model):
+        pass
+    assert torch.allclose(ema(x), ref) and torch.allclose(model(x), ref, atol=1e-6)
+    assert torch.allclose(dense(x), ref) and is_enn(ema[0]) and not is_enn(dense[0])
+
+
 # ------------------------------------------------------------- bad input
 def test_pattern_matching_nothing_names_the_pattern():
     with pytest.raises(ValueError, match=r"include pattern 'backbone\.\*' matches no"):

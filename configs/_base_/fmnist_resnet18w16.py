@@ -76,3 +76,5 @@ default_hooks = dict(
                     save_last=True))
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0)
+# DDP takes no device ids for CPU modules; on GPU None means the module's device.
+model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)

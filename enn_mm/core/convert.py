@@ -1,7 +1,7 @@
 """Conversion of dense models to ENN and back, in place."""
 import fnmatch
 from contextlib import contextmanager
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Iterable, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -160,14 +160,45 @@ def convert_to_enn(model: nn.Module,
 _ENN_CLASSES = {}  # ENNConv2d -> nn.Conv2d etc., filled by layers.py
 
 
+# torch's remove_parametrizations() deletes the ``weight`` property from the
+# class that register_parametrization() injected; deep copies (EMA models,
+# ``export_dense(copy.deepcopy(m))``) share that class object, so removing it
+# on one model breaks every copy. These two helpers swap a layer between its
+# ENN and dense form without touching any class object.
+def _to_dense(module: nn.Module) -> Tuple[type, nn.Module]:
+    """Turn an ENN layer into its plain class with a dense weight, in place."""
+    if len(module.parametrizations) != 1:
+        raise ValueError('ENN layers with other parametrizations besides the '
+                         'weight cannot be made dense.')
+    with torch.no_grad():
+        weight = module.weight.detach().clone()
+    requires_grad = factors(module)[0].requires_grad
+    enn_cls, plist = type(module), module._modules.pop('parametrizations')
+    module.__class__ = enn_cls.__bases__[0]  # the class before injection
+    module.register_parameter('weight', nn.Parameter(weight, requires_grad))
+    return enn_cls, plist
+
+
+def _to_enn(module: nn.Module, enn_cls: type, plist: nn.Module) -> None:
+    """Undo :func:`_to_dense`, factoring the (maybe new) dense weight into
+    the same factor Parameters."""
+    weight = module._parameters.pop('weight')
+    module._modules['parametrizations'] = plist
+    module.__class__ = enn_cls
+    with torch.no_grad():
+        for param, value in zip(factors(module), plist.weight[0].right_inverse(weight)):
+            param.copy_(value)
+
+
 def export_dense(model: nn.Module) -> nn.Module:
     """Materialize every ENN layer back into a plain dense weight, in place.
 
     The result holds ordinary ``nn.Conv2d`` / ``nn.Linear`` modules whose
-    ``state_dict`` loads into the original (non-ENN) model definition.
+    ``state_dict`` loads into the original (non-ENN) model definition. Copies
+    of the model (``copy.deepcopy``) are not affected.
     """
     for _, module in list(enn_modules(model)):
-        parametrize.remove_parametrizations(module, 'weight', leave_parametrized=True)
+        _to_dense(module)
         module._enn_load_hook.remove()
         del module._enn_load_hook
         if type(module) in _ENN_CLASSES:
@@ -186,18 +217,9 @@ def dense_view(model: nn.Module):
     is factored again by SVD *into the same Parameter objects*, so optimizers,
     DDP and EMA that already hold them stay valid.
     """
-    saved: List[Tuple[nn.Module, List[nn.Parameter]]] = []
-    for _, module in list(enn_modules(model)):
-        saved.append((module, list(factors(module))))
-        parametrize.remove_parametrizations(module, 'weight', leave_parametrized=True)
+    saved = [(module, *_to_dense(module)) for _, module in list(enn_modules(model))]
     try:
         yield model
     finally:
-        for module, old in saved:
-            parametrize.register_parametrization(
-                module, 'weight', Eigenbasis(module.weight.shape, getattr(module, 'groups', 1)))
-            plist = module.parametrizations.weight
-            with torch.no_grad():
-                for i, param in enumerate(old):
-                    param.copy_(getattr(plist, f'original{i}'))
-                    setattr(plist, f'original{i}', param)
+        for module, enn_cls, plist in saved:
+            _to_enn(module, enn_cls, plist)

@@ -1,4 +1,5 @@
 from . import checkpoint  # noqa: F401  (safe loading of mmengine checkpoints)
+from . import dist  # noqa: F401  (CPU distributed launch)
 from .hooks import ENNDiagnosticsHook
 from .optimizers import ENNOptimWrapperConstructor
 
