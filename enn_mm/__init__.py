@@ -20,3 +20,9 @@ __all__ = [
 
 if importlib.util.find_spec('mmpretrain') is not None:
     from . import engine, models  # noqa: F401,E402  (fill the registries)
+
+if importlib.util.find_spec('faiss') is not None:  # faiss: the [cpu] / [gpu] extra
+    from . import evaluation  # noqa: F401,E402  (Faiss* metrics and loops)
+    from .evaluation import (image_text_retrieval_metrics,  # noqa: E402
+                             retrieval_metrics)
+    __all__ += ['retrieval_metrics', 'image_text_retrieval_metrics']

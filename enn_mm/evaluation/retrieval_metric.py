@@ -191,7 +191,7 @@ class FaissRetrievalMetric(BaseMetric):
         Overrides BaseMetric's version: its truncation to ``size`` assumes
         one result per sample, here one entry holds a batch.
         """
-        if getattr(self, '_missing_idx', False) and get_world_size() > 1:
+        if self._missing_idx and get_world_size() > 1:
             raise KeyError("query samples lack 'sample_idx', needed to drop the "
                            "distributed sampler's padding: keep 'sample_idx' in "
                            "PackInputs' meta_keys")
