@@ -14,16 +14,11 @@ from conftest import REPO
 from test_mmpretrain import ENN_CFG, logits, tiny_cfg
 
 
-def lenet_cfg(root, work_dir, batch_size, **enn):
-    """Tiny ENN LeNet-5 (no BatchNorm, so per-rank and full batches agree)."""
+def gn_cfg(root, work_dir, batch_size, **enn):
+    """The tiny ENN ResNet with GroupNorm: per-sample statistics, so a batch
+    split over ranks computes what the whole batch computes."""
     cfg = tiny_cfg(ENN_CFG, root, work_dir, **enn)
-    cfg.model.model = dict(
-        type='ImageClassifier',
-        backbone=dict(type='LeNet5', num_classes=10),
-        head=dict(type='ClsHead', loss=dict(type='CrossEntropyLoss')))
-    pipeline = [dict(type='Resize', scale=32), dict(type='PackInputs')]
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].dataset.pipeline = pipeline
+    cfg.model.model.backbone.norm_cfg = dict(type='GN', num_groups=4)
     cfg.train_dataloader.batch_size = batch_size
     # SGD: Adam's normalized steps would turn fp32 reduction-order noise on
     # near-zero gradients into lr-sized differences
@@ -38,11 +33,16 @@ def free_port():
 
 
 def test_ddp_two_processes_equal_one_process(fmnist_root, tmp_path):
-    enn = dict(ortho='retract', retract_interval=3, gamma=1e-3)  # retraction and penalty
-    single = Runner.from_cfg(lenet_cfg(fmnist_root, tmp_path / 'single', 16, **enn))
+    # retraction, penalty and a shared basis at once
+    enn = dict(ortho='retract', retract_interval=3, gamma=1e-3,
+               share=[dict(name='stage1', include=['backbone.layer1.*.conv2'], share='P')])
+    single = Runner.from_cfg(gn_cfg(fmnist_root, tmp_path / 'single', 16, **enn))
     single.train()
+    P = [m.parametrizations.weight.original2 for m in
+         (single.model.backbone.layer1[0].conv2, single.model.backbone.layer1[1].conv2)]
+    assert P[0] is P[1]
 
-    cfg = lenet_cfg(fmnist_root, tmp_path / 'ddp', 8, **enn)  # 2 x 8 = the same 16
+    cfg = gn_cfg(fmnist_root, tmp_path / 'ddp', 8, **enn)  # 2 x 8 = the same 16
     cfg_path = str(tmp_path / 'ddp.py')
     cfg.dump(cfg_path)
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)

@@ -4,6 +4,7 @@ from .convert import (SUPPORTED_TYPES, convert_to_enn, dense_view, enn_modules,
 from .eigenbasis import Eigenbasis, factorize
 from .layers import ENNConv2d, ENNLinear
 from .options import ENNOptions
+from .share import share_bases, share_groups
 from .ortho import (basis_error, basis_penalty, bases, enable_retraction,
                     orthogonality_error, orthogonality_penalty, retract_)
 
@@ -12,5 +13,6 @@ __all__ = [
     'SUPPORTED_TYPES', 'convert_to_enn', 'export_dense', 'dense_view',
     'enn_modules', 'factors', 'is_enn', 'register_eigenbasis', 'bases',
     'basis_error', 'basis_penalty', 'orthogonality_error',
-    'orthogonality_penalty', 'enable_retraction', 'retract_'
+    'orthogonality_penalty', 'enable_retraction', 'retract_', 'share_bases',
+    'share_groups'
 ]

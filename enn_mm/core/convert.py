@@ -51,6 +51,12 @@ def _load_dense_weight(module, state_dict, prefix, local_metadata, strict,
     key = prefix + 'weight'
     if key not in state_dict or not is_enn(module):
         return
+    if getattr(module, '_enn_share', None):
+        error_msgs.append(f'{key}: a dense weight cannot be loaded into a layer with a '
+                          f'shared basis (group {module._enn_share[0]!r}); load dense '
+                          "checkpoints through init_cfg=dict(type='Pretrained', ...), which "
+                          'factors and re-shares them, or before sharing.')
+        return
     eig = module.parametrizations.weight[0]
     weight = state_dict[key]
     if tuple(weight.shape) != tuple(eig.shape):
@@ -217,9 +223,14 @@ def dense_view(model: nn.Module):
     is factored again by SVD *into the same Parameter objects*, so optimizers,
     DDP and EMA that already hold them stay valid.
     """
+    from .share import share_groups, tie_group
+    groups = share_groups(model)
     saved = [(module, *_to_dense(module)) for _, module in list(enn_modules(model))]
     try:
         yield model
     finally:
+        dense = {module: module.weight.detach().clone() for module, _, _ in saved}
         for module, enn_cls, plist in saved:
             _to_enn(module, enn_cls, plist)
+        for members in groups.values():  # shared bases: re-tie from the new weights
+            tie_group(members, members[0]._enn_share[1], dense)

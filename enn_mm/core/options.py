@@ -7,6 +7,7 @@ from torch import nn
 
 from .convert import convert_to_enn
 from .ortho import enable_retraction
+from .share import share_bases
 
 __all__ = ['ENNOptions']
 
@@ -30,6 +31,9 @@ class ENNOptions:
             (default: every layer of ``types``).
         exclude (Sequence[str]): Glob patterns of module names to keep dense.
         types (Sequence[str]): Layer types to convert.
+        share (Sequence[dict]): Groups of equal-shape layers sharing P and/or
+            Q, each ``dict(name=..., include=[glob, ...], share='P'|'Q'|'PQ')``
+            (see :func:`enn_mm.core.share_bases`).
     """
     ortho: str = 'penalty'
     gamma: Optional[float] = None
@@ -37,6 +41,7 @@ class ENNOptions:
     include: Sequence[str] = ()
     exclude: Sequence[str] = ()
     types: Sequence[str] = ('Conv2d', 'Linear')
+    share: Sequence[dict] = ()
 
     def __post_init__(self):
         if self.ortho not in ORTHO_MODES:
@@ -69,6 +74,8 @@ class ENNOptions:
     def apply(self, model: nn.Module) -> nn.Module:
         """Convert ``model`` in place and arm retraction if asked for."""
         convert_to_enn(model, include=self.include, exclude=self.exclude, types=self.types)
+        if self.share:
+            share_bases(model, self.share)
         if self.ortho == 'retract':
             enable_retraction(model, self.retract_interval)
         return model

@@ -16,7 +16,8 @@ class ENNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     Weight decay pulls Q and P towards zero, against their orthonormality,
     so by default it is off for them. λ and biases follow the usual rules.
-    All other ``paramwise_cfg`` options work as in mmengine; explicit
+    Shared bases appear in several layers, so ``bypass_duplicate`` defaults
+    to True. All other ``paramwise_cfg`` options work as in mmengine; explicit
     ``custom_keys`` of the user take precedence on the same parameter only
     when they are longer (more specific) than the keys added here.
 
@@ -46,4 +47,6 @@ class ENNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             custom_keys.setdefault(key, basis)
         custom_keys.setdefault(SPECTRUM_KEY, spectrum)
         paramwise_cfg['custom_keys'] = custom_keys
+        # a basis shared by several layers must enter the optimizer once
+        paramwise_cfg.setdefault('bypass_duplicate', True)
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
