@@ -279,3 +279,12 @@ def test_diagnostics_hook_logs_plots_and_stops_on_nan(fmnist_root, tmp_path):
     runner.register_hook(PoisonHook())
     with pytest.raises(RuntimeError, match=r'iteration 3.*backbone\.layer1\.1\.conv2'):
         runner.train()
+
+
+def test_penalty_interval_applies_every_nth_step_scaled(fmnist_root, tmp_path):
+    cfg = tiny_cfg(ENN_CFG, fmnist_root, tmp_path, epochs=1, penalty_interval=2, gamma=1e-3)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    ortho = runner.message_hub.get_scalar('train/loss_ortho').data[0]
+    assert len(ortho) == 4
+    assert ortho[1] == 0 and ortho[3] == 0 and ortho[0] > 0 and ortho[2] > 0

@@ -27,6 +27,10 @@ class ENNOptions:
             ``'penalty'`` (the paper's CIFAR ResNet-50 value) and 0 otherwise;
             a positive value with ``'retract'`` adds the penalty as well.
         retract_interval (int): Optimizer steps between retractions.
+        penalty_interval (int): Apply the penalty on every n-th training
+            step only, weighted ``n·gamma`` so its average pull is unchanged
+            (it costs about as much as materializing the weights; the
+            paper's setting is 1).
         include (Sequence[str]): Glob patterns of module names to convert
             (default: every layer of ``types``).
         exclude (Sequence[str]): Glob patterns of module names to keep dense.
@@ -38,6 +42,7 @@ class ENNOptions:
     ortho: str = 'penalty'
     gamma: Optional[float] = None
     retract_interval: int = 1
+    penalty_interval: int = 1
     include: Sequence[str] = ()
     exclude: Sequence[str] = ()
     types: Sequence[str] = ('Conv2d', 'Linear')
@@ -51,9 +56,10 @@ class ENNOptions:
             self.gamma = 1e-5 if self.ortho == 'penalty' else 0.0
         if self.gamma < 0:
             raise ValueError(f'ENN gamma must be >= 0, got {self.gamma}.')
-        if not isinstance(self.retract_interval, int) or self.retract_interval <= 0:
-            raise ValueError('ENN retract_interval must be a positive integer, '
-                             f'got {self.retract_interval!r}.')
+        for key in ('retract_interval', 'penalty_interval'):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f'ENN {key} must be a positive integer, got {value!r}.')
         for key in ('include', 'exclude', 'types'):
             value = getattr(self, key)
             setattr(self, key, (value, ) if isinstance(value, str) else tuple(value))

@@ -2,7 +2,8 @@
 import copy
 from typing import Optional
 
-from mmengine.logging import print_log
+import torch
+from mmengine.logging import MessageHub, print_log
 
 from mmpretrain.registry import MODELS
 from ..core import ENNOptions, dense_view, enn_modules, orthogonality_penalty
@@ -22,8 +23,16 @@ class ENNModelMixin:
 
     def loss(self, *args, **kwargs):
         losses = super().loss(*args, **kwargs)
-        if self.enn_options.gamma > 0:
-            losses['loss_ortho'] = self.enn_options.gamma * orthogonality_penalty(self)
+        opts = self.enn_options
+        if opts.gamma > 0:
+            # the Runner's iteration counter: identical on every rank and
+            # restored by --resume, so the schedule is too
+            step = MessageHub.get_current_instance().get_info('iter', 0)
+            if step % opts.penalty_interval == 0:
+                losses['loss_ortho'] = (opts.gamma * opts.penalty_interval *
+                                        orthogonality_penalty(self))
+            else:
+                losses['loss_ortho'] = torch.zeros((), device=next(self.parameters()).device)
         return losses
 
     def init_weights(self):
