@@ -207,7 +207,9 @@ def test_tools_test_export_and_vanilla_load(fmnist_root, tmp_path):
     load_checkpoint(model, ckpt, strict=True)
     ref = logits(model, x)
     assert ((torch.load(tmp_path / 'y.pt') - ref).abs().max() / ref.abs().max()) <= 1e-5
-    assert 'custom_imports' not in Config.fromfile(str(tmp_path / 'dense.py'))
+    dense_cfg = Config.fromfile(str(tmp_path / 'dense.py'))
+    assert 'custom_imports' not in dense_cfg
+    assert not any(h['type'].startswith('ENN') for h in dense_cfg.custom_hooks)
 
 
 def test_safe_loading_is_narrow(fmnist_root, tmp_path):

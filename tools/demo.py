@@ -47,6 +47,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--config', default='configs/enn/resnet18w16_fmnist.py')
     parser.add_argument('--work-dir', default='work_dirs/demo')
+    parser.add_argument('--skip-train', action='store_true',
+                        help='reuse the last checkpoint in --work-dir')
     args = parser.parse_args()
     work = osp.join(REPO, args.work_dir)
     os.makedirs(work, exist_ok=True)
@@ -54,9 +56,10 @@ def main():
     vanilla_test = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools', 'test.py')
 
     times = {}
-    times['train'] = step('1/4 train the ENN model (MMPretrain training loop)',
-                          ['tools/train.py', args.config, '--work-dir', work],
-                          osp.join(work, 'demo_train.log'))
+    if not args.skip_train:
+        times['train'] = step('1/4 train the ENN model (MMPretrain training loop)',
+                              ['tools/train.py', args.config, '--work-dir', work],
+                              osp.join(work, 'demo_train.log'))
     with open(osp.join(work, 'last_checkpoint')) as f:
         ckpt = f.read().strip()
     times['test'] = step('2/4 test the ENN model on the test set',

@@ -41,11 +41,37 @@ def dense_config(cfg: Config) -> Config:
                 plain(value)
 
     plain(cfg.model)
-    cfg.pop('custom_imports', None)
+    # ENN-only training helpers have no meaning for a dense model
+    cfg.custom_hooks = [h for h in cfg.get('custom_hooks', []) if not _is_plugin(h.get('type'))]
     if cfg.get('optim_wrapper', {}).get('constructor') == 'ENNOptimWrapperConstructor':
         cfg.optim_wrapper.pop('constructor')
     cfg.load_from = None
+    # Drop the plugin import unless something else of the plugin (a Faiss
+    # metric, say) is still used: then the dense config stays runnable.
+    leftovers = sorted(_plugin_types(cfg.to_dict()))
+    if leftovers:
+        print_log(f'the dense config still uses {leftovers} and keeps custom_imports; the '
+                  'checkpoint itself loads without the plugin', logger='current')
+    else:
+        cfg.pop('custom_imports', None)
     return cfg
+
+
+def _is_plugin(type_name) -> bool:
+    return isinstance(type_name, str) and type_name.startswith(('ENN', 'Faiss'))
+
+
+def _plugin_types(node) -> set:
+    found = set()
+    if isinstance(node, dict):
+        if _is_plugin(node.get('type')):
+            found.add(node['type'])
+        for value in node.values():
+            found |= _plugin_types(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            found |= _plugin_types(value)
+    return found
 
 
 def first_batch(cfg: Config, model, n: int = 8):

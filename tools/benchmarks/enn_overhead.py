@@ -13,8 +13,9 @@ step). Modes:
 - ``materialize``: ENN with no orthonormality term (W = Q·diag(λ)·Pᵀ only);
 - ``penalty``: the paper's penalty in the loss every step;
 - ``retract``: QR retraction after every step;
-- ``retract@10``: retraction every 10 steps, amortized: ``materialize`` plus a
-  tenth of the measured retraction cost (``retract - materialize``).
+- ``retract@10`` / ``penalty@10`` (``retract_interval`` / ``penalty_interval``
+  = 10), amortized: ``materialize`` plus a tenth of the measured extra cost
+  of retraction / penalty (``retract - materialize``, ``penalty - materialize``).
 
 Also reported per model: parameter ratio (ENN/dense; AdamW state and
 gradients scale with it) and, for the exported model, the inference ratio.
@@ -95,10 +96,11 @@ def measure(name, setting, iters):
     records = [dict(model=name, setting=setting, mode=mode, ratio=round(med[mode] / med['dense'], 3),
                     seconds=round(med[mode], 3), dense_seconds=round(med['dense'], 3))
                for mode in ENN_MODES]
-    amortized = med['materialize'] + (med['retract'] - med['materialize']) / 10
-    records.append(dict(model=name, setting=setting, mode='retract@10',
-                        ratio=round(amortized / med['dense'], 3), seconds=round(amortized, 3),
-                        dense_seconds=round(med['dense'], 3), derived=True))
+    for mode in ('retract', 'penalty'):
+        amortized = med['materialize'] + (med[mode] - med['materialize']) / 10
+        records.append(dict(model=name, setting=setting, mode=f'{mode}@10',
+                            ratio=round(amortized / med['dense'], 3), seconds=round(amortized, 3),
+                            dense_seconds=round(med['dense'], 3), derived=True))
 
     dense_params = sum(p.numel() for p in variants['dense'].parameters())
     enn_params = sum(p.numel() for p in variants['penalty'].parameters())
