@@ -27,6 +27,7 @@ import statistics
 import time
 
 import torch
+from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 
 import enn_mm
@@ -131,6 +132,7 @@ def main():
     parser.add_argument('--threads', type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    MMLogger.get_instance('enn_overhead', log_level='WARNING')  # stdout is for the JSON
     init_default_scope('mmpretrain')
     records = []
     for name in args.models:
