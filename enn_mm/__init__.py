@@ -19,7 +19,7 @@ __all__ = [
 ]
 
 if importlib.util.find_spec('mmpretrain') is not None:
-    from . import engine, models  # noqa: F401,E402  (fill the registries)
+    from . import engine, models, multimodal  # noqa: F401,E402  (fill the registries)
 
 if importlib.util.find_spec('faiss') is not None:  # faiss: the [cpu] / [gpu] extra
     from . import evaluation  # noqa: F401,E402  (Faiss* metrics and loops)

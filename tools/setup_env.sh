@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 extra=cpu
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && extra=gpu
 echo "[enn-mm] installing the stack into .venv (faiss: $extra) ..."
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extra,tests]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extra,eclip,tests]"

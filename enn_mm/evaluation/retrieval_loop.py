@@ -71,10 +71,8 @@ def embed_batch(model, data_batch: dict, with_texts: bool = False,
         if not isinstance(value, torch.Tensor) or value.dim() == 0:
             continue
         value = value.detach().float().cpu()
-        if value.shape[0] == n:
-            for sample, row in zip(samples, value):
-                sample.set_field(row, key)
-        elif with_texts and key.startswith('text_feat'):
+        # captions first: their row count can equal the sample count by chance
+        if with_texts and key.startswith('text_feat'):
             counts = [len(s.text) if isinstance(s.get('text'), (list, tuple))
                       else 1 for s in samples]
             if sum(counts) != value.shape[0]:
@@ -82,6 +80,9 @@ def embed_batch(model, data_batch: dict, with_texts: bool = False,
                                  f'{sum(counts)} captions in the batch')
             for sample, rows in zip(samples, value.split(counts)):
                 sample.set_field(rows, key)
+        elif value.shape[0] == n:
+            for sample, row in zip(samples, value):
+                sample.set_field(row, key)
     return samples
 
 

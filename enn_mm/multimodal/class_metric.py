@@ -1,0 +1,79 @@
+"""``ENNClassImageTextRetrievalMetric``: image<->text recall, relevance by class."""
+from typing import Sequence
+
+import numpy as np
+from mmengine.logging import print_log
+
+from mmpretrain.registry import METRICS
+from ..evaluation import FaissImageTextRetrievalMetric, retrieval_metrics
+from ..evaluation.functional import check_metric_names
+from ..evaluation.gather import merge_parts
+from ..evaluation.retrieval_metric import labels_of
+
+__all__ = ['ENNClassImageTextRetrievalMetric']
+
+
+@METRICS.register_module()
+class ENNClassImageTextRetrievalMetric(FaissImageTextRetrievalMetric):
+    """Class-level image<->text retrieval: a caption is relevant to every
+    image of its class, not only to the image it is attached to.
+
+    Inputs and gathering are those of :class:`FaissImageTextRetrievalMetric`
+    in embedding mode (``FaissRetrievalTestLoop``; captions attached to
+    image samples with ``gt_text_id``); additionally every image sample needs
+    ``gt_label``, and a caption takes the label of the image carrying it
+    (``ENNFashionMNISTCaptions`` attaches each class's captions to one image
+    of that class). Search: exact faiss by default, as the parent.
+
+    - ``i2t/Recall@K``: an image hits when a caption of its class is among
+      its K best captions.
+    - ``t2i/Recall@K``: a caption hits when an image of its class is among
+      its K best images.
+
+    Args:
+        metric_names (Sequence[str]): Any of ``'Recall'``, ``'Precision'``,
+            ``'mAP'``, ``'AP'``, ``'mAP@R'`` (see ``retrieval_metrics``), for
+            both directions. Defaults to ('Recall', ).
+        **kwargs: As for :class:`FaissImageTextRetrievalMetric`.
+    """
+
+    def __init__(self, metric_names: Sequence[str] = ('Recall', ), **kwargs):
+        super().__init__(**kwargs)
+        self.metric_names = check_metric_names(metric_names)
+
+    def process(self, data_batch, data_samples: Sequence) -> None:
+        """As the parent; the image entries also keep ``gt_label``."""
+        start = len(self.results)
+        super().process(data_batch, data_samples)
+        if self._mode != 'feats':
+            raise ValueError(f'{type(self).__name__} needs embeddings '
+                             '(FaissRetrievalTestLoop), not pred_score')
+        labels = labels_of(data_samples)
+        if any(lb is None or len(lb) != 1 for lb in labels):
+            raise KeyError('class-level retrieval needs one gt_label per image sample')
+        for tag, part in self.results[start:]:
+            if tag == 'i':
+                part['label'] = np.concatenate(labels)
+
+    def compute_from_parts(self, items: list, size) -> dict:
+        """Merge images (with labels) and captions, search both ways."""
+        images = merge_parts([p for tag, p in items if tag == 'i'], size, 'image',
+                             contiguous=False)
+        texts = merge_parts([p for tag, p in items if tag == 't'], self.text_size,
+                            'caption', contiguous=False)
+        pos = np.searchsorted(images['idx'], texts['owner'])
+        pos = np.minimum(pos, len(images['idx']) - 1)
+        if (images['idx'][pos] != texts['owner']).any():
+            raise RuntimeError('some captions belong to images that were not gathered')
+        img_labels, txt_labels = images['label'], images['label'][pos]
+        print_log(f'{type(self).__name__}: {len(img_labels)} images, '
+                  f'{len(txt_labels)} captions, {len(np.unique(img_labels))} '
+                  'classes, relevance by class', logger='current')
+        out = {}
+        for name, q, g, ql, gl in (
+                ('i2t', images['feat'], texts['feat'], img_labels, txt_labels),
+                ('t2i', texts['feat'], images['feat'], txt_labels, img_labels)):
+            res = retrieval_metrics(q, g, ql, gl, self.topk, exclude_self=False,
+                                    metric_names=self.metric_names, **self.search_cfg)
+            out.update({f'{name}/{k}': v for k, v in res.items()})
+        return out
