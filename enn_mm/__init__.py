@@ -19,10 +19,11 @@ __all__ = [
 ]
 
 if importlib.util.find_spec('mmpretrain') is not None:
-    from . import engine, models, multimodal  # noqa: F401,E402  (fill the registries)
+    from . import engine, models  # noqa: F401,E402  (fill the registries)
 
 if importlib.util.find_spec('faiss') is not None:  # faiss: the [cpu] / [gpu] extra
-    from . import evaluation  # noqa: F401,E402  (Faiss* metrics and loops)
+    # Faiss* metrics and loops; the ECLIP retriever evaluates with them
+    from . import evaluation, multimodal  # noqa: F401,E402
     from .evaluation import (image_text_retrieval_metrics,  # noqa: E402
                              retrieval_metrics)
     __all__ += ['retrieval_metrics', 'image_text_retrieval_metrics']

@@ -1,5 +1,6 @@
 """ENN-ℓ: block-wise local learning (enn_mm.local)."""
 import copy
+import os
 import os.path as osp
 import pickle
 import subprocess
@@ -24,8 +25,19 @@ from conftest import REPO
 LOCAL_CFG = osp.join(REPO, 'configs/enn_local/resnet18w16_fmnist.py')
 LOCAL_DENSE_CFG = osp.join(REPO, 'configs/enn_local/resnet18w16_fmnist_dense.py')
 ENN_CFG = osp.join(REPO, 'configs/enn/resnet18w16_fmnist.py')
+# weight_decay given: the ENN constructor's decay rules need a base value
 SGD = dict(constructor='ENNLocalOptimWrapperConstructor',
            optimizer=dict(type='SGD', lr=0.1, weight_decay=0.0))
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    """Tiny models run as fast on one thread, and a second thread on a busy
+    machine can make them many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _inner(model_cfg):
@@ -146,12 +158,18 @@ def test_each_block_gets_only_its_local_gradient(path):
             assert torch.equal(grads_scrambled[n], grads[n]), n
 
 
-@pytest.mark.parametrize('wrapper', [dict(), dict(accumulative_counts=2, clip_grad=dict(max_norm=0.5))])
-def test_one_block_is_end_to_end_training(fmnist_root, tmp_path, wrapper):
+@pytest.mark.parametrize('wrapper, enn', [
+    (dict(), dict()),
+    (dict(accumulative_counts=2, clip_grad=dict(max_norm=0.5)), dict()),
+    (dict(), dict(gamma=1e-3, penalty_interval=3)),
+])
+def test_one_block_is_end_to_end_training(fmnist_root, tmp_path, wrapper, enn):
     runs = []
     for path, local in ((ENN_CFG, {}), (LOCAL_CFG, dict(cuts=[]))):
         cfg = tiny_cfg(path, fmnist_root, tmp_path / str(len(runs)), epochs=2, **local)
         cfg.optim_wrapper.update(wrapper)
+        enn_cfg = cfg.model if cfg.model.type == 'ENNModel' else cfg.model.model
+        enn_cfg.enn.update(enn)
         runner = Runner.from_cfg(cfg)
         runner.train()
         runs.append(runner)
@@ -160,7 +178,8 @@ def test_one_block_is_end_to_end_training(fmnist_root, tmp_path, wrapper):
     assert list(local.optim_wrapper.keys()) == ['block0']
     hub_bp, hub_local = bp.message_hub, local.message_hub
     for key in ('loss', 'loss_ortho'):  # step for step
-        a, b = hub_bp.get_scalar(f'train/{key}').data[0], hub_local.get_scalar(f'train/{key}').data[0]
+        a = hub_bp.get_scalar(f'train/{key}').data[0]
+        b = hub_local.get_scalar(f'train/{key}').data[0]
         assert len(a) == len(b) == 8
         assert (a == b).all(), key
     assert (hub_bp.get_scalar('train/lr').data[0] ==
@@ -220,7 +239,7 @@ def test_resume_is_exact(fmnist_root, tmp_path):
 
 def _run(args):
     proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
@@ -248,7 +267,8 @@ def test_tools_test_and_export_ignore_the_heads(fmnist_root, tmp_path, monkeypat
     # the plain classifier, without heads or plugin model, predicts the same
     plain_cfg = plain_config(cfg)
     init_default_scope('mmpretrain')
-    plain = MODELS.build(dict(plain_cfg.model, data_preprocessor=plain_cfg.data_preprocessor)).eval()
+    plain = MODELS.build(
+        dict(plain_cfg.model, data_preprocessor=plain_cfg.data_preprocessor)).eval()
     plain.load_state_dict(strip_local_heads(ckpt['state_dict']), strict=True)
     assert not any('local' in n for n, _ in plain.named_modules())
     loader = Runner.build_dataloader(plain_cfg.test_dataloader)
@@ -296,8 +316,9 @@ def test_presets_resnet50_and_vit():
                              arch=dict(embed_dims=32, num_layers=4, num_heads=2,
                                        feedforward_channels=64)),
                head=dict(type='VisionTransformerClsHead', num_classes=10, in_channels=32))
-    model = MODELS.build(dict(type='ENNLocalClassifier', model=vit, cuts=dict(preset='vit', every=2),
-                              input_shape=(3, 32, 32), local_head=dict(type='pool_linear')))
+    model = MODELS.build(dict(type='ENNLocalClassifier', model=vit,
+                              cuts=dict(preset='vit', every=2), input_shape=(3, 32, 32),
+                              local_head=dict(type='pool_linear')))
     part = model.local_partition
     assert part.cuts == ['backbone.layers.1']
     assert {'backbone.cls_token', 'backbone.pos_embed'} <= set(part.params[0])
@@ -365,3 +386,42 @@ def test_wrong_optimizer_setup_is_named():
     plain = MODELS.build(copy.deepcopy(TINY))
     with pytest.raises(TypeError, match='needs a model built by ENNLocalClassifier'):
         build_optim_wrapper(plain, SGD)
+
+
+def test_retraction_keeps_every_block_orthonormal():
+    init_default_scope('mmpretrain')
+    cfg = tiny_cfg(LOCAL_CFG, '', '')
+    cfg.model.model.enn = dict(ortho='retract')
+    model = MODELS.build(cfg.model)
+    assert model.enn_options.gamma == 0
+    with torch.no_grad():
+        for B in enn_mm.core.bases(model):
+            B.mul_(1.1)
+    optim = build_optim_wrapper(model, SGD)
+    model.train_step(batch(), optim)  # each block's step retracts its own bases
+    assert enn_mm.orthogonality_error(model) < 1e-5
+
+
+class _SkipAcrossCut(torch.nn.Module):
+    """a -> b -> c, plus a skip from a's output to the end (across cut 'b')."""
+
+    def __init__(self, tied=False):
+        super().__init__()
+        self.a, self.b, self.c = (torch.nn.Linear(4, 4) for _ in range(3))
+        self.tied = tied
+        if tied:  # no skip, but b and c share a weight
+            self.c.weight = self.b.weight
+
+    def forward(self, x, mode='tensor'):
+        h = self.a(x)
+        y = self.c(self.b(h))
+        return y if self.tied else y + h
+
+
+@pytest.mark.parametrize('tied, cut, name', [(False, 'b', 'a.weight'), (True, 'b', 'b.weight')])
+def test_gradient_crossing_a_cut_is_named(tied, cut, name):
+    with pytest.raises(ValueError, match=rf"parameter '{name}' is used by blocks \[0, 1\]"):
+        enn_mm.local.probe_partition(_SkipAcrossCut(tied), [cut], (4, ))
+    # cut after the skip's source instead: a valid partition
+    part = enn_mm.local.probe_partition(_SkipAcrossCut(), ['a'], (4, ))
+    assert part.params == [['a.weight', 'a.bias'], ['b.weight', 'b.bias', 'c.weight', 'c.bias']]

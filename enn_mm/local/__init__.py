@@ -17,6 +17,6 @@ __all__ = [
     'ENNLocalClassifier', 'LocalLearningMixin', 'ENNLocalOptimWrapperConstructor',
     'ENNLocalOptimWrapperDict', 'Partition', 'probe_partition', 'resolve_cuts',
     'CUT_PRESETS', 'HEAD_TYPES', 'FrozenLinearHead', 'PoolLinearHead', 'ConvAuxHead',
-    'build_local_head', 'block_key', 'plain_config',
-    'plain_model_config', 'strip_local_heads', 'SavedTensorMeter'
+    'build_local_head', 'block_key', 'plain_config', 'plain_model_config',
+    'strip_local_heads', 'SavedTensorMeter', 'export'
 ]

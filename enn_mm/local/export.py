@@ -40,7 +40,10 @@ def plain_config(cfg):
     cfg.model = plain_model_config(cfg.model)
     optim = cfg.get('optim_wrapper', None)
     if optim and optim.get('constructor') == 'ENNLocalOptimWrapperConstructor':
-        optim['constructor'] = optim.pop('block_constructor', 'ENNOptimWrapperConstructor')
+        rules = optim.pop('block_constructor', None) or (
+            'ENNOptimWrapperConstructor' if cfg.model.get('type') == 'ENNModel'
+            else 'DefaultOptimWrapperConstructor')
+        optim['constructor'] = rules
     sched = cfg.get('param_scheduler', None)
     if isinstance(sched, dict) and 'type' not in sched:  # one list per block
         cfg.param_scheduler = next(iter(sched.values()))

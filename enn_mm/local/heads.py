@@ -47,7 +47,8 @@ class FrozenLinearHead(nn.Module):
         super().__init__()
         in_features = math.prod(in_shape)
         bound = 1 / math.sqrt(in_features)
-        self.register_buffer('weight', torch.empty(num_classes, in_features).uniform_(-bound, bound))
+        weight = torch.empty(num_classes, in_features).uniform_(-bound, bound)
+        self.register_buffer('weight', weight)
         self.register_buffer('bias', torch.empty(num_classes).uniform_(-bound, bound))
 
     @staticmethod

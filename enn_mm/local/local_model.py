@@ -12,13 +12,12 @@ Prediction, testing and ``mode='tensor'`` are the plain network's: the heads
 are only used in ``train_step``.
 """
 import copy
-import math
 from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
-from mmengine.logging import print_log
+from mmengine.logging import MessageHub, print_log
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from torch import Tensor, nn
 
@@ -78,9 +77,15 @@ class LocalLearningMixin:
         own = self._modules.get('local_loss')
         return own if own is not None else self.head.loss_module
 
-    def _gamma(self) -> float:
+    def _penalty_weight(self) -> Optional[float]:
+        """γ for this step, as ``ENNModel`` weighs it: ``None`` without a
+        penalty, ``n·γ`` on every n-th step (``penalty_interval``), else 0."""
         options = getattr(self, 'enn_options', None)
-        return options.gamma if options is not None else 0.0
+        if options is None or options.gamma <= 0:
+            return None
+        interval = getattr(options, 'penalty_interval', 1)
+        step = MessageHub.get_current_instance().get_info('iter', 0)
+        return options.gamma * interval if step % interval == 0 else 0.0
 
     def _block_penalty(self, owned: set) -> Optional[Tensor]:
         # Same order and arithmetic as `orthogonality_penalty`, restricted to
@@ -118,7 +123,7 @@ class LocalLearningMixin:
             data = self.data_preprocessor(data, True)
         inputs, samples = data['inputs'], data['data_samples']
         target = _targets(samples)
-        gamma = self._gamma()
+        gamma = self._penalty_weight()
         params = dict(self.named_parameters())
         owned = [{id(params[n]) for n in names} for names in self.local_partition.params]
         log_vars = OrderedDict()
@@ -126,7 +131,7 @@ class LocalLearningMixin:
         def local_update(k: int, z: Tensor) -> None:
             logits = getattr(self, HEADS_KEY)[block_key(k)](z)
             loss = self.local_loss_module(logits, target, avg_factor=logits.size(0))
-            penalty = self._block_penalty(owned[k]) if gamma > 0 else None
+            penalty = self._block_penalty(owned[k]) if gamma else None
             if penalty is not None:
                 loss = loss + gamma * penalty
             # backward outside autocast, as after any forward under AMP
@@ -143,9 +148,11 @@ class LocalLearningMixin:
             finally:
                 handle.remove()
         k = self.num_blocks - 1
-        penalty = self._block_penalty(owned[k]) if gamma > 0 else None
+        penalty = self._block_penalty(owned[k]) if gamma else None
         if penalty is not None:  # the last block's own bases only
             losses['loss_ortho'] = gamma * penalty
+        elif gamma is not None:  # logged every step, as ENNModel does
+            losses['loss_ortho'] = torch.zeros((), device=inputs.device)
         loss, final_vars = self.parse_losses(losses)
         wrappers[k].update_params(loss)
         self._log_block(log_vars, k, loss, final_logits[-1] if final_logits else None, target)
@@ -272,7 +279,7 @@ def ENNLocalClassifier(model: dict,
     if local_loss is not None:
         built.local_loss = local_loss
     sizes = [len(p) for p in partition.params]
-    head_params = sum(b.numel() for b in heads.buffers()) + sum(p.numel() for p in heads.parameters())
+    head_params = sum(t.numel() for t in (*heads.buffers(), *heads.parameters()))
     print_log(f'ENN-ℓ: {partition.num_blocks} blocks (trainable tensors per block: '
               f'{sizes}); {head_params:,} local head parameters', logger='current')
     return built

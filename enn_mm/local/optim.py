@@ -109,8 +109,9 @@ class ENNLocalOptimWrapperConstructor:
         for k, block_groups in enumerate(per_block):
             optimizer_cfg = dict(copy.deepcopy(self.optim_wrapper_cfg['optimizer']))
             optimizer_cfg[self._first_arg(optimizer_cfg['type'])] = block_groups
+            optimizer = OPTIMIZERS.build(optimizer_cfg)
             wrappers[block_key(k)] = OPTIM_WRAPPERS.build(
-                copy.deepcopy(wrapper_cfg), default_args=dict(optimizer=OPTIMIZERS.build(optimizer_cfg)))
+                copy.deepcopy(wrapper_cfg), default_args=dict(optimizer=optimizer))
         return ENNLocalOptimWrapperDict(**wrappers)
 
     @staticmethod

@@ -12,7 +12,7 @@ forward order, parameters that no block trains, parameters two blocks share).
 """
 import difflib
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -229,8 +229,9 @@ def probe_partition(model: nn.Module, cuts: Sequence[str],
     for k, t in enumerate(outputs):
         if not t.requires_grad:
             continue  # nothing trainable produced it: reported below
+        # graphs kept: with a skip across a cut point two blocks share one
         grads = torch.autograd.grad(t.float().sum(), [p for _, p in named],
-                                    allow_unused=True)
+                                    allow_unused=True, retain_graph=True)
         for (n, _), g in zip(named, grads):
             if g is not None:
                 owners.setdefault(n, []).append(k)

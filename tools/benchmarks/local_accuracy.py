@@ -6,8 +6,9 @@ Trains each config once per seed with MMPretrain's loop (``tools/train.py``),
 evaluates on the 10k test images after the last epoch and prints JSON:
 ``{name: {"config", "seeds", "top1", "mean", "std"}, "budget": {...}}``.
 Defaults compare the demo recipe trained end to end (``configs/enn``) with
-ENN-ℓ (``configs/enn_local``, the paper's split and heads) and its dense
-ablation. ``--epochs`` below 8 shortens the cosine schedule to fit; the
+ENN-ℓ (``configs/enn_local``: the paper's split and heads) and its dense
+ablation; ``local_enn_stage`` (per-stage split, conv heads) and ``bp_dense``
+can be added with ``--runs``. ``--epochs`` below 8 shortens the cosine schedule to fit; the
 ``budget`` entry says whether the run was reduced.
 """
 import argparse
@@ -24,13 +25,14 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = {
     'bp_enn': 'configs/enn/resnet18w16_fmnist.py',
     'local_enn': 'configs/enn_local/resnet18w16_fmnist.py',
+    'local_enn_stage': 'configs/enn_local/resnet18w16_fmnist_stage.py',
     'local_dense': 'configs/enn_local/resnet18w16_fmnist_dense.py',
     'bp_dense': 'configs/baseline/resnet18w16_fmnist.py',
 }
 FULL_EPOCHS, FULL_SEEDS = 8, 3
 
 
-def last_top1(work_dir: str) -> float:
+def last_top1(work_dir: str, missing_ok: bool = False):
     """The last ``accuracy/top1`` the Runner logged in ``work_dir``."""
     top1 = None
     for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))):
@@ -39,7 +41,7 @@ def last_top1(work_dir: str) -> float:
                 record = json.loads(line)
                 if 'accuracy/top1' in record:
                     top1 = record['accuracy/top1']
-    if top1 is None:
+    if top1 is None and not missing_ok:
         raise RuntimeError(f'no accuracy/top1 logged in {work_dir}')
     return top1
 
@@ -66,6 +68,9 @@ def main():
                         choices=list(CONFIGS), help='which configs to train')
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--work-dir', default=osp.join(REPO, 'work_dirs', 'local_accuracy'))
+    parser.add_argument('--reuse', action='store_true',
+                        help='take the accuracy of runs already in --work-dir instead of '
+                        'training them again')
     args = parser.parse_args()
     if args.epochs < 2:
         raise SystemExit('--epochs must be at least 2 (one warm-up epoch, then cosine).')
@@ -76,7 +81,9 @@ def main():
         for seed in args.seeds:
             t = time.time()
             work_dir = osp.join(args.work_dir, f'{name}_e{args.epochs}_s{seed}')
-            top1.append(train(CONFIGS[name], seed, args.epochs, work_dir, args.threads))
+            done = last_top1(work_dir, missing_ok=True) if args.reuse else None
+            top1.append(done if done is not None else
+                        train(CONFIGS[name], seed, args.epochs, work_dir, args.threads))
             print(f'{name} seed {seed}: top-1 {top1[-1]:.2f} ({time.time() - t:.0f} s)',
                   file=sys.stderr)
         results[name] = dict(config=CONFIGS[name], seeds=args.seeds, top1=top1,

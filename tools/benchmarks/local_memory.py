@@ -1,6 +1,6 @@
 """Peak training memory and step time of ENN-ℓ against end-to-end BP.
 
-    python tools/benchmarks/local_memory.py [--threads 1] [--enn] [--num-classes 1000]
+    python tools/benchmarks/local_memory.py [--threads 1] [--enn] [--num-classes 1000 10]
 
 ResNet-50 (MMPretrain's ``ResNet(depth=50)``, global pooling, linear head),
 batch 16 at 112 px, SGD with momentum. Every variant runs in a fresh process
@@ -23,6 +23,7 @@ stdout; the absolute numbers are in the extra keys.
 """
 import argparse
 import gc
+import itertools
 import json
 import os
 import statistics
@@ -100,17 +101,18 @@ def worker(args) -> dict:
                 saved_peak_mb=meter.peak / 2**20, step_s=statistics.median(times))
 
 
-def run_variant(args, enn: bool, split: str) -> dict:
+def run_variant(args, enn: bool, split: str, num_classes: int) -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='131072', OMP_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads))
     cmd = [sys.executable, __file__, '--worker', split, '--threads', str(args.threads),
            '--batch', str(args.batch), '--size', str(args.size), '--steps', str(args.steps),
-           '--num-classes', str(args.num_classes)] + (['--enn'] if enn else [])
+           '--num-classes', str(num_classes)] + (['--enn'] if enn else [])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f'{split} (enn={enn}) failed:\n{proc.stderr[-3000:]}')
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f'{"enn-" if enn else ""}resnet50 {split}: {result}', file=sys.stderr)
+    print(f'{"enn-" if enn else ""}resnet50 {split} ({num_classes} classes): {result}',
+          file=sys.stderr)
     return result
 
 
@@ -119,21 +121,23 @@ def main():
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--batch', type=int, default=16)
     parser.add_argument('--size', type=int, default=112)
-    parser.add_argument('--steps', type=int, default=3, help='timed steps after the first')
-    parser.add_argument('--num-classes', type=int, default=1000)
+    parser.add_argument('--steps', type=int, default=5, help='timed steps after the first')
+    parser.add_argument('--num-classes', type=int, nargs='+', default=[1000, 10],
+                        help='head sizes to measure (the local heads grow with it)')
     parser.add_argument('--enn', action='store_true', help='also measure the ENN ResNet-50')
     parser.add_argument('--worker', choices=list(SPLITS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        args.split = args.worker
+        args.split, args.num_classes = args.worker, args.num_classes[0]
         print(json.dumps(worker(args)))
         return
 
     records = []
-    for enn in ([False, True] if args.enn else [False]):
-        bp = run_variant(args, enn, 'bp')
+    for enn, num_classes in itertools.product([False, True] if args.enn else [False],
+                                              args.num_classes):
+        bp = run_variant(args, enn, 'bp', num_classes)
         for split in ('stage', 'block'):
-            r = run_variant(args, enn, split)
+            r = run_variant(args, enn, split, num_classes)
             records.append(dict(
                 model=('enn-' if enn else '') + 'resnet50', split=split,
                 memory_ratio=round(r['step_peak_mb'] / bp['step_peak_mb'], 3),
@@ -144,7 +148,7 @@ def main():
                 bp_step_peak_mb=round(bp['step_peak_mb'], 1),
                 peak_rss_mb=round(r['peak_rss_mb'], 1), bp_peak_rss_mb=round(bp['peak_rss_mb'], 1),
                 step_s=round(r['step_s'], 3), bp_step_s=round(bp['step_s'], 3),
-                batch=args.batch, size=args.size, num_classes=args.num_classes,
+                batch=args.batch, size=args.size, num_classes=num_classes,
                 threads=args.threads))
     print(json.dumps(records, indent=1))
 
