@@ -20,10 +20,9 @@ __all__ = [
 
 if importlib.util.find_spec('mmpretrain') is not None:
     from . import engine, models  # noqa: F401,E402  (fill the registries)
-
-if importlib.util.find_spec('faiss') is not None:  # faiss: the [cpu] / [gpu] extra
-    # Faiss* metrics and loops; the ECLIP retriever evaluates with them
-    from . import evaluation, multimodal  # noqa: F401,E402
-    from .evaluation import (image_text_retrieval_metrics,  # noqa: E402
-                             retrieval_metrics)
-    __all__ += ['retrieval_metrics', 'image_text_retrieval_metrics']
+    if importlib.util.find_spec('faiss') is not None:  # the [cpu] / [gpu] extra
+        # Faiss* metrics and loops; the ECLIP retriever evaluates with them
+        from . import evaluation, multimodal  # noqa: F401,E402
+        from .evaluation import (image_text_retrieval_metrics,  # noqa: E402
+                                 retrieval_metrics)
+        __all__ += ['retrieval_metrics', 'image_text_retrieval_metrics']
