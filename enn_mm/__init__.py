@@ -19,7 +19,7 @@ __all__ = [
 ]
 
 if importlib.util.find_spec('mmpretrain') is not None:
-    from . import engine, models  # noqa: F401,E402  (fill the registries)
+    from . import engine, local, models  # noqa: F401,E402  (fill the registries)
     if importlib.util.find_spec('faiss') is not None:  # the [cpu] / [gpu] extra
         # Faiss* metrics and loops; the ECLIP retriever evaluates with them
         from . import evaluation, multimodal  # noqa: F401,E402

@@ -1,5 +1,6 @@
 """ENN-ℓ: block-wise local learning (enn_mm.local)."""
 import copy
+import itertools
 import os
 import os.path as osp
 import pickle
@@ -28,6 +29,7 @@ ENN_CFG = osp.join(REPO, 'configs/enn/resnet18w16_fmnist.py')
 # weight_decay given: the ENN constructor's decay rules need a base value
 SGD = dict(constructor='ENNLocalOptimWrapperConstructor',
            optimizer=dict(type='SGD', lr=0.1, weight_decay=0.0))
+_RUN_IDS = itertools.count()
 
 
 @pytest.fixture(autouse=True, scope='module')
@@ -68,6 +70,9 @@ def tiny_cfg(path, data_root, work_dir, epochs=2, **local):
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
     cfg.custom_hooks = []  # no diagnostics plots: speed
     cfg.work_dir = str(work_dir)
+    # the Runner names its message hub after the config file and the second:
+    # two runs started in one second would share their logs
+    cfg.experiment_name = f'test_local_{next(_RUN_IDS)}'
     cfg.log_level = 'WARNING'
     return cfg
 

@@ -4,6 +4,7 @@ import os.path as osp
 import pickle
 import subprocess
 import sys
+import uuid
 
 import pytest
 import torch
@@ -41,6 +42,9 @@ def tiny_cfg(path, data_root, work_dir, epochs=2, **enn):
     cfg.default_hooks.logger.interval = 1
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
     cfg.work_dir = str(work_dir)
+    # runners built in the same second from one config file would otherwise
+    # share a message hub (and their loss histories)
+    cfg.experiment_name = f'{osp.basename(path)}_{uuid.uuid4().hex[:8]}'
     cfg.log_level = 'WARNING'
     return cfg
 
@@ -230,6 +234,19 @@ def test_conv_cfg_builds_enn_layers():
     convs = [m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(enn_mm.core.is_enn(m) for m in convs)
     assert backbone(torch.randn(1, 3, 32, 32))[-1].shape == (1, 64, 4, 4)
+
+
+def test_enn_constructor_without_weight_decay():
+    init_default_scope('mmpretrain')
+    inner = dict(type='ImageClassifier', backbone=dict(type='LeNet5', num_classes=10))
+    model = MODELS.build(dict(type='ENNModel', model=inner))
+    from mmpretrain.registry import OPTIM_WRAPPER_CONSTRUCTORS
+    ctor = OPTIM_WRAPPER_CONSTRUCTORS.build(dict(
+        type='ENNOptimWrapperConstructor',
+        optim_wrapper_cfg=dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1))))
+    wrapper = ctor(model)
+    assert {id(p) for p in model.parameters()} <= {
+        id(p) for g in wrapper.param_groups for p in g['params']}
 
 
 def test_bad_enn_config_is_named():

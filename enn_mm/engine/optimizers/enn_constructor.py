@@ -41,6 +41,10 @@ class ENNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                      lr_mult=paramwise_cfg.pop('basis_lr_mult', 1.0))
         spectrum = dict(decay_mult=paramwise_cfg.pop('spectrum_decay_mult', 1.0),
                         lr_mult=paramwise_cfg.pop('spectrum_lr_mult', 1.0))
+        if optim_wrapper_cfg.get('optimizer', {}).get('weight_decay') is None:
+            # no decay to scale: mmengine refuses decay_mult without a base value
+            basis.pop('decay_mult')
+            spectrum.pop('decay_mult')
         # a plain dict: ConfigDict.setdefault would hand back a copy
         custom_keys = dict(paramwise_cfg.get('custom_keys', {}))
         for key in BASIS_KEYS:
