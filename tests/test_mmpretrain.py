@@ -307,3 +307,12 @@ def test_penalty_interval_applies_every_nth_step_scaled(fmnist_root, tmp_path):
     ortho = runner.message_hub.get_scalar('train/loss_ortho').data[0]
     assert len(ortho) == 4
     assert ortho[1] == 0 and ortho[3] == 0 and ortho[0] > 0 and ortho[2] > 0
+
+
+def test_packaged_config_with_the_two_readme_lines_builds():
+    cfg = Config.fromfile(osp.join(REPO, 'configs/enn/resnet18_8xb32_in1k.py'))
+    assert cfg.model.model.backbone.type == 'ResNet' and cfg.model.model.backbone.depth == 18
+    init_default_scope('mmpretrain')
+    model = MODELS.build(cfg.model)
+    assert type(model).__name__ == 'ENNImageClassifier'
+    assert sum(1 for _ in enn_mm.enn_modules(model)) == 21  # 20 convs + fc
