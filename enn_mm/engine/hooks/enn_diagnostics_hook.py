@@ -78,6 +78,8 @@ class ENNDiagnosticsHook(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         loss = (outputs or {}).get('loss')
+        if isinstance(loss, torch.Tensor):
+            loss = loss.detach()
         if loss is not None and not math.isfinite(float(loss)):
             bad = non_finite_layers(_unwrap(runner.model))
             where = (f'non-finite factors in ENN layers: {", ".join(bad)}' if bad else
