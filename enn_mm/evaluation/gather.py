@@ -12,7 +12,7 @@ shuffled or not, and checks that no sample is missing.
 from typing import List, Optional
 
 import numpy as np
-from mmengine.dist import collect_results
+from mmengine.dist import broadcast_object_list, collect_results, is_main_process
 
 # collect_results(size=...) truncates; the entries here are batches, so ask
 # for all of them and deduplicate by sample index instead.
@@ -73,3 +73,19 @@ def merge_parts(parts: List[dict], size: Optional[int] = None,
             flat = [v for batch in values for v in batch]
             out[field] = [flat[i] for i in first]
     return out
+
+
+def compute_on_main(compute, prefix: Optional[str] = None) -> dict:
+    """Run ``compute()`` on rank 0 only, prefix its keys, broadcast the dict.
+
+    As mmengine's ``BaseMetric.evaluate`` does for ``compute_metrics``; the
+    metrics here gather their own parts, so they need the same last step.
+    """
+    result = [None]
+    if is_main_process():
+        metrics = compute()
+        if prefix:
+            metrics = {f'{prefix}/{k}': v for k, v in metrics.items()}
+        result = [metrics]
+    broadcast_object_list(result)
+    return result[0]

@@ -2,13 +2,12 @@
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
-from mmengine.dist import broadcast_object_list, is_main_process
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
 from mmpretrain.registry import METRICS
 from .functional import check_topk, image_text_retrieval_metrics
-from .gather import collect_parts, merge_parts
+from .gather import collect_parts, compute_on_main, merge_parts
 from .retrieval_metric import LOOP_HINT, features_of, indices_of
 from .search import SIMILARITIES, to_numpy, topk_of_scores
 
@@ -161,16 +160,9 @@ class FaissImageTextRetrievalMetric(BaseMetric):
         if mode != 'feats':
             return super().evaluate(size)
         items = collect_parts(self.results, self.collect_device, self.collect_dir)
-        if is_main_process():
-            metrics = self.compute_from_parts(items, size)
-            if self.prefix:
-                metrics = {f'{self.prefix}/{k}': v for k, v in metrics.items()}
-            result = [metrics]
-        else:
-            result = [None]
-        broadcast_object_list(result)
+        metrics = compute_on_main(lambda: self.compute_from_parts(items, size), self.prefix)
         self.results.clear()
-        return result[0]
+        return metrics
 
     def compute_metrics(self, results: List) -> dict:
         """Recall@K from per-sample first-hit ranks (score mode)."""

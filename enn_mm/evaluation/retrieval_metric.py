@@ -3,15 +3,14 @@ import logging
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
-from mmengine.dist import (broadcast_object_list, get_world_size,
-                           is_main_process)
+from mmengine.dist import get_world_size
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
 from mmpretrain.registry import METRICS
 from .functional import (DEFAULT_METRICS, Relevance, check_metric_names,
                          check_topk, evaluate_rankings)
-from .gather import collect_parts, merge_parts
+from .gather import collect_parts, compute_on_main, merge_parts
 from .search import SIMILARITIES, FaissSearcher, to_numpy
 
 LOOP_HINT = ("set val_cfg = dict(type='FaissRetrievalValLoop') / test_cfg = "
@@ -200,20 +199,13 @@ class FaissRetrievalMetric(BaseMetric):
         items = [('q', p) for p in self.results]
         items += [('g', p) for p in self._gallery_parts]
         items = collect_parts(items, self.collect_device, self.collect_dir)
-        if is_main_process():
-            queries = [p for tag, p in items if tag == 'q']
-            galleries = [p for tag, p in items if tag == 'g']
-            metrics = self.compute_from_parts(queries, galleries, size)
-            if self.prefix:
-                metrics = {f'{self.prefix}/{k}': v for k, v in metrics.items()}
-            result = [metrics]
-        else:
-            result = [None]
-        broadcast_object_list(result)
+        metrics = compute_on_main(lambda: self.compute_from_parts(
+            [p for tag, p in items if tag == 'q'], [p for tag, p in items if tag == 'g'], size),
+            self.prefix)
         self.results.clear()
         self._gallery_parts = []
         self._missing_idx = False
-        return result[0]
+        return metrics
 
     def compute_metrics(self, results: list) -> dict:
         """Metrics of single-process results (see :meth:`evaluate`)."""
