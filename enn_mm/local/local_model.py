@@ -28,7 +28,7 @@ from ..core.ortho import basis_penalty
 from .heads import build_local_head
 from .partition import Partition, detach_output, main_tensor, probe_partition, resolve_cuts
 
-__all__ = ['ENNLocalClassifier', 'LocalLearningMixin', 'block_key']
+__all__ = ['ENNLocalClassifier', 'LocalLearningMixin', 'LocalStep', 'block_key']
 
 HEADS_KEY = 'local_heads'
 
@@ -50,11 +50,12 @@ class LocalLearningMixin:
 
     Set by :func:`ENNLocalClassifier`: ``local_heads`` (an ``nn.ModuleDict``
     keyed ``block0`` ... ``block{K-2}``), ``local_partition`` (a checked
-    :class:`Partition`) and, if the heads have a loss of their own,
+    :class:`Partition`), ``local_input_shape`` (``(C, H, W)``) and, if the heads have a loss of their own,
     ``local_loss``.
     """
     local_heads: nn.ModuleDict
     local_partition: Partition
+    local_input_shape: tuple
 
     # ------------------------------------------------------------ structure
     @property
@@ -123,45 +124,16 @@ class LocalLearningMixin:
             data = self.data_preprocessor(data, True)
         inputs, samples = data['inputs'], data['data_samples']
         target = _targets(samples)
-        gamma = self._penalty_weight()
-        params = dict(self.named_parameters())
-        owned = [{id(params[n]) for n in names} for names in self.local_partition.params]
-        log_vars = OrderedDict()
+        step = LocalStep(self, wrappers, target)
 
-        def local_update(k: int, z: Tensor) -> None:
-            logits = getattr(self, HEADS_KEY)[block_key(k)](z)
-            loss = self.local_loss_module(logits, target, avg_factor=logits.size(0))
-            penalty = self._block_penalty(owned[k]) if gamma else None
-            if penalty is not None:
-                loss = loss + gamma * penalty
-            # backward outside autocast, as after any forward under AMP
-            with torch.autocast(z.device.type, enabled=False):
-                wrappers[k].update_params(loss)
-            self._log_block(log_vars, k, loss, logits, target)
-
-        final_logits = []
-        with self._cut_hooks(local_update), wrappers[-1].optim_context(self):
-            handle = self.head.register_forward_hook(
-                lambda m, a, out: final_logits.append(main_tensor(out)))
-            try:
-                losses = self.head.loss(self.extract_feat(inputs), samples)
-            finally:
-                handle.remove()
-        k = self.num_blocks - 1
-        penalty = self._block_penalty(owned[k]) if gamma else None
-        if penalty is not None:  # the last block's own bases only
-            losses['loss_ortho'] = gamma * penalty
-        elif gamma is not None:  # logged every step, as ENNModel does
-            losses['loss_ortho'] = torch.zeros((), device=inputs.device)
-        loss, final_vars = self.parse_losses(losses)
-        wrappers[k].update_params(loss)
-        self._log_block(log_vars, k, loss, final_logits[-1] if final_logits else None, target)
-        final_vars.update(log_vars)
-        return final_vars
+        with self._cut_hooks(step.local_update), wrappers[-1].optim_context(self):
+            losses = step.final_losses(inputs, samples)
+        return step.final_update(losses)
 
     @contextmanager
-    def _cut_hooks(self, local_update):
-        """Forward hooks on the cut points: update block k, hand on z_k.detach()."""
+    def _cut_hooks(self, local_update, blocks: Optional[Sequence[int]] = None):
+        """Forward hooks on the cut points of ``blocks`` (default: all):
+        update block k, hand on z_k.detach()."""
         modules = dict(self.named_modules())
 
         def hook_for(k, name):
@@ -171,7 +143,8 @@ class LocalLearningMixin:
             return hook
 
         handles = [modules[name].register_forward_hook(hook_for(k, name))
-                   for k, name in enumerate(self.local_partition.cuts)]
+                   for k, name in enumerate(self.local_partition.cuts)
+                   if blocks is None or k in blocks]
         try:
             yield
         finally:
@@ -185,6 +158,83 @@ class LocalLearningMixin:
             with torch.no_grad():
                 top1 = (logits.argmax(dim=1) == target).float().mean() * 100
             log_vars[f'{block_key(k)}.top1'] = top1
+
+
+class LocalStep:
+    """The updates of one ENN-ℓ training step, block by block.
+
+    Shared by the single-process ``train_step`` and the pipeline stages:
+    ``local_update(k, z)`` trains block ``k`` (not the last) on its output,
+    ``final_losses`` runs the forward to the model's own loss and
+    ``final_update`` trains the last block.
+
+    Args:
+        model (LocalLearningMixin): The model.
+        wrappers (list[OptimWrapper]): One per block.
+        target (Tensor): Labels ``(B,)`` or soft scores ``(B, C)``.
+        grad_sync (callable, optional): Called with a block index after that
+            block's backward and before its step (averages gradients over
+            data-parallel replicas); ``None`` steps at once.
+    """
+
+    def __init__(self, model, wrappers, target, grad_sync=None):
+        self.model, self.wrappers, self.target = model, wrappers, target
+        self.grad_sync = grad_sync
+        self.gamma = model._penalty_weight()
+        params = dict(model.named_parameters())
+        self.owned = [{id(params[n]) for n in names} for names in model.local_partition.params]
+        self.log_vars = OrderedDict()
+        self._final_logits = []
+
+    def _step(self, k: int, loss: Tensor) -> None:
+        wrapper = self.wrappers[k]
+        if self.grad_sync is None:
+            wrapper.update_params(loss)
+            return
+        wrapper.backward(wrapper.scale_loss(loss))
+        if wrapper.should_update():
+            self.grad_sync(k)
+            wrapper.step()
+            wrapper.zero_grad()
+
+    def local_update(self, k: int, z: Tensor) -> None:
+        """Loss of block ``k``'s local head on ``z``, backward, step."""
+        model = self.model
+        logits = getattr(model, HEADS_KEY)[block_key(k)](z)
+        loss = model.local_loss_module(logits, self.target, avg_factor=logits.size(0))
+        penalty = model._block_penalty(self.owned[k]) if self.gamma else None
+        if penalty is not None:
+            loss = loss + self.gamma * penalty
+        # backward outside autocast, as after any forward under AMP
+        with torch.autocast(z.device.type, enabled=False):
+            self._step(k, loss)
+        model._log_block(self.log_vars, k, loss, logits, self.target)
+
+    def final_losses(self, inputs: Tensor, samples) -> Dict[str, Tensor]:
+        """The forward pass to the model head's loss dict."""
+        model = self.model
+        handle = model.head.register_forward_hook(
+            lambda m, a, out: self._final_logits.append(main_tensor(out)))
+        try:
+            return model.head.loss(model.extract_feat(inputs), samples)
+        finally:
+            handle.remove()
+
+    def final_update(self, losses: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Train the last block on the model's own loss; return the logs."""
+        model = self.model
+        k = model.num_blocks - 1
+        penalty = model._block_penalty(self.owned[k]) if self.gamma else None
+        if penalty is not None:  # the last block's own bases only
+            losses['loss_ortho'] = self.gamma * penalty
+        elif self.gamma is not None:  # logged every step, as ENNModel does
+            losses['loss_ortho'] = self.target.new_zeros((), dtype=torch.float)
+        loss, final_vars = model.parse_losses(losses)
+        self._step(k, loss)
+        model._log_block(self.log_vars, k, loss,
+                         self._final_logits[-1] if self._final_logits else None, self.target)
+        final_vars.update(self.log_vars)
+        return final_vars
 
 
 _local_classes = {}
@@ -276,6 +326,7 @@ def ENNLocalClassifier(model: dict,
     setattr(built, HEADS_KEY, heads.to(device))
     built.__class__ = _local_class(type(built))
     built.local_partition = partition
+    built.local_input_shape = tuple(input_shape)
     if local_loss is not None:
         built.local_loss = local_loss
     sizes = [len(p) for p in partition.params]

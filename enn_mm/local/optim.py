@@ -10,6 +10,7 @@ from mmpretrain.registry import (OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS,
                                  OPTIMIZERS)
 from ..core import enn_modules
 from .local_model import LocalLearningMixin, block_key
+from .pipeline import ENNPipelineParallel
 
 __all__ = ['ENNLocalOptimWrapperConstructor', 'ENNLocalOptimWrapperDict']
 
@@ -66,11 +67,15 @@ class ENNLocalOptimWrapperConstructor:
         self.paramwise_cfg = copy.deepcopy(paramwise_cfg)
 
     def __call__(self, model) -> ENNLocalOptimWrapperDict:
-        if is_model_wrapper(model):
+        if isinstance(model, ENNPipelineParallel):
+            model = model.module
+        elif is_model_wrapper(model):
             raise RuntimeError(
-                'ENN-ℓ trains in a single process: each block steps inside the '
-                'forward pass, which DistributedDataParallel cannot synchronise. '
-                'Launch tools/train.py without --launcher.')
+                f'ENN-ℓ cannot train under {type(model).__name__}: each block steps '
+                'inside the forward pass, which DistributedDataParallel cannot '
+                'synchronise. Launch tools/train.py without --launcher, or pipeline '
+                "the blocks over processes with model_wrapper_cfg=dict(type='ENNPipelineParallel', "
+                "stages=K) and train_cfg=dict(type='ENNPipelineTrainLoop', ...).")
         if not isinstance(model, LocalLearningMixin):
             raise TypeError('ENNLocalOptimWrapperConstructor needs a model built by '
                             "ENNLocalClassifier (model=dict(type='ENNLocalClassifier', ...)).")

@@ -1,0 +1,382 @@
+"""``ENNPipelineParallel``: ENN-ℓ blocks pipelined over processes.
+
+ENN-ℓ sends nothing backward across a block boundary, so blocks can run on
+different workers as a pipeline: stage ``s`` trains its blocks on micro-batch
+``t`` while stage ``s + 1`` trains on ``t - 1``. Features and labels flow
+forward with ``torch.distributed`` point-to-point messages (gloo on CPU, NCCL
+on GPU); a stage may run at most ``max_inflight`` micro-batches ahead of the
+next one. Every block's arithmetic is the single-process ``train_step``'s, so
+a pipelined run computes the same parameters.
+
+Layout: ``world_size = stages × replicas``. Rank ``r`` is stage
+``r % stages`` of replica ``r // stages``; the replicas of a stage see
+different data and average their blocks' gradients (all-reduce within the
+stage's group) before each step.
+
+Each rank holds the whole model but trains only its stage's blocks;
+:meth:`ENNPipelineParallel.assemble` copies every block's parameters,
+buffers and optimizer state from the rank that trains it to all ranks, so
+validation and checkpoints see the whole trained model (the checkpoint is the
+same as a single-process ENN-ℓ one: ``tools/test.py`` and export take it).
+Use with ``ENNPipelineTrainLoop``; see ``docs/local_learning.md``.
+"""
+import datetime
+import re
+import time
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+from mmengine.logging import print_log
+from mmengine.registry import MODEL_WRAPPERS as ENGINE_MODEL_WRAPPERS
+from torch import Tensor, nn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+from mmpretrain.registry import MODEL_WRAPPERS
+from mmpretrain.structures import DataSample
+from .local_model import HEADS_KEY, LocalLearningMixin, LocalStep, _targets, block_key
+from .partition import main_tensor
+from .segment import (StageDone, block_costs, check_segments, exit_at, model_input, plan_stages,
+                      record_calls, stub_prefix)
+
+__all__ = ['ENNPipelineParallel']
+
+_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64]
+_HEADER = 16  # int64 slots: ndim, dtype, target ndim, target dtype, 8 + 4 sizes
+
+
+def _first_sentence(error: Exception) -> str:
+    # gloo's messages start with a source location and end with advice
+    text = re.sub(r'^\[[^\]]*\]\s*', '', str(error).splitlines()[0])
+    return text.split('. ')[0].rstrip('.')
+
+
+def _is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+@MODEL_WRAPPERS.register_module()
+class ENNPipelineParallel(nn.Module):
+    """Train an ENN-ℓ model as a pipeline of stages over processes.
+
+    Set it as the model wrapper and use the pipeline loop::
+
+        model_wrapper_cfg = dict(type='ENNPipelineParallel', stages=2)
+        train_cfg = dict(type='ENNPipelineTrainLoop', max_epochs=8)
+
+    and launch ``stages × replicas`` processes (``tools/dist_train.sh CONFIG
+    N``, ``torchrun``, ``--launcher pytorch`` or slurm).
+
+    Args:
+        module (nn.Module): A model built by ``ENNLocalClassifier``.
+        stages (int): Pipeline stages ``K``; the world size must be a multiple.
+        assignment (list[list[int]], optional): Blocks of each stage, e.g.
+            ``[[0, 1, 2], [3, 4, 5, 6, 7]]``. Defaults to contiguous groups
+            balanced by an estimate of each block's cost (printed at start).
+        timeout (float): Seconds a stage waits for its neighbour before it
+            stops with an error naming that stage. Defaults to 300.
+        max_inflight (int): Micro-batches a stage may send ahead of what the
+            next stage has received. Defaults to 2.
+    """
+
+    def __init__(self, module: nn.Module, stages: int = 2,
+                 assignment: Optional[Sequence[Sequence[int]]] = None,
+                 timeout: float = 300.0, max_inflight: int = 2):
+        super().__init__()
+        if not isinstance(module, LocalLearningMixin):
+            raise TypeError('ENNPipelineParallel pipelines the blocks of an ENN-ℓ model: set '
+                            "model=dict(type='ENNLocalClassifier', ...), got "
+                            f'{type(module).__name__}.')
+        world = dist.get_world_size() if _is_dist() else 1
+        rank = dist.get_rank() if _is_dist() else 0
+        if not isinstance(stages, int) or stages < 1:
+            raise ValueError(f'stages must be a positive integer, got {stages!r}.')
+        if stages > module.num_blocks:
+            raise ValueError(f'stages={stages} but the model has only {module.num_blocks} '
+                             'blocks: use fewer stages or more cut points.')
+        if world % stages:
+            raise ValueError(f'the world size {world} is not a multiple of stages={stages}: '
+                             f'launch stages × replicas processes (e.g. {stages} or '
+                             f'{2 * stages}).')
+        if max_inflight < 1 or timeout <= 0:
+            raise ValueError('max_inflight must be >= 1 and timeout > 0.')
+        self.module = module
+        self.num_stages, self.replicas = stages, world // stages
+        self.stage, self.replica, self.rank = rank % stages, rank // stages, rank
+        self.timeout, self.max_inflight = float(timeout), int(max_inflight)
+        self._assignment = [list(b) for b in assignment] if assignment is not None else None
+        self._groups = None
+        if self.replicas > 1:  # every rank creates every group, in one order
+            groups = [dist.new_group([r * stages + s for r in range(self.replicas)])
+                      for s in range(stages)]
+            self._groups = groups
+        self.record = record_calls(module, module.local_partition, module.local_input_shape)
+        self.blocks: Optional[List[List[int]]] = None
+        self._pending: List = []
+        self.stats = dict(steps=0, busy_s=0.0, wait_s=0.0)
+
+    # ---------------------------------------------------------------- layout
+    def plan(self, batch_size: int) -> List[List[int]]:
+        """Assign blocks to stages (once), check that each stage runs on its
+        own, and print the assignment.
+
+        Args:
+            batch_size (int): Micro-batch size, for the cost estimate.
+        """
+        if self.blocks is not None:
+            return self.blocks
+        model, k = self.module, self.module.num_blocks
+        costs = block_costs(self.record, batch_size)
+        if self._assignment is not None:
+            flat = [b for g in self._assignment for b in g]
+            if len(self._assignment) != self.num_stages or flat != list(range(k)):
+                raise ValueError(f'assignment {self._assignment} must list blocks 0..{k - 1} '
+                                 f'in order, in {self.num_stages} non-empty stages.')
+            if any(not g for g in self._assignment):
+                raise ValueError(f'assignment {self._assignment} has an empty stage.')
+            blocks = self._assignment
+        else:
+            blocks = plan_stages(costs, self.num_stages)
+        check_segments(model, model.local_partition, self.record, blocks)
+        total = sum(costs) or 1.0
+        cuts = model.local_partition.cuts
+
+        def span(g):
+            start = 'the input' if g[0] == 0 else repr(cuts[g[0] - 1])
+            end = repr(cuts[g[-1]]) if g[-1] < len(cuts) else 'the loss'
+            return f'from {start} to {end}'
+
+        lines = [f'  stage {s}: blocks {g[0]}-{g[-1]} ({span(g)}), estimated cost '
+                 f'{100 * sum(costs[b] for b in g) / total:.0f}%' for s, g in enumerate(blocks)]
+        print_log(f'ENN-ℓ pipeline: {self.num_stages} stages × {self.replicas} replicas '
+                  f'(this rank: stage {self.stage}, replica {self.replica})\n' +
+                  '\n'.join(lines), logger='current')
+        self.blocks = blocks
+        params = dict(model.named_parameters())
+        self._block_params = [[params[n] for n in model.block_param_names(b)]
+                              for b in range(k)]
+        return blocks
+
+    @property
+    def owner(self) -> Dict[int, int]:
+        """Block -> stage that trains it."""
+        return {b: s for s, g in enumerate(self.blocks) for b in g}
+
+    def _peer(self, offset: int) -> int:
+        return self.replica * self.num_stages + self.stage + offset
+
+    # ----------------------------------------------------------- messaging
+    def _comm_device(self, device):
+        return device if dist.get_backend() == 'nccl' else torch.device('cpu')
+
+    def _wait(self, work, peer_stage: int, what: str) -> float:
+        t = time.perf_counter()
+        try:
+            done = work.wait(timeout=datetime.timedelta(seconds=self.timeout))
+        except RuntimeError as e:
+            raise RuntimeError(
+                f'ENN-ℓ pipeline stage {self.stage} (rank {self.rank}) could not {what} '
+                f'stage {peer_stage} (rank {self._peer(peer_stage - self.stage)}): '
+                f'{_first_sentence(e)}. Stage {peer_stage} stopped or hung; see its '
+                f'log. (timeout: {self.timeout:.0f} s)') from None
+        if done is False:
+            raise TimeoutError(f'ENN-ℓ pipeline stage {self.stage}: stage {peer_stage} sent '
+                               f'nothing for {self.timeout:.0f} s.')
+        return time.perf_counter() - t
+
+    def _send(self, z: Tensor, target: Tensor) -> float:
+        dev = self._comm_device(z.device)
+        z, target = z.detach().to(dev).contiguous(), target.to(dev).contiguous()
+        header = torch.zeros(_HEADER, dtype=torch.int64)
+        header[:4] = torch.tensor([z.dim(), _DTYPES.index(z.dtype), target.dim(),
+                                   _DTYPES.index(target.dtype)])
+        header[4:4 + z.dim()] = torch.tensor(z.shape)
+        header[12:12 + target.dim()] = torch.tensor(target.shape)
+        header = header.to(dev)
+        dst = self._peer(1)
+        works = [dist.isend(t, dst) for t in (header, z, target)]
+        self._pending.append((works, (header, z, target)))
+        waited = 0.0
+        while len(self._pending) > self.max_inflight:
+            waited += self._wait_sent(self._pending.pop(0))
+        return waited
+
+    def _wait_sent(self, item) -> float:
+        return sum(self._wait(w, self.stage + 1, 'send to') for w in item[0])
+
+    def flush(self) -> float:
+        """Wait until the next stage has received everything sent so far."""
+        waited = 0.0
+        while self._pending:
+            waited += self._wait_sent(self._pending.pop(0))
+        return waited
+
+    def _recv(self, device):
+        dev = self._comm_device(device)
+        src, prev = self._peer(-1), self.stage - 1
+        header = torch.empty(_HEADER, dtype=torch.int64, device=dev)
+        waited = self._wait(dist.irecv(header, src), prev, 'receive from')
+        h = header.cpu().tolist()
+        z = torch.empty(h[4:4 + h[0]], dtype=_DTYPES[h[1]], device=dev)
+        target = torch.empty(h[12:12 + h[2]], dtype=_DTYPES[h[3]], device=dev)
+        waited += self._wait(dist.irecv(z, src), prev, 'receive from')
+        waited += self._wait(dist.irecv(target, src), prev, 'receive from')
+        return z.to(device), target.to(device), waited
+
+    def _grad_sync(self, k: int) -> None:
+        params = self._block_params[k]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = _flatten_dense_tensors(grads)
+        dist.all_reduce(flat, group=self._groups[self.stage])
+        flat.div_(self.replicas)
+        for p, g in zip(params, _unflatten_dense_tensors(flat, grads)):
+            if p.grad is None:
+                p.grad = g
+            else:
+                p.grad.copy_(g)
+
+    # ------------------------------------------------------------- training
+    def train_step(self, data, optim_wrapper) -> Dict[str, Tensor]:
+        """This stage's part of one ENN-ℓ step.
+
+        Args:
+            data (dict | None): A batch from the dataloader (stage 0); later
+                stages receive their input from the previous stage.
+            optim_wrapper (OptimWrapperDict): One wrapper per block.
+
+        Returns:
+            dict: ``block{k}.loss`` / ``block{k}.top1`` of this stage's blocks
+            (and the model's loss items on the last stage).
+        """
+        start = time.perf_counter()
+        model = self.module
+        wrappers = model._wrappers(optim_wrapper)
+        device = next(model.parameters()).device
+        cuts, last = model.local_partition.cuts, self.num_stages - 1
+        waited = 0.0
+        if self.stage == 0:
+            with wrappers[-1].optim_context(model):
+                data = model.data_preprocessor(data, True)
+            inputs, samples = data['inputs'], data['data_samples']
+            target, z = _targets(samples), None
+            self.plan(inputs.size(0))
+        else:
+            z, target, waited = self._recv(device)
+            self.plan(z.size(0))
+        blocks = self.blocks[self.stage]
+        first, final = blocks[0], blocks[-1]
+        entry = cuts[first - 1] if first > 0 else None
+        exit_cut = cuts[final] if final < len(cuts) else None
+        if z is not None:
+            want = model.local_partition.shapes[first - 1]
+            if tuple(z.shape[1:]) != tuple(want):
+                raise ValueError(f'stage {self.stage} received a feature of shape '
+                                 f'{tuple(z.shape[1:])} from {entry!r}, expected {want}: '
+                                 'pipelining needs the input size given as input_shape '
+                                 f'{model.local_input_shape}.')
+            inputs = model_input(self.record, z.size(0), device)
+            samples = [DataSample().set_gt_score(t) if target.dim() > 1
+                       else DataSample().set_gt_label(t) for t in target] \
+                if self.stage == last else None
+
+        step = LocalStep(model, wrappers, target,
+                         grad_sync=self._grad_sync if self.replicas > 1 else None)
+        out = None
+        with model._cut_hooks(step.local_update, blocks), \
+                stub_prefix(model, self.record, entry, target.size(0), z), \
+                exit_at(model, exit_cut), wrappers[-1].optim_context(model):
+            try:
+                if self.stage == last:
+                    losses = step.final_losses(inputs, samples)
+                else:
+                    model.extract_feat(inputs)
+            except StageDone as done:
+                out = done.output
+        if self.stage == last:
+            log_vars = step.final_update(losses)
+        else:
+            if out is None:
+                raise RuntimeError(f'stage {self.stage} never reached its last cut point '
+                                   f'{exit_cut!r}.')
+            waited += self._send(main_tensor(out), target)
+            log_vars = step.log_vars
+        elapsed = time.perf_counter() - start
+        self.stats['steps'] += 1
+        self.stats['wait_s'] += waited
+        self.stats['busy_s'] += elapsed - waited
+        return log_vars
+
+    # ------------------------------------------------------------ assembly
+    def _block_state(self, k: int) -> List[Tensor]:
+        """Parameters and buffers block ``k``'s training changes."""
+        model = self.module
+        tensors = [p.data for p in self._block_params[k]]
+        head = f'{HEADS_KEY}.{block_key(k)}.'
+        ends = [self.record.cut_end[c] for c in model.local_partition.cuts]
+        for name, buf in model.named_buffers():
+            owner = name.rsplit('.', 1)[0]
+            if name.startswith(HEADS_KEY + '.'):
+                mine = name.startswith(head)
+            else:
+                calls = self.record.calls.get(owner)
+                if not calls:
+                    continue
+                mine = sum(calls[0][1] > e for e in ends) == k
+            if mine:
+                tensors.append(buf)
+        return tensors
+
+    @torch.no_grad()
+    def _broadcast(self, tensors: List[Tensor], src: int) -> None:
+        by_dtype: Dict = OrderedDict()
+        for t in tensors:
+            by_dtype.setdefault((t.dtype, t.device), []).append(t)
+        for (_, device), group in by_dtype.items():
+            dev = self._comm_device(device)
+            flat = _flatten_dense_tensors([t.to(dev) for t in group])
+            dist.broadcast(flat, src)
+            if self.rank != src:
+                for t, v in zip(group, _unflatten_dense_tensors(flat, group)):
+                    t.copy_(v)
+
+    def assemble(self, optim_wrapper=None) -> None:
+        """Give every rank every block's trained state (collective).
+
+        Args:
+            optim_wrapper (OptimWrapperDict, optional): Also copy each block's
+                optimizer state (for checkpoints).
+        """
+        if not _is_dist() or dist.get_world_size() == 1:
+            return
+        self.flush()
+        wrappers = self.module._wrappers(optim_wrapper) if optim_wrapper is not None else None
+        for k, s in self.owner.items():
+            self._broadcast(self._block_state(k), s)  # replica 0 of stage s
+            if wrappers is not None:
+                obj = [wrappers[k].state_dict() if self.rank == s else None]
+                dist.broadcast_object_list(obj, src=s)
+                if self.rank != s:
+                    wrappers[k].load_state_dict(obj[0])
+
+    def broadcast_from(self, src: int = 0) -> None:
+        """Make every rank's model equal to rank ``src``'s (at start)."""
+        if _is_dist() and dist.get_world_size() > 1:
+            self._broadcast(list(self.module.parameters()) + list(self.module.buffers()), src)
+
+    # ------------------------------------------------------------ inference
+    def val_step(self, data):
+        return self.module.val_step(data)
+
+    def test_step(self, data):
+        return self.module.test_step(data)
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+
+# mmengine's Runner.wrap_model looks the wrapper type up with
+# `MODEL_WRAPPERS.get` on mmengine's own registry, which does not search
+# MMPretrain's child registry: register it there too.
+if ENGINE_MODEL_WRAPPERS.get('ENNPipelineParallel') is None:
+    ENGINE_MODEL_WRAPPERS.register_module(module=ENNPipelineParallel)

@@ -1,0 +1,324 @@
+"""Run a contiguous range of ENN-ℓ blocks of a model on its own.
+
+A pipeline stage owns blocks ``a..b`` of a partitioned classifier. It runs
+the model's *own* forward code, so no model needs rewriting, with two
+changes:
+
+- every module that finishes before cut point ``a - 1`` is *stubbed*: it
+  returns a placeholder of the shape it returned in a probe pass (zeros,
+  batch size of the current micro-batch) instead of computing, and the cut
+  point itself returns the received feature ``z_{a-1}``;
+- the forward stops (:class:`StageDone`) right after cut point ``b``.
+
+Which modules finish before a cut point, what they return, and what each
+block costs come from one recorded probe pass (:func:`record_calls`).
+:func:`check_segments` then replays every stage from the cut outputs of a
+plain forward pass and refuses a split whose stages do not reproduce it
+(e.g. a forward that carries something other than the cut output past a
+cut point): pipelining is exact or refused, never silently wrong.
+"""
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .partition import Partition, main_tensor
+
+__all__ = ['CallRecord', 'StageDone', 'record_calls', 'block_costs', 'plan_stages', 'stub_prefix',
+           'check_segments']
+
+PROBE_BATCH = 3
+
+
+class StageDone(Exception):
+    """Raised from the last cut point of a stage to end its forward pass."""
+
+    def __init__(self, output):
+        super().__init__('stage done')
+        self.output = output
+
+
+@dataclass
+class _Spec:
+    """Shape (batch dimension marked ``None``) and dtype of a probed tensor."""
+    shape: Tuple[Optional[int], ...]
+    dtype: torch.dtype
+
+
+@dataclass
+class CallRecord:
+    """The probe pass: module calls in order and the cost of each block.
+
+    Attributes:
+        order (list[str]): Module names by the event index at which each call
+            ends (one entry per call).
+        calls (dict): ``name -> [(start, end, output_spec), ...]``.
+        parent (dict): ``name -> name`` of the module that called it first.
+        cut_end (dict): Event index at which each cut point's call ends.
+        block_macs (list[int]): Multiply-accumulates of the Conv/Linear layers
+            of each block for one sample.
+        block_fixed (list[int]): Multiply-accumulates per step that do not
+            grow with the batch: materializing each ENN weight ``Q·diag(λ)·Pᵀ``.
+    """
+    calls: Dict[str, List[Tuple[int, int, Any]]] = field(default_factory=dict)
+    parent: Dict[str, str] = field(default_factory=dict)
+    cut_end: Dict[str, int] = field(default_factory=dict)
+    block_macs: List[int] = field(default_factory=list)
+    block_fixed: List[int] = field(default_factory=list)
+    input_shape: Tuple[int, ...] = ()
+
+
+def _spec(output, batch: int):
+    if isinstance(output, Tensor):
+        shape = tuple(None if i == 0 and s == batch else s for i, s in enumerate(output.shape))
+        return _Spec(shape, output.dtype)
+    if isinstance(output, (tuple, list)):
+        return type(output)(_spec(o, batch) for o in output)
+    if isinstance(output, dict):
+        return {k: _spec(v, batch) for k, v in output.items()}
+    return output
+
+
+def _materialize(spec, batch: int, device, inject: Optional[Tensor] = None):
+    """A placeholder of ``spec``'s structure; the first floating tensor is
+    ``inject`` when given (the received feature at a cut point)."""
+    injected = [inject is None]
+
+    def build(s):
+        if isinstance(s, _Spec):
+            if not injected[0] and s.dtype.is_floating_point:
+                injected[0] = True
+                return inject
+            shape = tuple(batch if d is None else d for d in s.shape)
+            return torch.zeros(shape, dtype=s.dtype, device=device)
+        if isinstance(s, (tuple, list)):
+            return type(s)(build(o) for o in s)
+        if isinstance(s, dict):
+            return {k: build(v) for k, v in s.items()}
+        return s
+
+    return build(spec)
+
+
+def _macs(module: nn.Module, output) -> int:
+    out = main_tensor(output) if not isinstance(output, Tensor) else output
+    per_sample = out.numel() // max(out.shape[0], 1)
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return per_sample * (module.in_channels // module.groups) * math.prod(module.kernel_size)
+    if isinstance(module, nn.Linear):
+        return per_sample * module.in_features
+    return 0
+
+
+def _materialize_macs(module: nn.Module) -> int:
+    param = getattr(module, 'parametrizations', None)
+    weight = getattr(param, 'weight', None) if param is not None else None
+    if weight is None or not hasattr(weight, 'original0'):
+        return 0
+    Q, P = weight.original0, weight.original2  # (g, d_out, r), (g, d_in, r)
+    return Q.shape[0] * Q.shape[1] * P.shape[1] * Q.shape[2]
+
+
+def block_costs(record: 'CallRecord', batch_size: int) -> List[float]:
+    """Estimated cost of one training step of each block at ``batch_size``:
+    forward + backward (3x) of its Conv/Linear layers, plus materializing
+    and penalizing its ENN weights (about 6x one materialization)."""
+    return [3.0 * batch_size * m + 6.0 * f
+            for m, f in zip(record.block_macs, record.block_fixed)]
+
+
+def record_calls(model: nn.Module, partition: Partition,
+                 input_shape: Sequence[int]) -> CallRecord:
+    """One probe pass of ``model(x, mode='tensor')`` (eval mode, no grad, the
+    global random stream untouched) recording every module call."""
+    record = CallRecord(input_shape=tuple(input_shape))
+    cut_set = set(partition.cuts)
+    macs = [0] * partition.num_blocks
+    fixed = [0] * partition.num_blocks
+    events = [0]
+    stack: List[str] = []
+    handles = []
+
+    def pre(name):
+        def hook(module, args):
+            record.parent.setdefault(name, stack[-1] if stack else '')
+            stack.append(name)
+            record.calls.setdefault(name, []).append([events[0], None, None])
+            events[0] += 1
+        return hook
+
+    def post(name):
+        def hook(module, args, output):
+            stack.pop()
+            call = record.calls[name][-1]
+            call[1], call[2] = events[0], _spec(output, PROBE_BATCH)
+            events[0] += 1
+            block = len(record.cut_end)  # cut points passed so far
+            block = min(block, len(macs) - 1)
+            macs[block] += _macs(module, output)
+            if len(record.calls[name]) == 1:
+                fixed[block] += _materialize_macs(module)
+            if name in cut_set:
+                record.cut_end[name] = call[1]
+        return hook
+
+    for name, module in model.named_modules():
+        if name:
+            handles += [module.register_forward_pre_hook(pre(name)),
+                        module.register_forward_hook(post(name))]
+    training = model.training
+    device = next(model.parameters()).device
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            model(torch.randn(PROBE_BATCH, *input_shape, device=device), mode='tensor')
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(training)
+    record.calls = {n: [tuple(c) for c in cs] for n, cs in record.calls.items()}
+    record.block_macs, record.block_fixed = macs, fixed
+    return record
+
+
+def plan_stages(costs: Sequence[float], num_stages: int) -> List[List[int]]:
+    """Split blocks ``0..K-1`` into ``num_stages`` contiguous groups with the
+    smallest possible largest group cost (exact, by dynamic programming)."""
+    k = len(costs)
+    if not 1 <= num_stages <= k:
+        raise ValueError(f'cannot split {k} blocks into {num_stages} pipeline stages: use '
+                         f'1 to {k} stages, or cut the model into more blocks.')
+    prefix = [0.0]
+    for c in costs:
+        prefix.append(prefix[-1] + float(c))
+    inf = float('inf')
+    # best[s][i]: smallest max-cost of splitting the first i blocks into s stages
+    best = [[inf] * (k + 1) for _ in range(num_stages + 1)]
+    cut = [[0] * (k + 1) for _ in range(num_stages + 1)]
+    best[0][0] = 0.0
+    for s in range(1, num_stages + 1):
+        for i in range(s, k + 1):
+            for j in range(s - 1, i):
+                v = max(best[s - 1][j], prefix[i] - prefix[j])
+                if v < best[s][i]:
+                    best[s][i], cut[s][i] = v, j
+    groups, i = [], k
+    for s in range(num_stages, 0, -1):
+        j = cut[s][i]
+        groups.append(list(range(j, i)))
+        i = j
+    return groups[::-1]
+
+
+@contextmanager
+def stub_prefix(model: nn.Module, record: CallRecord, entry_cut: Optional[str],
+                batch: int, z: Optional[Tensor]):
+    """Within the context, the modules of ``model`` that finish before
+    ``entry_cut`` return placeholders and ``entry_cut`` returns ``z``.
+
+    A module is stubbed when all its calls end by ``entry_cut``'s and the
+    module that called it is not stubbed itself; modules also called after
+    the cut run normally (on placeholders, their results unused).
+    """
+    if entry_cut is None:
+        yield
+        return
+    end = record.cut_end[entry_cut]
+    inside = {n for n, calls in record.calls.items() if all(c[1] <= end for c in calls)}
+    stubbed = [n for n in inside if record.parent.get(n, '') not in inside]
+    modules = dict(model.named_modules())
+    device = z.device
+    patched = []
+    for name in stubbed:
+        calls = record.calls[name]
+        counter = [0]
+
+        def forward(*args, _calls=calls, _counter=counter, _name=name, **kwargs):
+            spec = _calls[min(_counter[0], len(_calls) - 1)][2]
+            _counter[0] += 1
+            return _materialize(spec, batch, device, z if _name == entry_cut else None)
+
+        module = modules[name]
+        patched.append((module, module.__dict__.get('forward')))
+        module.forward = forward
+    try:
+        yield
+    finally:
+        for module, own in patched:
+            if own is None:
+                del module.forward
+            else:
+                module.forward = own
+
+
+def model_input(record: CallRecord, batch: int, device) -> Tensor:
+    """A zero-memory stand-in for the network input of a later stage."""
+    return torch.zeros((), device=device).expand(batch, *record.input_shape)
+
+
+@contextmanager
+def exit_at(model: nn.Module, cut: Optional[str]):
+    """Stop the forward pass right after ``cut`` (after its other hooks)."""
+    if cut is None:
+        yield
+        return
+
+    def hook(module, args, output):
+        raise StageDone(output)
+
+    handle = dict(model.named_modules())[cut].register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def check_segments(model: nn.Module, partition: Partition, record: CallRecord,
+                   stages: List[List[int]], atol: float = 1e-5) -> None:
+    """Replay each stage after the first from the cut outputs of a plain
+    forward pass; raise if a stage does not reproduce its output exactly."""
+    cuts = partition.cuts
+    outputs: Dict[str, Tensor] = {}
+    handles = [m.register_forward_hook(
+        lambda mod, a, out, _n=n: outputs.__setitem__(_n, main_tensor(out).detach()))
+        for n, m in model.named_modules() if n in set(cuts)]
+    training = model.training
+    device = next(model.parameters()).device
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(0)
+            x = torch.randn(PROBE_BATCH, *record.input_shape, device=device)
+            final = main_tensor(model(x, mode='tensor')).detach()
+        for h in handles:
+            h.remove()
+        handles = []
+        for blocks in stages[1:]:
+            a, b = blocks[0], blocks[-1]
+            entry = cuts[a - 1]
+            exit_cut = cuts[b] if b < len(cuts) else None
+            want = outputs[exit_cut] if exit_cut else final
+            got = None
+            with torch.no_grad(), stub_prefix(model, record, entry, PROBE_BATCH, outputs[entry]), \
+                    exit_at(model, exit_cut):
+                try:
+                    got = model(model_input(record, PROBE_BATCH, device), mode='tensor')
+                except StageDone as done:
+                    got = done.output
+            got = main_tensor(got)
+            scale = want.abs().max().clamp_min(1.0)
+            if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-4,
+                                                             atol=atol * float(scale)):
+                raise ValueError(
+                    f'pipeline stage of blocks {a}..{b} cannot run on its own: run from the '
+                    f'output of cut point {entry!r}, it does not reproduce the full forward '
+                    'pass (the forward carries something other than the cut output past '
+                    'that cut point, e.g. a skip from the input). Choose other stage '
+                    'boundaries with `stages=[[...], ...]`, or other cut points.')
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(training)
