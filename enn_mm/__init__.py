@@ -7,15 +7,15 @@ optimizer constructors, hooks, metrics), which is what
 """
 import importlib.util
 
-from .core import (ENNConv2d, ENNLinear, ENNOptions, convert_to_enn,
+from .core import (COMPUTE_MODES, ENNConv2d, ENNLinear, ENNOptions, convert_to_enn,
                    enable_retraction, enn_modules, export_dense,
-                   orthogonality_error, orthogonality_penalty)
+                   orthogonality_error, orthogonality_penalty, set_compute)
 
 __version__ = '0.1.0'
 __all__ = [
     'ENNConv2d', 'ENNLinear', 'ENNOptions', 'convert_to_enn', 'export_dense',
     'orthogonality_error', 'orthogonality_penalty', 'enable_retraction',
-    'enn_modules'
+    'enn_modules', 'set_compute', 'COMPUTE_MODES'
 ]
 
 if importlib.util.find_spec('mmpretrain') is not None:

@@ -2,6 +2,7 @@
 from .convert import (SUPPORTED_TYPES, convert_to_enn, dense_view, enn_modules,
                       export_dense, factors, is_enn, register_eigenbasis)
 from .eigenbasis import Eigenbasis, factorize
+from .factored import COMPUTE_MODES, set_compute
 from .layers import ENNConv2d, ENNLinear
 from .options import ENNOptions
 from .share import share_bases, share_groups
@@ -14,5 +15,5 @@ __all__ = [
     'enn_modules', 'factors', 'is_enn', 'register_eigenbasis', 'bases',
     'basis_error', 'basis_penalty', 'orthogonality_error',
     'orthogonality_penalty', 'enable_retraction', 'retract_', 'share_bases',
-    'share_groups'
+    'share_groups', 'set_compute', 'COMPUTE_MODES'
 ]

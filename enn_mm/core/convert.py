@@ -1,5 +1,6 @@
 """Conversion of dense models to ENN and back, in place."""
 import fnmatch
+import types
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Optional, Sequence, Tuple, Union
 
@@ -8,6 +9,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from .eigenbasis import Eigenbasis
+from .factored import enn_forward
 
 __all__ = [
     'SUPPORTED_TYPES', 'convert_to_enn', 'export_dense', 'is_enn', 'enn_modules',
@@ -69,11 +71,18 @@ def _load_dense_weight(module, state_dict, prefix, local_metadata, strict,
         state_dict[f'{prefix}parametrizations.weight.original{i}'] = t
 
 
+def _bind_forward(module: nn.Module) -> None:
+    # An instance attribute, not a class change: deep copies rebind it to the
+    # copy, and the dense class is untouched (see _to_dense).
+    module.forward = types.MethodType(enn_forward, module)
+
+
 def register_eigenbasis(module: nn.Module) -> nn.Module:
     """Reparameterize ``module.weight`` in place by its SVD (same outputs)."""
     groups = getattr(module, 'groups', 1)
     parametrize.register_parametrization(
         module, 'weight', Eigenbasis(module.weight.shape, groups))
+    _bind_forward(module)
     if not hasattr(module, '_enn_load_hook'):
         module._enn_load_hook = module.register_load_state_dict_pre_hook(_load_dense_weight)
     return module
@@ -181,6 +190,7 @@ def _to_dense(module: nn.Module) -> Tuple[type, nn.Module]:
     requires_grad = factors(module)[0].requires_grad
     enn_cls, plist = type(module), module._modules.pop('parametrizations')
     module.__class__ = enn_cls.__bases__[0]  # the class before injection
+    module.__dict__.pop('forward', None)
     module.register_parameter('weight', nn.Parameter(weight, requires_grad))
     return enn_cls, plist
 
@@ -191,6 +201,7 @@ def _to_enn(module: nn.Module, enn_cls: type, plist: nn.Module) -> None:
     weight = module._parameters.pop('weight')
     module._modules['parametrizations'] = plist
     module.__class__ = enn_cls
+    _bind_forward(module)
     with torch.no_grad():
         for param, value in zip(factors(module), plist.weight[0].right_inverse(weight)):
             param.copy_(value)

@@ -6,6 +6,7 @@ from typing import Optional, Sequence
 from torch import nn
 
 from .convert import convert_to_enn
+from .factored import COMPUTE_MODES, set_compute
 from .ortho import enable_retraction
 from .share import share_bases
 
@@ -38,6 +39,9 @@ class ENNOptions:
         share (Sequence[dict]): Groups of equal-shape layers sharing P and/or
             Q, each ``dict(name=..., include=[glob, ...], share='P'|'Q'|'PQ')``
             (see :func:`enn_mm.core.share_bases`).
+        compute (str): How a layer computes: ``'auto'`` (per call, the
+            cheaper of building ``W`` and applying the factors, see
+            :mod:`enn_mm.core.factored`), ``'materialize'`` or ``'factored'``.
     """
     ortho: str = 'penalty'
     gamma: Optional[float] = None
@@ -47,11 +51,15 @@ class ENNOptions:
     exclude: Sequence[str] = ()
     types: Sequence[str] = ('Conv2d', 'Linear')
     share: Sequence[dict] = ()
+    compute: str = 'auto'
 
     def __post_init__(self):
         if self.ortho not in ORTHO_MODES:
             raise ValueError(f'unknown ENN ortho mode {self.ortho!r}; choose one '
                              f'of {ORTHO_MODES}.')
+        if self.compute not in COMPUTE_MODES:
+            raise ValueError(f'unknown ENN compute mode {self.compute!r}; choose one of '
+                             f'{COMPUTE_MODES}.')
         if self.gamma is None:
             self.gamma = 1e-5 if self.ortho == 'penalty' else 0.0
         if self.gamma < 0:
@@ -82,6 +90,7 @@ class ENNOptions:
         convert_to_enn(model, include=self.include, exclude=self.exclude, types=self.types)
         if self.share:
             share_bases(model, self.share)
+        set_compute(model, self.compute)
         if self.ortho == 'retract':
             enable_retraction(model, self.retract_interval)
         return model

@@ -58,16 +58,16 @@ class CallRecord:
         calls (dict): ``name -> [(start, end, output_spec), ...]``.
         parent (dict): ``name -> name`` of the module that called it first.
         cut_end (dict): Event index at which each cut point's call ends.
-        block_macs (list[int]): Multiply-accumulates of the Conv/Linear layers
-            of each block for one sample.
-        block_fixed (list[int]): Multiply-accumulates per step that do not
-            grow with the batch: materializing each ENN weight ``Q·diag(λ)·Pᵀ``.
+        block_macs (list[int]): Multiply-accumulates of the dense
+            Conv/Linear layers of each block for one sample.
+        layers (list): ``(block, layer shape, first call)`` of every
+            Conv/Linear call, for :func:`block_costs`.
     """
     calls: Dict[str, List[Tuple[int, int, Any]]] = field(default_factory=dict)
     parent: Dict[str, str] = field(default_factory=dict)
     cut_end: Dict[str, int] = field(default_factory=dict)
     block_macs: List[int] = field(default_factory=list)
-    block_fixed: List[int] = field(default_factory=list)
+    layers: List[tuple] = field(default_factory=list)
     input_shape: Tuple[int, ...] = ()
 
 
@@ -103,31 +103,40 @@ def _materialize(spec, batch: int, device, inject: Optional[Tensor] = None):
     return build(spec)
 
 
-def _macs(module: nn.Module, output) -> int:
+def _layer(module: nn.Module, output):
+    """``(positions per sample, d_in, d_out, r, groups, is_enn)`` of a
+    Conv/Linear call, or None for other modules."""
+    if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+        return None
     out = main_tensor(output) if not isinstance(output, Tensor) else output
     per_sample = out.numel() // max(out.shape[0], 1)
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return per_sample * (module.in_channels // module.groups) * math.prod(module.kernel_size)
-    if isinstance(module, nn.Linear):
-        return per_sample * module.in_features
-    return 0
-
-
-def _materialize_macs(module: nn.Module) -> int:
     param = getattr(module, 'parametrizations', None)
-    weight = getattr(param, 'weight', None) if param is not None else None
-    if weight is None or not hasattr(weight, 'original0'):
-        return 0
-    Q, P = weight.original0, weight.original2  # (g, d_out, r), (g, d_in, r)
-    return Q.shape[0] * Q.shape[1] * P.shape[1] * Q.shape[2]
+    eig = param.weight[0] if param is not None and hasattr(param, 'weight') else None
+    if isinstance(module, nn.Linear):
+        d_in, d_out, g = module.in_features, module.out_features, 1
+    else:
+        g = module.groups
+        d_in = module.in_channels // g * math.prod(module.kernel_size)
+        d_out = module.out_channels // g
+    positions = per_sample // max(d_out * g, 1)
+    return positions, d_in, d_out, min(d_in, d_out), g, eig is not None
 
 
 def block_costs(record: 'CallRecord', batch_size: int) -> List[float]:
-    """Estimated cost of one training step of each block at ``batch_size``:
-    forward + backward (3x) of its Conv/Linear layers, plus materializing
-    and penalizing its ENN weights (about 6x one materialization)."""
-    return [3.0 * batch_size * m + 6.0 * f
-            for m, f in zip(record.block_macs, record.block_fixed)]
+    """Estimated multiply-adds of one training step of each block at
+    ``batch_size``: forward + backward (3x) of its Conv/Linear layers, an ENN
+    layer computing the cheaper of building W and applying the factors (as
+    ``compute='auto'`` does), plus its orthonormality penalty."""
+    costs = [0.0] * len(record.block_macs)
+    for block, (positions, d_in, d_out, r, g, enn), first in record.layers:
+        n = positions * batch_size
+        dense = g * n * d_out * d_in
+        if enn:
+            dense = min(dense + g * d_out * r * d_in, g * n * r * (d_in + d_out))
+            if first:  # the penalty's Gram matrices and their gradients
+                dense += 2 * g * (d_in + d_out) * r * r / 3
+        costs[block] += 3.0 * dense
+    return costs
 
 
 def record_calls(model: nn.Module, partition: Partition,
@@ -137,7 +146,6 @@ def record_calls(model: nn.Module, partition: Partition,
     record = CallRecord(input_shape=tuple(input_shape))
     cut_set = set(partition.cuts)
     macs = [0] * partition.num_blocks
-    fixed = [0] * partition.num_blocks
     events = [0]
     stack: List[str] = []
     handles = []
@@ -158,9 +166,11 @@ def record_calls(model: nn.Module, partition: Partition,
             events[0] += 1
             block = len(record.cut_end)  # cut points passed so far
             block = min(block, len(macs) - 1)
-            macs[block] += _macs(module, output)
-            if len(record.calls[name]) == 1:
-                fixed[block] += _materialize_macs(module)
+            layer = _layer(module, output)
+            if layer is not None:
+                positions, d_in, d_out, _, g, _ = layer
+                macs[block] += positions * g * d_out * d_in
+                record.layers.append((block, layer, len(record.calls[name]) == 1))
             if name in cut_set:
                 record.cut_end[name] = call[1]
         return hook
@@ -180,7 +190,7 @@ def record_calls(model: nn.Module, partition: Partition,
             h.remove()
         model.train(training)
     record.calls = {n: [tuple(c) for c in cs] for n, cs in record.calls.items()}
-    record.block_macs, record.block_fixed = macs, fixed
+    record.block_macs = macs
     return record
 
 

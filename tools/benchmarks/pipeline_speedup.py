@@ -1,0 +1,247 @@
+"""Training throughput of pipelined ENN-ℓ against sequential ENN-ℓ and end-to-end BP.
+
+    python tools/benchmarks/pipeline_speedup.py [--stages 2] [--steps 20] [--dense]
+
+ResNet-50 (MMPretrain's ``ResNet(depth=50)``, 1000 classes) as ENN (``--dense``:
+the plain network), batch 16 at 112 px, SGD with momentum, synthetic images.
+ENN-ℓ uses the paper's split (stem, 16 bottlenecks, head) with ``pool_linear``
+heads. Every variant runs in fresh processes, each pinned to its own cores
+with its thread count set explicitly:
+
+- ``pipeline``: ``--stages`` K processes × ``--threads`` threads, blocks
+  assigned by ``ENNPipelineParallel`` (gloo on CPU, NCCL with ``--device
+  cuda``), timed over ``--steps`` steps after ``--warmup`` (fill and drain
+  included);
+- ``sequential``: single-process ENN-ℓ, one worker's threads;
+- ``bp_equal_cores``: end-to-end BP with K × ``--threads`` threads (the same
+  total cores); ``bp_one_worker``: BP with one worker's threads.
+
+Prints one JSON object: images/s of each, ``vs_sequential`` (pipeline /
+sequential), ``vs_bp_equal_cores``, ``vs_bp_one_worker`` and ``stage_busy``
+(fraction of the timed window each stage computed rather than waited).
+With ``--device cuda`` each stage gets its own GPU (``--stages`` at most the
+number of GPUs); with one GPU only the sequential and BP variants run.
+"""
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if REPO not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, REPO)
+
+
+def build(args, local: bool, device):
+    import torch
+    from mmengine.optim import OptimWrapper, build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+
+    import enn_mm  # noqa: F401
+    import enn_mm.local  # noqa: F401
+    init_default_scope('mmpretrain')
+    torch.manual_seed(0)
+    model = dict(type='ImageClassifier', backbone=dict(type='ResNet', depth=50),
+                 neck=dict(type='GlobalAveragePooling'),
+                 head=dict(type='LinearClsHead', num_classes=1000, in_channels=2048))
+    if not args.dense:
+        model = dict(type='ENNModel', model=model, enn=dict(ortho='penalty', gamma=1e-5))
+    optimizer = dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4)
+    if not local:
+        model = MODELS.build(model).to(device)
+        return model, OptimWrapper(torch.optim.SGD(
+            [p for p in model.parameters() if p.requires_grad],
+            **{k: v for k, v in optimizer.items() if k != 'type'}))
+    model = MODELS.build(dict(type='ENNLocalClassifier', model=model, cuts='resnet_block',
+                              input_shape=(3, args.size, args.size),
+                              local_head=dict(type='pool_linear'))).to(device)
+    return model, build_optim_wrapper(
+        model, dict(constructor='ENNLocalOptimWrapperConstructor', optimizer=optimizer))
+
+
+def batch(args, device):
+    import torch
+    from mmpretrain.structures import DataSample
+    g = torch.Generator().manual_seed(0)
+    return dict(inputs=torch.randint(0, 256, (args.batch, 3, args.size, args.size), generator=g,
+                                     dtype=torch.uint8).to(device),
+                data_samples=[DataSample().set_gt_label(i % 1000) for i in range(args.batch)])
+
+
+def sync(device):
+    import torch
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def run_single(args) -> dict:
+    """Sequential ENN-ℓ or BP in this process."""
+    import torch
+    device = torch.device(args.device)
+    model, optim = build(args, args.worker == 'sequential', device)
+    model.train()
+    data = batch(args, device)
+    for _ in range(args.warmup):
+        model.train_step(data, optim)
+    sync(device)
+    times = []
+    for _ in range(args.steps):
+        t = time.perf_counter()
+        model.train_step(data, optim)
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return dict(images_per_s=args.batch * args.steps / sum(times),
+                median_step_s=statistics.median(times))
+
+
+def run_stage(args) -> dict:
+    """One rank of the pipeline (RANK / WORLD_SIZE / MASTER_* from the env)."""
+    import torch
+    import torch.distributed as dist
+    rank = int(os.environ['RANK'])
+    cuda = args.device == 'cuda'
+    device = torch.device(f'cuda:{rank}' if cuda else 'cpu')
+    if cuda:
+        torch.cuda.set_device(device)
+    dist.init_process_group('nccl' if cuda else 'gloo')
+    from enn_mm.local import ENNPipelineParallel
+    model, optim = build(args, True, device)
+    pipe = ENNPipelineParallel(model, stages=args.stages, timeout=600)
+    pipe.train()
+    data = batch(args, device) if pipe.stage == 0 else None
+    for _ in range(args.warmup):
+        pipe.train_step(data, optim)
+    pipe.flush()
+    sync(device)
+    dist.barrier()
+    busy0, wait0 = pipe.stats['busy_s'], pipe.stats['wait_s']
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        pipe.train_step(data, optim)
+    pipe.flush()
+    sync(device)
+    dist.barrier()
+    elapsed = time.perf_counter() - start
+    busy = (pipe.stats['busy_s'] - busy0) / elapsed
+    result = [None] * dist.get_world_size()
+    dist.all_gather_object(result, dict(stage=pipe.stage, busy=busy, blocks=pipe.blocks))
+    dist.destroy_process_group()
+    return dict(images_per_s=args.batch * args.steps / elapsed,
+                stage_busy=[round(r['busy'], 3) for r in result], assignment=result[0]['blocks'])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _env(threads: int, cores, **extra) -> dict:
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+                BENCH_CORES=','.join(map(str, cores)), **extra)
+
+
+def _cmd(args, worker: str, threads: int):
+    return [sys.executable, __file__, '--worker', worker, '--threads', str(threads),
+            '--stages', str(args.stages), '--batch', str(args.batch), '--size', str(args.size),
+            '--steps', str(args.steps), '--warmup', str(args.warmup),
+            '--device', args.device] + (['--dense'] if args.dense else [])
+
+
+def _result(proc_out: str, name: str, returncode: int, err: str) -> dict:
+    if returncode != 0:
+        raise RuntimeError(f'{name} failed:\n{err[-3000:]}')
+    return json.loads(proc_out.strip().splitlines()[-1])
+
+
+def measure_single(args, worker: str, threads: int, cores) -> dict:
+    proc = subprocess.run(_cmd(args, worker, threads), env=_env(threads, cores),
+                          capture_output=True, text=True)
+    result = _result(proc.stdout, worker, proc.returncode, proc.stderr)
+    print(f'{worker} ({threads} threads): {result}', file=sys.stderr)
+    return result
+
+
+def measure_pipeline(args) -> dict:
+    port, n = str(_free_port()), args.stages
+    ncores = os.cpu_count() or 1
+    procs = []
+    for rank in range(n):
+        cores = [(rank * args.threads + i) % ncores for i in range(args.threads)]
+        env = _env(args.threads, cores, RANK=str(rank), WORLD_SIZE=str(n), LOCAL_RANK=str(rank),
+                   MASTER_ADDR='127.0.0.1', MASTER_PORT=port)
+        procs.append(subprocess.Popen(_cmd(args, 'stage', args.threads), env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate() for p in procs]
+    results = [_result(o, f'stage {r}', p.returncode, e)
+               for r, (p, (o, e)) in enumerate(zip(procs, outs))]
+    result = dict(results[0], images_per_s=min(r['images_per_s'] for r in results))
+    print(f'pipeline ({n} x {args.threads} threads): {result}', file=sys.stderr)
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--stages', type=int, default=2)
+    parser.add_argument('--threads', type=int, default=1, help='threads per worker')
+    parser.add_argument('--batch', type=int, default=16)
+    parser.add_argument('--size', type=int, default=112)
+    parser.add_argument('--steps', type=int, default=20, help='timed steps')
+    parser.add_argument('--warmup', type=int, default=3)
+    parser.add_argument('--dense', action='store_true', help='the plain ResNet-50, not ENN')
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--worker', choices=['sequential', 'bp', 'stage'], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        import torch
+        cores = os.environ.get('BENCH_CORES')
+        if cores and args.device == 'cpu':
+            os.sched_setaffinity(0, {int(c) for c in cores.split(',')})
+        torch.set_num_threads(args.threads)
+        run = run_stage if args.worker == 'stage' else run_single
+        print(json.dumps(run(args)))
+        return
+
+    ncores = os.cpu_count() or 1
+    total = args.stages * args.threads
+    if args.device == 'cpu' and total > ncores:
+        raise SystemExit(f'{args.stages} stages x {args.threads} threads need {total} cores; '
+                         f'this machine has {ncores}.')
+    one = list(range(args.threads))
+    record = dict(model='resnet50' + ('' if args.dense else '-enn'), batch=args.batch,
+                  size=args.size, stages=args.stages, threads_per_worker=args.threads,
+                  device=args.device, steps=args.steps)
+    seq = measure_single(args, 'sequential', args.threads, one)
+    bp_one = measure_single(args, 'bp', args.threads, one)
+    bp_all = measure_single(args, 'bp', total, list(range(total)))
+    ips = dict(sequential=seq['images_per_s'], bp_one_worker=bp_one['images_per_s'],
+               bp_equal_cores=bp_all['images_per_s'])
+    gpus = 0
+    if args.device == 'cuda':
+        import torch
+        gpus = torch.cuda.device_count()
+    if args.device == 'cpu' or gpus >= args.stages:
+        pipe = measure_pipeline(args)
+        ips['pipeline'] = pipe['images_per_s']
+        record.update(vs_sequential=pipe['images_per_s'] / seq['images_per_s'],
+                      vs_bp_equal_cores=pipe['images_per_s'] / bp_all['images_per_s'],
+                      vs_bp_one_worker=pipe['images_per_s'] / bp_one['images_per_s'],
+                      stage_busy=pipe['stage_busy'], assignment=pipe['assignment'])
+    else:
+        record.update(vs_sequential=None, vs_bp_equal_cores=None, stage_busy=None,
+                      note=f'{gpus} GPU(s): the pipeline needs one per stage')
+    record['images_per_s'] = {k: round(v, 2) for k, v in ips.items()}
+    for key in ('vs_sequential', 'vs_bp_equal_cores', 'vs_bp_one_worker'):
+        if record.get(key) is not None:
+            record[key] = round(record[key], 3)
+    print(json.dumps(record, indent=1))
+
+
+if __name__ == '__main__':
+    main()
