@@ -33,6 +33,7 @@ import glob
 import json
 import os
 import os.path as osp
+import re
 import statistics
 import subprocess
 import sys
@@ -89,7 +90,20 @@ def log_wall_time(work_dir: str):
     if not lines:
         return None
     stamp = '%Y/%m/%d %H:%M:%S'
-    return (datetime.strptime(lines[-1], stamp) - datetime.strptime(lines[0], stamp)).total_seconds()
+    first, last = (datetime.strptime(line, stamp) for line in (lines[0], lines[-1]))
+    return (last - first).total_seconds()
+
+
+def median_iter_time(work_dir: str):
+    """Median of the seconds per training iteration the Runner logged (newest log):
+    unlike the wall time, barely moved by other load or a paused process."""
+    logs = sorted(glob.glob(osp.join(work_dir, '*', '*.log')))
+    if not logs:
+        return None
+    with open(logs[-1]) as f:
+        times = [float(m.group(1)) for line in f if 'Epoch(train)' in line
+                 for m in [re.search(r' time: ([0-9.]+)', line)] if m]
+    return round(statistics.median(times), 4) if times else None
 
 
 def finished(work_dir: str, epochs: int):
@@ -138,7 +152,7 @@ def mean_std(values):
     return mean, std
 
 
-def summarize(config, seeds, curves, walls):
+def summarize(config, seeds, curves, walls, iter_times):
     final = [c[-1] for c in curves]
     best = [max(c) for c in curves]
     epochs = len(curves[0])
@@ -156,7 +170,11 @@ def summarize(config, seeds, curves, walls):
         top1_per_epoch_std=[s for _, s in per_epoch],
         top1_per_epoch=[[round(v, 2) for v in c] for c in curves],
         wall_s=dict(per_seed=walls,
-                    total=round(sum(w for w in walls if w is not None), 1)))
+                    total=round(sum(w for w in walls if w is not None), 1)),
+        iter_time_s=dict(
+            note='median logged seconds per training iteration (a mean over the 50 '
+                 'iterations before each log line), robust to pauses of the process',
+            per_seed=iter_times))
 
 
 def plot(results, datasets, path):
@@ -242,7 +260,7 @@ def main():
     for dataset in args.datasets:
         for method in args.methods:
             config = CONFIGS[dataset][method]
-            curves, walls, seeds = [], [], []
+            curves, walls, seeds, iter_times = [], [], [], []
             for seed in args.seeds:
                 work_dir = osp.join(args.work_dir, f'{dataset}_{method}_e{epochs[dataset]}_s{seed}')
                 done = finished(work_dir, epochs[dataset]) if args.reuse else None
@@ -255,12 +273,14 @@ def main():
                     continue
                 curves.append(curve)
                 walls.append(wall)
+                iter_times.append(median_iter_time(work_dir))
                 seeds.append(seed)
                 print(f'{dataset} {method} seed {seed}: top-1 per epoch '
                       f'{[round(v, 2) for v in curve]} ({wall} s{", reused" if done else ""})',
                       file=sys.stderr, flush=True)
-            results[dataset][method] = (summarize(config, seeds, curves, walls) if curves
-                                        else dict(config=config, seeds=[], failed=True))
+            results[dataset][method] = (
+                summarize(config, seeds, curves, walls, iter_times) if curves
+                else dict(config=config, seeds=[], failed=True))
             write()
     if failed:
         results['failed'] = failed
