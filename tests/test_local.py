@@ -306,6 +306,24 @@ def test_local_learning_keeps_one_block_of_activations():
     assert peaks['resnet_block'] < 0.45 * peaks['[]']
 
 
+def test_frozen_pooled_heads_hold_no_optimizer_state():
+    data = batch(8)
+    model = build(LOCAL_DENSE_CFG, cuts='resnet_stage',
+                  local_head=dict(type='pool_linear', frozen=True))
+    head = model.local_heads.block0.fc
+    before = head.weight.clone()
+    assert not any(p.requires_grad for p in model.local_heads.parameters())
+    assert not any(n.startswith('local_heads.') for k in range(model.num_blocks)
+                   for n in model.block_param_names(k))
+    optim = build_optim_wrapper(model, dict(SGD, optimizer=dict(type='SGD', lr=0.1,
+                                                                momentum=0.9)))
+    logs = model.train_step(data, optim)
+    assert torch.equal(head.weight, before) and head.weight.grad is None
+    assert torch.isfinite(logs['block0.loss'])
+    state = optim['block0'].optimizer.state
+    assert state and all(p is not head.weight for p in state)
+
+
 def test_presets_resnet50_and_vit():
     init_default_scope('mmpretrain')
     r50 = MODELS.build(dict(type='ImageClassifier', backbone=dict(type='ResNet', depth=50),

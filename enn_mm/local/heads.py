@@ -60,11 +60,21 @@ class FrozenLinearHead(nn.Module):
 
 
 class PoolLinearHead(nn.Module):
-    """Global average pooling, then a trainable ``nn.Linear``."""
+    """Global average pooling, then an ``nn.Linear``.
 
-    def __init__(self, in_shape: Sequence[int], num_classes: int):
+    Args:
+        in_shape (Sequence[int]): Feature shape without the batch dimension.
+        num_classes (int): Number of classes.
+        frozen (bool): Keep the linear map at its random initialization
+            (as the authors' heads are): no gradients and no optimizer state
+            for it, which matters with many classes (1000 classes × the
+            channels of every block). Defaults to False.
+    """
+
+    def __init__(self, in_shape: Sequence[int], num_classes: int, frozen: bool = False):
         super().__init__()
         self.fc = nn.Linear(_channels(tuple(in_shape)), num_classes)
+        self.fc.requires_grad_(not frozen)
 
     @staticmethod
     def num_params(in_shape, num_classes, **kwargs) -> int:

@@ -37,8 +37,8 @@ from mmpretrain.registry import MODEL_WRAPPERS
 from mmpretrain.structures import DataSample
 from .local_model import HEADS_KEY, LocalLearningMixin, LocalStep, _targets, block_key
 from .partition import main_tensor
-from .segment import (StageDone, block_costs, check_segments, exit_at, model_input, plan_stages,
-                      record_calls, stub_prefix)
+from .segment import (StageDone, block_costs, check_segments, exit_at, measure_block_times,
+                      model_input, plan_stages, record_calls, stub_prefix)
 
 __all__ = ['ENNPipelineParallel']
 
@@ -78,11 +78,16 @@ class ENNPipelineParallel(nn.Module):
             stops with an error naming that stage. Defaults to 300.
         max_inflight (int): Micro-batches a stage may send ahead of what the
             next stage has received. Defaults to 2.
+        balance (str): How blocks are balanced over stages without an
+            ``assignment``: ``'measure'`` (every rank times each block's
+            training step on a copy of the model at the training batch size,
+            and the mean decides) or
+            ``'estimate'`` (multiply-add counts). Defaults to ``'measure'``.
     """
 
     def __init__(self, module: nn.Module, stages: int = 2,
                  assignment: Optional[Sequence[Sequence[int]]] = None,
-                 timeout: float = 300.0, max_inflight: int = 2):
+                 timeout: float = 300.0, max_inflight: int = 2, balance: str = 'measure'):
         super().__init__()
         if not isinstance(module, LocalLearningMixin):
             raise TypeError('ENNPipelineParallel pipelines the blocks of an ENN-ℓ model: set '
@@ -101,6 +106,9 @@ class ENNPipelineParallel(nn.Module):
                              f'{2 * stages}).')
         if max_inflight < 1 or timeout <= 0:
             raise ValueError('max_inflight must be >= 1 and timeout > 0.')
+        if balance not in ('measure', 'estimate'):
+            raise ValueError(f"balance must be 'measure' or 'estimate', got {balance!r}.")
+        self.balance = balance
         self.module = module
         self.num_stages, self.replicas = stages, world // stages
         self.stage, self.replica, self.rank = rank % stages, rank // stages, rank
@@ -119,15 +127,19 @@ class ENNPipelineParallel(nn.Module):
     # ---------------------------------------------------------------- layout
     def plan(self, batch_size: int) -> List[List[int]]:
         """Assign blocks to stages (once), check that each stage runs on its
-        own, and print the assignment.
+        own, and print the assignment. Collective: every rank calls it before
+        training (``ENNPipelineTrainLoop`` does).
 
         Args:
-            batch_size (int): Micro-batch size, for the cost estimate.
+            batch_size (int): Micro-batch size, for balancing the stages.
         """
         if self.blocks is not None:
             return self.blocks
         model, k = self.module, self.module.num_blocks
-        costs = block_costs(self.record, batch_size)
+        if self.balance == 'measure' and self._assignment is None:
+            costs, what = self._measured_costs(batch_size), 'measured time'
+        else:
+            costs, what = block_costs(self.record, batch_size), 'estimated cost'
         if self._assignment is not None:
             flat = [b for g in self._assignment for b in g]
             if len(self._assignment) != self.num_stages or flat != list(range(k)):
@@ -147,7 +159,7 @@ class ENNPipelineParallel(nn.Module):
             end = repr(cuts[g[-1]]) if g[-1] < len(cuts) else 'the loss'
             return f'from {start} to {end}'
 
-        lines = [f'  stage {s}: blocks {g[0]}-{g[-1]} ({span(g)}), estimated cost '
+        lines = [f'  stage {s}: blocks {g[0]}-{g[-1]} ({span(g)}), {what} '
                  f'{100 * sum(costs[b] for b in g) / total:.0f}%' for s, g in enumerate(blocks)]
         print_log(f'ENN-ℓ pipeline: {self.num_stages} stages × {self.replicas} replicas '
                   f'(this rank: stage {self.stage}, replica {self.replica})\n' +
@@ -157,6 +169,15 @@ class ENNPipelineParallel(nn.Module):
         self._block_params = [[params[n] for n in model.block_param_names(b)]
                               for b in range(k)]
         return blocks
+
+    def _measured_costs(self, batch_size: int) -> List[float]:
+        # Every rank times the blocks at once, as busy as in training (cores
+        # may share caches and memory bandwidth), and all plan from the mean.
+        times = torch.tensor(measure_block_times(self.module, batch_size), dtype=torch.float64)
+        if _is_dist() and dist.get_world_size() > 1:
+            dist.all_reduce(times)
+            times /= dist.get_world_size()
+        return times.tolist()
 
     @property
     def owner(self) -> Dict[int, int]:
@@ -260,10 +281,11 @@ class ENNPipelineParallel(nn.Module):
                 data = model.data_preprocessor(data, True)
             inputs, samples = data['inputs'], data['data_samples']
             target, z = _targets(samples), None
-            self.plan(inputs.size(0))
         else:
             z, target, waited = self._recv(device)
-            self.plan(z.size(0))
+        if self.blocks is None:
+            raise RuntimeError('call plan(batch_size) on every rank before training: it '
+                               'assigns the blocks to stages (ENNPipelineTrainLoop does).')
         blocks = self.blocks[self.stage]
         first, final = blocks[0], blocks[-1]
         entry = cuts[first - 1] if first > 0 else None

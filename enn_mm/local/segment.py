@@ -17,7 +17,10 @@ plain forward pass and refuses a split whose stages do not reproduce it
 (e.g. a forward that carries something other than the cut output past a
 cut point): pipelining is exact or refused, never silently wrong.
 """
+import copy
 import math
+import statistics
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -25,9 +28,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from mmpretrain.structures import DataSample
 from .partition import Partition, main_tensor
 
-__all__ = ['CallRecord', 'StageDone', 'record_calls', 'block_costs', 'plan_stages', 'stub_prefix',
+__all__ = ['CallRecord', 'StageDone', 'record_calls', 'block_costs', 'measure_block_times',
+           'plan_stages', 'stub_prefix',
            'check_segments']
 
 PROBE_BATCH = 3
@@ -137,6 +142,45 @@ def block_costs(record: 'CallRecord', batch_size: int) -> List[float]:
                 dense += 2 * g * (d_in + d_out) * r * r / 3
         costs[block] += 3.0 * dense
     return costs
+
+
+def measure_block_times(model: nn.Module, batch_size: int, steps: int = 2) -> List[float]:
+    """Seconds of one ENN-ℓ training step of each block (its forward, local
+    head, backward and an SGD step), median of ``steps`` timed steps after
+    one warm-up, on a deep copy of ``model`` with random data."""
+    from mmengine.optim import OptimWrapper  # glue-level helper
+
+    from .local_model import LocalStep
+    twin = copy.deepcopy(model).train()
+    params = dict(twin.named_parameters())
+    wrappers = [OptimWrapper(torch.optim.SGD(
+        [params[n] for n in twin.block_param_names(k)], lr=0.0, momentum=0.9))
+        for k in range(twin.num_blocks)]
+    device = next(twin.parameters()).device
+    num_classes = twin.head.num_classes
+    stamps: List[float] = []
+
+    class Timed(LocalStep):
+        def local_update(self, k, z):
+            super().local_update(k, z)
+            stamps.append(time.perf_counter())
+
+    runs = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        x = torch.randn(batch_size, *twin.local_input_shape, device=device)
+        y = torch.randint(num_classes, (batch_size,), device=device)
+        samples = [DataSample().set_gt_label(int(t)) for t in y]
+        for _ in range(steps + 1):
+            stamps.clear()
+            start = time.perf_counter()
+            step = Timed(twin, wrappers, y)
+            with twin._cut_hooks(step.local_update):
+                losses = step.final_losses(x, samples)
+            step.final_update(losses)
+            stamps.append(time.perf_counter())
+            runs.append([b - a for a, b in zip([start] + stamps[:-1], stamps)])
+    return [statistics.median(r[k] for r in runs[1:]) for k in range(twin.num_blocks)]
 
 
 def record_calls(model: nn.Module, partition: Partition,

@@ -17,7 +17,8 @@ measured on its first training step:
 - ``time_ratio``: median time of the next ``--steps`` steps, ENN-ℓ / BP.
 
 Splits: ``stage`` (one block per stage, K = 4) and ``block`` (the paper's:
-stem, 16 bottlenecks, head, K = 18); local heads ``pool_linear``. Prints a
+stem, 16 bottlenecks, head, K = 18); local heads ``pool_linear`` (and with
+``--frozen-heads`` also frozen ones: no gradients, no optimizer state). Prints a
 JSON list of ``{"model", "split", "memory_ratio", "time_ratio", ...}`` on
 stdout; the absolute numbers are in the extra keys.
 """
@@ -74,7 +75,8 @@ def worker(args) -> dict:
     else:
         model = MODELS.build(dict(type='ENNLocalClassifier', model=model, cuts=SPLITS[args.split],
                                   input_shape=(3, args.size, args.size),
-                                  local_head=dict(type='pool_linear')))
+                                  local_head=dict(type='pool_linear',
+                                                  frozen=args.frozen_heads)))
         optim = build_optim_wrapper(model, dict(constructor='ENNLocalOptimWrapperConstructor',
                                                 optimizer=optimizer))
     model.train()
@@ -101,12 +103,13 @@ def worker(args) -> dict:
                 saved_peak_mb=meter.peak / 2**20, step_s=statistics.median(times))
 
 
-def run_variant(args, enn: bool, split: str, num_classes: int) -> dict:
+def run_variant(args, enn: bool, split: str, num_classes: int, frozen: bool = False) -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='131072', OMP_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads))
     cmd = [sys.executable, __file__, '--worker', split, '--threads', str(args.threads),
            '--batch', str(args.batch), '--size', str(args.size), '--steps', str(args.steps),
-           '--num-classes', str(num_classes)] + (['--enn'] if enn else [])
+           '--num-classes', str(num_classes)] + (['--enn'] if enn else []) + \
+        (['--frozen-heads'] if frozen else [])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f'{split} (enn={enn}) failed:\n{proc.stderr[-3000:]}')
@@ -125,6 +128,9 @@ def main():
     parser.add_argument('--num-classes', type=int, nargs='+', default=[1000, 10],
                         help='head sizes to measure (the local heads grow with it)')
     parser.add_argument('--enn', action='store_true', help='also measure the ENN ResNet-50')
+    parser.add_argument('--frozen-heads', action='store_true',
+                        help='also measure the splits with frozen pooled heads '
+                        '(pool_linear, frozen=True: no gradients, no optimizer state)')
     parser.add_argument('--worker', choices=list(SPLITS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -136,10 +142,14 @@ def main():
     for enn, num_classes in itertools.product([False, True] if args.enn else [False],
                                               args.num_classes):
         bp = run_variant(args, enn, 'bp', num_classes)
-        for split in ('stage', 'block'):
-            r = run_variant(args, enn, split, num_classes)
+        heads = [(s, False) for s in ('stage', 'block')]
+        if args.frozen_heads:
+            heads += [(s, True) for s in ('stage', 'block')]
+        for split, frozen in heads:
+            r = run_variant(args, enn, split, num_classes, frozen)
             records.append(dict(
                 model=('enn-' if enn else '') + 'resnet50', split=split,
+                local_heads='pool_linear' + (' (frozen)' if frozen else ''),
                 memory_ratio=round(r['step_peak_mb'] / bp['step_peak_mb'], 3),
                 time_ratio=round(r['step_s'] / bp['step_s'], 3),
                 rss_ratio=round(r['peak_rss_mb'] / bp['peak_rss_mb'], 3),

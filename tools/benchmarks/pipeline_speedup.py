@@ -112,6 +112,7 @@ def run_stage(args) -> dict:
     from enn_mm.local import ENNPipelineParallel
     model, optim = build(args, True, device)
     pipe = ENNPipelineParallel(model, stages=args.stages, timeout=600)
+    pipe.plan(args.batch)
     pipe.train()
     data = batch(args, device) if pipe.stage == 0 else None
     for _ in range(args.warmup):
