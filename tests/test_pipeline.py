@@ -145,11 +145,26 @@ def test_bad_layouts_are_refused():
     assert ENNPipelineParallel(model, stages=1).plan(8) == [list(range(6))]
 
 
-def test_loop_without_the_wrapper_is_refused(fmnist_root, tmp_path):
+def test_loop_without_the_wrapper_or_with_ema_is_refused(fmnist_root, tmp_path):
     cfg = pipe_cfg(fmnist_root, tmp_path, 1)
     cfg.model_wrapper_cfg = None
     with pytest.raises(TypeError, match="model_wrapper_cfg=dict\\(type='ENNPipelineParallel'"):
         Runner.from_cfg(cfg).train()
+    cfg = pipe_cfg(fmnist_root, tmp_path, 1)  # 2 stages, launched as one process
+    with pytest.raises(ValueError, match='world size 1 is not a multiple of stages=2: launch'):
+        Runner.from_cfg(cfg).train()
+    cfg = pipe_cfg(fmnist_root, tmp_path, 1, stages=1)
+    cfg.custom_hooks = [dict(type='EMAHook')]
+    with pytest.raises(TypeError, match='EMAHook cannot follow a pipelined'):
+        Runner.from_cfg(cfg).train()
+
+
+def test_one_process_runs_as_one_stage(fmnist_root, tmp_path):
+    runner = Runner.from_cfg(pipe_cfg(fmnist_root, tmp_path, 1, stages=1))
+    runner.train()
+    assert isinstance(runner.model, ENNPipelineParallel) and runner.model.blocks == [
+        list(range(6))]
+    assert runner.iter == 4
 
 
 def test_plan_stages_minimizes_the_slowest_stage():

@@ -4,8 +4,9 @@ from typing import Dict, List
 
 import torch.distributed as dist
 from mmengine.dataset import DefaultSampler
-from mmengine.hooks import CheckpointHook
+from mmengine.hooks import CheckpointHook, EMAHook
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.runner import EpochBasedTrainLoop
 
 from mmpretrain.registry import LOOPS
@@ -54,6 +55,12 @@ class ENNPipelineTrainLoop(EpochBasedTrainLoop):
             raise ValueError('ENNPipelineTrainLoop is epoch-based; drop by_epoch=False.')
         super().__init__(runner, dataloader, max_epochs, **kwargs)
         model = runner.model
+        wrapper_cfg = dict(runner.cfg.get('model_wrapper_cfg') or {})
+        if not isinstance(model, ENNPipelineParallel) and not is_model_wrapper(model) \
+                and wrapper_cfg.pop('type', None) == 'ENNPipelineParallel':
+            # The Runner wraps a model only in a distributed launch; one process
+            # is a one-stage pipeline (stages > 1 is refused, naming the launch).
+            model = runner.model = ENNPipelineParallel(model, **wrapper_cfg)
         if not isinstance(model, ENNPipelineParallel):
             raise TypeError('ENNPipelineTrainLoop runs a pipelined ENN-ℓ model: set '
                             "model_wrapper_cfg=dict(type='ENNPipelineParallel', stages=K) "
@@ -64,6 +71,13 @@ class ENNPipelineTrainLoop(EpochBasedTrainLoop):
             raise TypeError('ENNPipelineTrainLoop needs sampler=dict(type=\'DefaultSampler\', '
                             f'...), got {type(sampler).__name__}.')
         _reshard(sampler, model.replica, model.replicas)
+        for hook in runner.hooks:
+            if isinstance(hook, EMAHook):
+                # rank 0's copy of the later stages' blocks is only current
+                # after each epoch's assembly, not at every iteration
+                raise TypeError('EMAHook cannot follow a pipelined ENN-ℓ run: each rank '
+                                'trains only its stage\'s blocks. Remove it from '
+                                'custom_hooks, or train ENN-ℓ in one process.')
         self._max_iters = self._max_epochs * len(self.dataloader)
         self._epoch_logs: Dict[str, List[float]] = {}
 
