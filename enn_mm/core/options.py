@@ -1,6 +1,6 @@
 """ENN settings, validated the same way from Python and from configs."""
 import difflib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Optional, Sequence
 
 from torch import nn
