@@ -15,40 +15,15 @@
 #   epochs.
 # Deviations: no weight decay on Q and P; final-epoch test accuracy reported (best epoch
 # kept beside it). ENN-ℓ trains in one process (no DDP).
-_base_ = ['./resnet101_dense.py']
+# Everything but the depth and the per-block schedule list is resnet50_enn_local.py's.
+_base_ = ['./resnet50_enn_local.py']
 
-custom_imports = dict(imports=['enn_mm', 'enn_mm.local'], allow_failed_imports=False)
+model = dict(model=dict(model=dict(backbone=dict(depth=101))))
 
-model = dict(
-    _delete_=True,
-    type='ENNLocalClassifier',
-    model=dict(type='ENNModel', model={{_base_.model}},
-               enn=dict(ortho='penalty', gamma=1e-6)),
-    cuts='resnet_block',
-    input_shape=(3, 32, 32),
-    local_head=dict(type='frozen_linear'))
-
-train_dataloader = dict(batch_size=512)
-
-# One AdamW per block. The base lr is the residual blocks'; the stem's and the
-# FC's lr is set entirely by their one-cycle schedules below.
-optim_wrapper = dict(
-    _delete_=True,
-    constructor='ENNLocalOptimWrapperConstructor',
-    block_constructor='ENNOptimWrapperConstructor',
-    optimizer=dict(type='AdamW', lr=5e-4, weight_decay=0.01))
-
-max_epochs = 500
 num_blocks = 35  # stem + 33 bottleneck blocks + pooled FC
-one_cycle = dict(type='OneCycleLR', pct_start=0.35, by_epoch=True, begin=0,
-                 end=max_epochs, convert_to_iter_based=True)
 param_scheduler = {f'block{k}': [] for k in range(num_blocks)}  # constant lr
 param_scheduler.update({
     '_delete_': True,
-    'block0': [dict(one_cycle, eta_max=5 * 1e-4)],  # stem
-    f'block{num_blocks - 1}': [dict(one_cycle, eta_max=5 * 1e-3)],  # FC
+    'block0': {{_base_.param_scheduler.block0}},  # stem: one-cycle
+    f'block{num_blocks - 1}': {{_base_.param_scheduler.block17}},  # FC: one-cycle
 })
-
-train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=1)
-auto_scale_lr = dict(base_batch_size=512)
-custom_hooks = [dict(type='ENNDiagnosticsHook', interval=500)]

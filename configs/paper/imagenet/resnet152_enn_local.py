@@ -11,23 +11,9 @@
 # Deviations: MMPretrain's ImageNet stem (see ./resnet101_dense.py); no weight decay on Q
 # and P; final-epoch val accuracy reported (best epoch kept beside it). ENN-ℓ trains in
 # one process (no DDP).
-_base_ = ['./resnet152_dense.py']
+_base_ = ['./resnet101_enn_local.py']
 
-custom_imports = dict(imports=['enn_mm', 'enn_mm.local'], allow_failed_imports=False)
-
-model = dict(
-    _delete_=True,
-    type='ENNLocalClassifier',
-    model=dict(type='ENNModel', model={{_base_.model}},
-               enn=dict(ortho='penalty', gamma=5e-5)),
-    cuts='resnet_block',
-    input_shape=(3, 224, 224),
-    local_head=dict(type='pool_linear'))
-
-optim_wrapper = dict(
-    _delete_=True,
-    constructor='ENNLocalOptimWrapperConstructor',
-    block_constructor='ENNOptimWrapperConstructor',
-    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.01))
-
-custom_hooks = [dict(type='ENNDiagnosticsHook', interval=500)]
+# ResNet-101's ENN-ℓ config at depth 152 and the recipe's batch for it
+model = dict(model=dict(model=dict(backbone=dict(depth=152))))
+train_dataloader = dict(batch_size=200)
+auto_scale_lr = dict(base_batch_size=200)
