@@ -8,11 +8,16 @@ import time
 
 import pytest
 import torch
+from mmengine.logging import MessageHub
+from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from torch import nn
 
 from enn_mm.local import ENNPipelineParallel, plan_stages, probe_partition
-from enn_mm.local.segment import check_segments, record_calls
+from enn_mm.local.local_model import LocalStep
+from enn_mm.local.segment import (check_segments, measure_block_times, record_calls,
+                                  refine_split)
+from mmpretrain.registry import MODELS
 from conftest import REPO
 from test_lifecycle import free_port
 from test_local import LOCAL_CFG, build, tiny_cfg
@@ -181,6 +186,57 @@ def test_plan_stages_minimizes_the_slowest_stage():
             assert max(sum(costs[b] for b in g) for g in got) == best
     with pytest.raises(ValueError, match='cannot split 3 blocks into 4'):
         plan_stages([1, 2, 3], 4)
+
+
+def test_refine_split_moves_blocks_by_measured_stage_times():
+    # Blocks run 1.5x slower in the second stage than alone (as layers with
+    # large weights do beside another busy stage): the split planned from
+    # the blocks alone leaves stage 1 slowest, and trying it fixes that.
+    base = [3, 5, 4, 4, 5, 2, 3, 2, 6, 3, 3, 3]
+
+    def true_times(blocks):
+        return [sum(base[b] for b in g) * (1 + 0.5 * s) for s, g in enumerate(blocks)]
+
+    agreed = []
+    blocks, tried = refine_split(base, 2, true_times, rounds=4,
+                                 agree=lambda b: agreed.append(b) or b)
+    first = plan_stages(base, 2)
+    assert tried[0][0] == first and 2 <= len(tried) <= 4
+    assert all(b in agreed for b, _ in tried)
+    assert tried[0][1] == true_times(first) and max(true_times(first)) == 33.0
+    assert max(true_times(blocks)) == min(max(t) for _, t in tried) < 33.0
+    # the best contiguous split under these times, by brute force
+    best = min(max(true_times([list(range(c)), list(range(c, len(base)))]))
+               for c in range(1, len(base)))
+    assert max(true_times(blocks)) == best
+
+    # Times that match the costs: the plan repeats, one trial, kept.
+    blocks, tried = refine_split(base, 3, lambda b: [sum(base[i] for i in g) for g in b],
+                                 rounds=3)
+    assert len(tried) == 1 and blocks == plan_stages(base, 3)
+
+
+def test_block_timing_averages_a_periodic_penalty(monkeypatch):
+    """With the penalty every n-th step, blocks are timed with and without it
+    (their cost is the mean over n steps); the Runner's counter is restored."""
+    init_default_scope('mmpretrain')
+    cfg = tiny_cfg(LOCAL_CFG, '', '')
+    cfg.model.model.enn.update(gamma=1e-3, penalty_interval=4)
+    model = MODELS.build(cfg.model)
+    gammas, init = [], LocalStep.__init__
+
+    def spy(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        gammas.append(self.gamma)
+
+    monkeypatch.setattr(LocalStep, '__init__', spy)
+    hub = MessageHub.get_current_instance()
+    hub.update_info('iter', 7)
+    times = measure_block_times(model, 4, steps=2)
+    # warm-up and two timed steps with the penalty (weighted n·γ), two without
+    assert gammas == [pytest.approx(4e-3)] * 3 + [0.0] * 2
+    assert hub.get_info('iter') == 7
+    assert len(times) == model.num_blocks and all(t > 0 for t in times)
 
 
 class Toy(nn.Module):

@@ -88,10 +88,22 @@ class LocalLearningMixin:
         step = MessageHub.get_current_instance().get_info('iter', 0)
         return options.gamma * interval if step % interval == 0 else 0.0
 
-    def _block_penalty(self, owned: set) -> Optional[Tensor]:
+    def _block_bases(self) -> List[list]:
+        """The bases each block owns, in `orthogonality_penalty`'s order."""
+        params = dict(self.named_parameters())
+        owner = {id(params[n]): k for k, names in enumerate(self.local_partition.params)
+                 for n in names}
+        out = [[] for _ in range(self.num_blocks)]
+        for B in bases(self):
+            if id(B) in owner:  # a frozen basis is in no block's penalty
+                out[owner[id(B)]].append(B)
+        return out
+
+    @staticmethod
+    def _block_penalty(block_bases: list) -> Optional[Tensor]:
         # Same order and arithmetic as `orthogonality_penalty`, restricted to
         # the bases the block owns: with one block the two agree bit for bit.
-        terms = [basis_penalty(B) for B in bases(self) if id(B) in owned]
+        terms = [basis_penalty(B) for B in block_bases]
         return torch.stack(terms).sum() if terms else None
 
     def _wrappers(self, optim_wrapper) -> List[OptimWrapper]:
@@ -181,8 +193,8 @@ class LocalStep:
         self.model, self.wrappers, self.target = model, wrappers, target
         self.grad_sync = grad_sync
         self.gamma = model._penalty_weight()
-        params = dict(model.named_parameters())
-        self.owned = [{id(params[n]) for n in names} for names in model.local_partition.params]
+        # One walk over the model per step, not one per block.
+        self.bases = model._block_bases() if self.gamma else None
         self.log_vars = OrderedDict()
         self._final_logits = []
 
@@ -202,7 +214,7 @@ class LocalStep:
         model = self.model
         logits = getattr(model, HEADS_KEY)[block_key(k)](z)
         loss = model.local_loss_module(logits, self.target, avg_factor=logits.size(0))
-        penalty = model._block_penalty(self.owned[k]) if self.gamma else None
+        penalty = model._block_penalty(self.bases[k]) if self.gamma else None
         if penalty is not None:
             loss = loss + self.gamma * penalty
         # backward outside autocast, as after any forward under AMP
@@ -224,7 +236,7 @@ class LocalStep:
         """Train the last block on the model's own loss; return the logs."""
         model = self.model
         k = model.num_blocks - 1
-        penalty = model._block_penalty(self.owned[k]) if self.gamma else None
+        penalty = model._block_penalty(self.bases[k]) if self.gamma else None
         if penalty is not None:  # the last block's own bases only
             losses['loss_ortho'] = self.gamma * penalty
         elif self.gamma is not None:  # logged every step, as ENNModel does

@@ -21,6 +21,7 @@ same as a single-process ENN-ℓ one: ``tools/test.py`` and export take it).
 Use with ``ENNPipelineTrainLoop``; see ``docs/local_learning.md``.
 """
 import datetime
+import gc
 import re
 import time
 from collections import OrderedDict
@@ -38,7 +39,8 @@ from mmpretrain.structures import DataSample
 from .local_model import HEADS_KEY, LocalLearningMixin, LocalStep, _targets, block_key
 from .partition import main_tensor
 from .segment import (StageDone, block_costs, check_segments, exit_at, measure_block_times,
-                      model_input, plan_stages, record_calls, stub_prefix)
+                      at_iteration, model_input, penalty_interval, plan_stages, record_calls,
+                      refine_split, stub_prefix, training_twin)
 
 __all__ = ['ENNPipelineParallel']
 
@@ -50,6 +52,10 @@ def _first_sentence(error: Exception) -> str:
     # gloo's messages start with a source location and end with advice
     text = re.sub(r'^\[[^\]]*\]\s*', '', str(error).splitlines()[0])
     return text.split('. ')[0].rstrip('.')
+
+
+def _split_name(blocks) -> str:
+    return ' | '.join(f'{g[0]}-{g[-1]}' if len(g) > 1 else str(g[0]) for g in blocks)
 
 
 def _is_dist() -> bool:
@@ -83,11 +89,20 @@ class ENNPipelineParallel(nn.Module):
             training step on a copy of the model at the training batch size,
             and the mean decides) or
             ``'estimate'`` (multiply-add counts). Defaults to ``'measure'``.
+        refine (int): With ``balance='measure'``, rounds of trial runs: the
+            stages of the planned split train at once for a few steps, each
+            on its rank's copy of the model; the blocks are reweighted by
+            their stage's time and the split is planned again. A block costs
+            more beside other stages (shared caches and memory) and less
+            beside its own neighbours than when the whole model runs on one
+            core, which timing blocks alone cannot see. The fastest split
+            tried is kept. ``0`` skips this. Defaults to 3.
     """
 
     def __init__(self, module: nn.Module, stages: int = 2,
                  assignment: Optional[Sequence[Sequence[int]]] = None,
-                 timeout: float = 300.0, max_inflight: int = 2, balance: str = 'measure'):
+                 timeout: float = 300.0, max_inflight: int = 2, balance: str = 'measure',
+                 refine: int = 3):
         super().__init__()
         if not isinstance(module, LocalLearningMixin):
             raise TypeError('ENNPipelineParallel pipelines the blocks of an ENN-ℓ model: set '
@@ -108,7 +123,9 @@ class ENNPipelineParallel(nn.Module):
             raise ValueError('max_inflight must be >= 1 and timeout > 0.')
         if balance not in ('measure', 'estimate'):
             raise ValueError(f"balance must be 'measure' or 'estimate', got {balance!r}.")
-        self.balance = balance
+        if not isinstance(refine, int) or refine < 0:
+            raise ValueError(f'refine must be a non-negative integer, got {refine!r}.')
+        self.balance, self.refine = balance, refine
         self.module = module
         self.num_stages, self.replicas = stages, world // stages
         self.stage, self.replica, self.rank = rank % stages, rank // stages, rank
@@ -137,7 +154,7 @@ class ENNPipelineParallel(nn.Module):
             return self.blocks
         model, k = self.module, self.module.num_blocks
         if self.balance == 'measure' and self._assignment is None:
-            costs, what = self._measured_costs(batch_size), 'measured time'
+            costs, what = self._measured_costs(batch_size), 'blocks timed alone'
         else:
             costs, what = block_costs(self.record, batch_size), 'estimated cost'
         if self._assignment is not None:
@@ -150,6 +167,10 @@ class ENNPipelineParallel(nn.Module):
             blocks = self._assignment
         else:
             blocks = plan_stages(costs, self.num_stages)
+        trials = []
+        if self.balance == 'measure' and self._assignment is None and self.refine \
+                and self.num_stages > 1 and _is_dist():
+            blocks, trials = self._refine(costs, batch_size)
         check_segments(model, model.local_partition, self.record, blocks)
         total = sum(costs) or 1.0
         cuts = model.local_partition.cuts
@@ -161,6 +182,9 @@ class ENNPipelineParallel(nn.Module):
 
         lines = [f'  stage {s}: blocks {g[0]}-{g[-1]} ({span(g)}), {what} '
                  f'{100 * sum(costs[b] for b in g) / total:.0f}%' for s, g in enumerate(blocks)]
+        lines += [f'  trial {_split_name(b)}: s/step of each stage, all running: '
+                  + ', '.join(f'{t:.3f}' for t in times)
+                  + (' (kept)' if b == blocks else '') for b, times in trials]
         print_log(f'ENN-ℓ pipeline: {self.num_stages} stages × {self.replicas} replicas '
                   f'(this rank: stage {self.stage}, replica {self.replica})\n' +
                   '\n'.join(lines), logger='current')
@@ -169,6 +193,64 @@ class ENNPipelineParallel(nn.Module):
         self._block_params = [[params[n] for n in model.block_param_names(b)]
                               for b in range(k)]
         return blocks
+
+    def _refine(self, costs, batch_size: int):
+        # Collective; every split tried is rank 0's, broadcast, so all agree.
+        model = self.module
+        twin, wrappers = training_twin(model)
+
+        def agree(blocks):
+            obj = [blocks]
+            dist.broadcast_object_list(obj, src=0)
+            return obj[0]
+
+        def measure(blocks):
+            check_segments(model, model.local_partition, self.record, blocks)
+            return self._stage_times(twin, wrappers, blocks, batch_size)
+
+        try:
+            return refine_split(costs, self.num_stages, measure, self.refine, agree)
+        finally:
+            del twin, wrappers
+            gc.collect()  # a copy holds reference cycles; left alive it slows training
+
+    def _stage_times(self, twin, wrappers, blocks, batch_size: int, steps: int = 3):
+        """Seconds per step of each stage of ``blocks``, all stages training
+        at once (each rank its own stage, on ``twin``); mean over replicas."""
+        model, g = twin, blocks[self.stage]
+        device = next(model.parameters()).device
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.rank)
+            target = torch.randint(model.head.num_classes, (batch_size,), device=device)
+            if g[0] == 0:
+                x = torch.randn(batch_size, *model.local_input_shape, device=device)
+                kwargs = dict(inputs=x, samples=[DataSample().set_gt_label(t) for t in target])
+            else:
+                z = torch.randn(batch_size, *model.local_partition.shapes[g[0] - 1],
+                                device=device)
+                kwargs = dict(z=z)
+
+            def timed(iteration: int) -> float:
+                dist.barrier()  # the stages run at once, as in training
+                with at_iteration(iteration):
+                    start = time.perf_counter()
+                    for _ in range(steps):
+                        self._run_blocks(model, wrappers, g, target, **kwargs)
+                    if device.type == 'cuda':
+                        torch.cuda.synchronize(device)
+                return (time.perf_counter() - start) / steps
+
+            with at_iteration(0):
+                self._run_blocks(model, wrappers, g, target, **kwargs)  # warm-up
+            interval = penalty_interval(model)  # mean over the penalty's period
+            mine = timed(0) if interval == 1 else \
+                timed(0) / interval + timed(1) * (interval - 1) / interval
+        times = torch.zeros(self.num_stages, dtype=torch.float64)
+        times[self.stage] = mine / self.replicas
+        times = times.to(self._comm_device(device))
+        dist.all_reduce(times)
+        dist.broadcast(times, 0)  # bitwise the same plan on every rank
+        return times.cpu().tolist()
 
     def _measured_costs(self, batch_size: int) -> List[float]:
         # Every rank times the blocks at once, as busy as in training (cores
@@ -274,7 +356,6 @@ class ENNPipelineParallel(nn.Module):
         model = self.module
         wrappers = model._wrappers(optim_wrapper)
         device = next(model.parameters()).device
-        cuts, last = model.local_partition.cuts, self.num_stages - 1
         waited = 0.0
         if self.stage == 0:
             with wrappers[-1].optim_context(model):
@@ -287,47 +368,59 @@ class ENNPipelineParallel(nn.Module):
             raise RuntimeError('call plan(batch_size) on every rank before training: it '
                                'assigns the blocks to stages (ENNPipelineTrainLoop does).')
         blocks = self.blocks[self.stage]
-        first, final = blocks[0], blocks[-1]
-        entry = cuts[first - 1] if first > 0 else None
-        exit_cut = cuts[final] if final < len(cuts) else None
         if z is not None:
-            want = model.local_partition.shapes[first - 1]
+            want = model.local_partition.shapes[blocks[0] - 1]
             if tuple(z.shape[1:]) != tuple(want):
                 raise ValueError(f'stage {self.stage} received a feature of shape '
-                                 f'{tuple(z.shape[1:])} from {entry!r}, expected {want}: '
-                                 'pipelining needs the input size given as input_shape '
-                                 f'{model.local_input_shape}.')
-            inputs = model_input(self.record, z.size(0), device)
-            samples = [DataSample().set_gt_score(t) if target.dim() > 1
-                       else DataSample().set_gt_label(t) for t in target] \
-                if self.stage == last else None
-
-        step = LocalStep(model, wrappers, target,
-                         grad_sync=self._grad_sync if self.replicas > 1 else None)
-        out = None
-        with model._cut_hooks(step.local_update, blocks), \
-                stub_prefix(model, self.record, entry, target.size(0), z), \
-                exit_at(model, exit_cut), wrappers[-1].optim_context(model):
-            try:
-                if self.stage == last:
-                    losses = step.final_losses(inputs, samples)
-                else:
-                    model.extract_feat(inputs)
-            except StageDone as done:
-                out = done.output
-        if self.stage == last:
-            log_vars = step.final_update(losses)
-        else:
-            if out is None:
-                raise RuntimeError(f'stage {self.stage} never reached its last cut point '
-                                   f'{exit_cut!r}.')
-            waited += self._send(main_tensor(out), target)
-            log_vars = step.log_vars
+                                 f'{tuple(z.shape[1:])} from '
+                                 f'{model.local_partition.cuts[blocks[0] - 1]!r}, expected '
+                                 f'{want}: pipelining needs the input size given as '
+                                 f'input_shape {model.local_input_shape}.')
+            inputs, samples = None, None
+        log_vars, out = self._run_blocks(
+            model, wrappers, blocks, target, inputs=inputs, samples=samples, z=z,
+            grad_sync=self._grad_sync if self.replicas > 1 else None)
+        if out is not None:
+            waited += self._send(out, target)
         elapsed = time.perf_counter() - start
         self.stats['steps'] += 1
         self.stats['wait_s'] += waited
         self.stats['busy_s'] += elapsed - waited
         return log_vars
+
+    def _run_blocks(self, model, wrappers, blocks, target, inputs=None, samples=None, z=None,
+                    grad_sync=None):
+        """Train ``blocks`` (contiguous) of ``model`` on one micro-batch: from
+        the network input (``inputs``, ``samples``) or from the feature ``z``
+        at the cut point before them. Returns the logs and, unless the blocks
+        end with the model's own head, the feature to hand on."""
+        cuts = model.local_partition.cuts
+        first, final = blocks[0], blocks[-1]
+        entry = cuts[first - 1] if first > 0 else None
+        exit_cut = cuts[final] if final < len(cuts) else None
+        if z is not None:
+            inputs = model_input(self.record, z.size(0), z.device)
+            if exit_cut is None:
+                samples = [DataSample().set_gt_score(t) if target.dim() > 1
+                           else DataSample().set_gt_label(t) for t in target]
+        step = LocalStep(model, wrappers, target, grad_sync=grad_sync)
+        out = None
+        with model._cut_hooks(step.local_update, blocks), \
+                stub_prefix(model, self.record, entry, target.size(0), z), \
+                exit_at(model, exit_cut), wrappers[-1].optim_context(model):
+            try:
+                if exit_cut is None:
+                    losses = step.final_losses(inputs, samples)
+                else:
+                    model.extract_feat(inputs)
+            except StageDone as done:
+                out = done.output
+        if exit_cut is None:
+            return step.final_update(losses), None
+        if out is None:
+            raise RuntimeError(f'stage {self.stage} never reached its last cut point '
+                               f'{exit_cut!r}.')
+        return step.log_vars, main_tensor(out)
 
     # ------------------------------------------------------------ assembly
     def _block_state(self, k: int) -> List[Tensor]:

@@ -18,12 +18,13 @@ plain forward pass and refuses a split whose stages do not reproduce it
 cut point): pipelining is exact or refused, never silently wrong.
 """
 import copy
+import gc
 import math
 import statistics
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -32,8 +33,8 @@ from mmpretrain.structures import DataSample
 from .partition import Partition, main_tensor
 
 __all__ = ['CallRecord', 'StageDone', 'record_calls', 'block_costs', 'measure_block_times',
-           'plan_stages', 'stub_prefix',
-           'check_segments']
+           'training_twin', 'penalty_interval', 'at_iteration', 'plan_stages', 'refine_split',
+           'stub_prefix', 'check_segments']
 
 PROBE_BATCH = 3
 
@@ -74,6 +75,9 @@ class CallRecord:
     block_macs: List[int] = field(default_factory=list)
     layers: List[tuple] = field(default_factory=list)
     input_shape: Tuple[int, ...] = ()
+    # Placeholder tensors kept between steps: allocating tens of MB afresh
+    # every step costs page faults, re-zeroing them almost nothing.
+    placeholders: Dict[tuple, Tensor] = field(default_factory=dict, repr=False)
 
 
 def _spec(output, batch: int):
@@ -87,9 +91,11 @@ def _spec(output, batch: int):
     return output
 
 
-def _materialize(spec, batch: int, device, inject: Optional[Tensor] = None):
+def _materialize(spec, batch: int, device, inject: Optional[Tensor] = None,
+                 cache: Optional[dict] = None):
     """A placeholder of ``spec``'s structure; the first floating tensor is
-    ``inject`` when given (the received feature at a cut point)."""
+    ``inject`` when given (the received feature at a cut point). Zeros, reused
+    from ``cache`` (one tensor per probed output) when given."""
     injected = [inject is None]
 
     def build(s):
@@ -98,7 +104,12 @@ def _materialize(spec, batch: int, device, inject: Optional[Tensor] = None):
                 injected[0] = True
                 return inject
             shape = tuple(batch if d is None else d for d in s.shape)
-            return torch.zeros(shape, dtype=s.dtype, device=device)
+            if cache is None:
+                return torch.zeros(shape, dtype=s.dtype, device=device)
+            key = (id(s), shape, device)
+            if key not in cache:
+                cache[key] = torch.zeros(shape, dtype=s.dtype, device=device)
+            return cache[key].zero_()
         if isinstance(s, (tuple, list)):
             return type(s)(build(o) for o in s)
         if isinstance(s, dict):
@@ -144,20 +155,53 @@ def block_costs(record: 'CallRecord', batch_size: int) -> List[float]:
     return costs
 
 
-def measure_block_times(model: nn.Module, batch_size: int, steps: int = 2) -> List[float]:
-    """Seconds of one ENN-ℓ training step of each block (its forward, local
-    head, backward and an SGD step), median of ``steps`` timed steps after
-    one warm-up, on a deep copy of ``model`` with random data."""
+def training_twin(model: nn.Module):
+    """A deep copy of ``model`` in train mode with one SGD wrapper per block
+    (``lr=0``, momentum: the work of a step, the weights kept), for timing."""
     from mmengine.optim import OptimWrapper  # glue-level helper
-
-    from .local_model import LocalStep
     twin = copy.deepcopy(model).train()
     params = dict(twin.named_parameters())
     wrappers = [OptimWrapper(torch.optim.SGD(
         [params[n] for n in twin.block_param_names(k)], lr=0.0, momentum=0.9))
         for k in range(twin.num_blocks)]
+    return twin, wrappers
+
+
+def penalty_interval(model: nn.Module) -> int:
+    """Steps between the orthogonality penalties of ``model`` (1 without)."""
+    options = getattr(model, 'enn_options', None)
+    if options is None or options.gamma <= 0:
+        return 1
+    return getattr(options, 'penalty_interval', 1)
+
+
+@contextmanager
+def at_iteration(i: int):
+    """The Runner's iteration counter reads ``i`` within the context (the
+    penalty schedule follows it); restored after."""
+    from mmengine.logging import MessageHub  # glue-level helper
+    info = MessageHub.get_current_instance().runtime_info
+    missing, old = 'iter' not in info, info.get('iter')
+    info['iter'] = i
+    try:
+        yield
+    finally:
+        if missing:
+            info.pop('iter', None)
+        else:
+            info['iter'] = old
+
+
+def measure_block_times(model: nn.Module, batch_size: int, steps: int = 2) -> List[float]:
+    """Seconds of one ENN-ℓ training step of each block (its forward, local
+    head, backward and an SGD step), median of ``steps`` timed steps after
+    one warm-up, on a deep copy of ``model`` with random data. With a penalty
+    every n-th step, the mean over n steps (timed with and without it)."""
+    from .local_model import LocalStep
+    twin, wrappers = training_twin(model)
     device = next(twin.parameters()).device
-    num_classes = twin.head.num_classes
+    num_classes, num_blocks = twin.head.num_classes, twin.num_blocks
+    interval = penalty_interval(twin)
     stamps: List[float] = []
 
     class Timed(LocalStep):
@@ -165,22 +209,30 @@ def measure_block_times(model: nn.Module, batch_size: int, steps: int = 2) -> Li
             super().local_update(k, z)
             stamps.append(time.perf_counter())
 
-    runs = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        x = torch.randn(batch_size, *twin.local_input_shape, device=device)
-        y = torch.randint(num_classes, (batch_size,), device=device)
-        samples = [DataSample().set_gt_label(int(t)) for t in y]
-        for _ in range(steps + 1):
-            stamps.clear()
+    def run(iteration):
+        stamps.clear()
+        with at_iteration(iteration):
             start = time.perf_counter()
             step = Timed(twin, wrappers, y)
             with twin._cut_hooks(step.local_update):
                 losses = step.final_losses(x, samples)
             step.final_update(losses)
-            stamps.append(time.perf_counter())
-            runs.append([b - a for a, b in zip([start] + stamps[:-1], stamps)])
-    return [statistics.median(r[k] for r in runs[1:]) for k in range(twin.num_blocks)]
+        stamps.append(time.perf_counter())
+        return [b - a for a, b in zip([start] + stamps[:-1], stamps)]
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        x = torch.randn(batch_size, *twin.local_input_shape, device=device)
+        y = torch.randint(num_classes, (batch_size,), device=device)
+        samples = [DataSample().set_gt_label(int(t)) for t in y]
+        run(0)  # warm-up
+        with_penalty = [run(0) for _ in range(steps)]
+        without = [run(1) for _ in range(steps)] if interval > 1 else with_penalty
+    del twin, wrappers
+    gc.collect()  # a copy holds reference cycles; left alive it slows training
+    w = 1.0 / interval
+    return [w * statistics.median(r[k] for r in with_penalty)
+            + (1 - w) * statistics.median(r[k] for r in without) for k in range(num_blocks)]
 
 
 def record_calls(model: nn.Module, partition: Partition,
@@ -267,6 +319,44 @@ def plan_stages(costs: Sequence[float], num_stages: int) -> List[List[int]]:
     return groups[::-1]
 
 
+def refine_split(costs: Sequence[float], num_stages: int,
+                 measure: Callable[[List[List[int]]], List[float]], rounds: int,
+                 agree: Callable = lambda blocks: blocks):
+    """Improve a split by trying it: ``measure(blocks)`` gives each stage's
+    time with all stages running; each block's cost is then scaled by its
+    stage's measured/predicted time (its cost where it last ran) and the
+    split planned again, for at most ``rounds`` measurements or until a split
+    repeats.
+
+    Args:
+        costs (Sequence[float]): Each block's cost, as first estimated.
+        num_stages (int): Stages.
+        measure (callable): ``blocks -> [time of each stage]``.
+        rounds (int): Most splits measured (>= 1).
+        agree (callable): Applied to every planned split before use (the
+            pipeline broadcasts rank 0's, so all ranks try the same ones).
+
+    Returns:
+        tuple: The split with the smallest measured slowest stage (the earliest
+        on ties) and ``[(split, times), ...]`` in the order tried.
+    """
+    costs = [float(c) for c in costs]
+    blocks, tried = agree(plan_stages(costs, num_stages)), []
+    for _ in range(max(1, rounds)):
+        times = list(measure(blocks))
+        tried.append((blocks, times))
+        for g, t in zip(blocks, times):
+            predicted = sum(costs[b] for b in g)
+            if predicted > 0:
+                for b in g:
+                    costs[b] *= t / predicted
+        blocks = agree(plan_stages(costs, num_stages))
+        if any(blocks == b for b, _ in tried):
+            break
+    best = min(range(len(tried)), key=lambda i: (max(tried[i][1]), i))
+    return tried[best][0], tried
+
+
 @contextmanager
 def stub_prefix(model: nn.Module, record: CallRecord, entry_cut: Optional[str],
                 batch: int, z: Optional[Tensor]):
@@ -293,7 +383,8 @@ def stub_prefix(model: nn.Module, record: CallRecord, entry_cut: Optional[str],
         def forward(*args, _calls=calls, _counter=counter, _name=name, **kwargs):
             spec = _calls[min(_counter[0], len(_calls) - 1)][2]
             _counter[0] += 1
-            return _materialize(spec, batch, device, z if _name == entry_cut else None)
+            return _materialize(spec, batch, device, z if _name == entry_cut else None,
+                                record.placeholders)
 
         module = modules[name]
         patched.append((module, module.__dict__.get('forward')))

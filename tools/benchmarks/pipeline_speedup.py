@@ -1,24 +1,32 @@
 """Training throughput of pipelined ENN-ℓ against sequential ENN-ℓ and end-to-end BP.
 
-    python tools/benchmarks/pipeline_speedup.py [--stages 2] [--steps 20] [--dense]
+    python tools/benchmarks/pipeline_speedup.py [--stages 2] [--steps 30]
+        [--penalty-interval N | --dense]
 
-ResNet-50 (MMPretrain's ``ResNet(depth=50)``, 1000 classes) as ENN (``--dense``:
-the plain network), batch 16 at 112 px, SGD with momentum, synthetic images.
+ResNet-50 (MMPretrain's ``ResNet(depth=50)``, 1000 classes) as ENN with the
+orthogonality penalty on every step (the paper's; ``--penalty-interval 10``:
+every 10th step; ``--dense``: the plain network), batch 16 at 112 px, SGD
+with momentum, synthetic images.
 ENN-ℓ uses the paper's split (stem, 16 bottlenecks, head) with ``pool_linear``
 heads. Every variant runs in fresh processes, each pinned to its own cores
 with its thread count set explicitly:
 
 - ``pipeline``: ``--stages`` K processes × ``--threads`` threads, blocks
   assigned by ``ENNPipelineParallel`` (gloo on CPU, NCCL with ``--device
-  cuda``), timed over ``--steps`` steps after ``--warmup`` (fill and drain
-  included);
+  cuda``). The pipeline is filled by ``--warmup`` steps, then each stage
+  times ``--steps`` steps; the slowest stage's rate is the pipeline's
+  (steady state: filling and draining once per epoch is not counted);
 - ``sequential``: single-process ENN-ℓ, one worker's threads;
 - ``bp_equal_cores``: end-to-end BP with K × ``--threads`` threads (the same
   total cores); ``bp_one_worker``: BP with one worker's threads.
 
+Every variant counts iterations as the Runner does, so a penalty every n-th
+step costs what it costs in training (keep ``--steps`` a multiple of n).
+
 Prints one JSON object: images/s of each, ``vs_sequential`` (pipeline /
-sequential), ``vs_bp_equal_cores``, ``vs_bp_one_worker`` and ``stage_busy``
-(fraction of the timed window each stage computed rather than waited).
+sequential), ``vs_bp_equal_cores``, ``vs_bp_one_worker``, ``stage_busy``
+(fraction of its timed window each stage computed rather than waited) and
+``stage_step_s`` (each stage's busy seconds per step).
 With ``--device cuda`` each stage gets its own GPU (``--stages`` at most the
 number of GPUs); with one GPU only the sequential and BP variants run.
 """
@@ -50,7 +58,9 @@ def build(args, local: bool, device):
                  neck=dict(type='GlobalAveragePooling'),
                  head=dict(type='LinearClsHead', num_classes=1000, in_channels=2048))
     if not args.dense:
-        model = dict(type='ENNModel', model=model, enn=dict(ortho='penalty', gamma=1e-5))
+        model = dict(type='ENNModel', model=model,
+                     enn=dict(ortho='penalty', gamma=1e-5,
+                              penalty_interval=args.penalty_interval))
     optimizer = dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4)
     if not local:
         model = MODELS.build(model).to(device)
@@ -73,6 +83,19 @@ def batch(args, device):
                 data_samples=[DataSample().set_gt_label(i % 1000) for i in range(args.batch)])
 
 
+def counted(model, optim):
+    """``train_step`` with the Runner's iteration counter advanced per call
+    (the penalty schedule reads it)."""
+    from mmengine.logging import MessageHub
+    hub, it = MessageHub.get_current_instance(), [0]
+
+    def step(data):
+        hub.update_info('iter', it[0])
+        it[0] += 1
+        return model.train_step(data, optim)
+    return step
+
+
 def sync(device):
     import torch
     if device.type == 'cuda':
@@ -86,13 +109,14 @@ def run_single(args) -> dict:
     model, optim = build(args, args.worker == 'sequential', device)
     model.train()
     data = batch(args, device)
+    step = counted(model, optim)
     for _ in range(args.warmup):
-        model.train_step(data, optim)
+        step(data)
     sync(device)
     times = []
     for _ in range(args.steps):
         t = time.perf_counter()
-        model.train_step(data, optim)
+        step(data)
         sync(device)
         times.append(time.perf_counter() - t)
     return dict(images_per_s=args.batch * args.steps / sum(times),
@@ -115,25 +139,28 @@ def run_stage(args) -> dict:
     pipe.plan(args.batch)
     pipe.train()
     data = batch(args, device) if pipe.stage == 0 else None
-    for _ in range(args.warmup):
-        pipe.train_step(data, optim)
-    pipe.flush()
+    step = counted(pipe, optim)
+    for _ in range(args.warmup):  # fills the pipeline; no flush before timing
+        step(data)
     sync(device)
-    dist.barrier()
-    busy0, wait0 = pipe.stats['busy_s'], pipe.stats['wait_s']
+    busy0 = pipe.stats['busy_s']
     start = time.perf_counter()
     for _ in range(args.steps):
-        pipe.train_step(data, optim)
-    pipe.flush()
+        step(data)
     sync(device)
-    dist.barrier()
     elapsed = time.perf_counter() - start
-    busy = (pipe.stats['busy_s'] - busy0) / elapsed
+    busy = pipe.stats['busy_s'] - busy0
+    pipe.flush()
+    dist.barrier()
     result = [None] * dist.get_world_size()
-    dist.all_gather_object(result, dict(stage=pipe.stage, busy=busy, blocks=pipe.blocks))
+    dist.all_gather_object(result, dict(stage=pipe.stage, busy=busy, elapsed=elapsed,
+                                        blocks=pipe.blocks))
     dist.destroy_process_group()
-    return dict(images_per_s=args.batch * args.steps / elapsed,
-                stage_busy=[round(r['busy'], 3) for r in result], assignment=result[0]['blocks'])
+    slowest = max(r['elapsed'] for r in result)
+    return dict(images_per_s=args.batch * args.steps / slowest,
+                stage_busy=[round(r['busy'] / r['elapsed'], 3) for r in result],
+                stage_step_s=[round(r['busy'] / args.steps, 3) for r in result],
+                assignment=result[0]['blocks'])
 
 
 def _free_port() -> int:
@@ -151,7 +178,8 @@ def _cmd(args, worker: str, threads: int):
     return [sys.executable, __file__, '--worker', worker, '--threads', str(threads),
             '--stages', str(args.stages), '--batch', str(args.batch), '--size', str(args.size),
             '--steps', str(args.steps), '--warmup', str(args.warmup),
-            '--device', args.device] + (['--dense'] if args.dense else [])
+            '--device', args.device, '--penalty-interval', str(args.penalty_interval)] \
+        + (['--dense'] if args.dense else [])
 
 
 def _result(proc_out: str, name: str, returncode: int, err: str) -> dict:
@@ -192,9 +220,11 @@ def main():
     parser.add_argument('--threads', type=int, default=1, help='threads per worker')
     parser.add_argument('--batch', type=int, default=16)
     parser.add_argument('--size', type=int, default=112)
-    parser.add_argument('--steps', type=int, default=20, help='timed steps')
-    parser.add_argument('--warmup', type=int, default=3)
+    parser.add_argument('--steps', type=int, default=30, help='timed steps')
+    parser.add_argument('--warmup', type=int, default=4)
     parser.add_argument('--dense', action='store_true', help='the plain ResNet-50, not ENN')
+    parser.add_argument('--penalty-interval', type=int, default=1,
+                        help='ENN: orthogonality penalty on every n-th step')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--worker', choices=['sequential', 'bp', 'stage'], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -217,7 +247,8 @@ def main():
     one = list(range(args.threads))
     record = dict(model='resnet50' + ('' if args.dense else '-enn'), batch=args.batch,
                   size=args.size, stages=args.stages, threads_per_worker=args.threads,
-                  device=args.device, steps=args.steps)
+                  device=args.device, steps=args.steps,
+                  penalty_interval=None if args.dense else args.penalty_interval)
     seq = measure_single(args, 'sequential', args.threads, one)
     bp_one = measure_single(args, 'bp', args.threads, one)
     bp_all = measure_single(args, 'bp', total, list(range(total)))
@@ -233,7 +264,8 @@ def main():
         record.update(vs_sequential=pipe['images_per_s'] / seq['images_per_s'],
                       vs_bp_equal_cores=pipe['images_per_s'] / bp_all['images_per_s'],
                       vs_bp_one_worker=pipe['images_per_s'] / bp_one['images_per_s'],
-                      stage_busy=pipe['stage_busy'], assignment=pipe['assignment'])
+                      stage_busy=pipe['stage_busy'], stage_step_s=pipe['stage_step_s'],
+                      assignment=pipe['assignment'])
     else:
         record.update(vs_sequential=None, vs_bp_equal_cores=None, stage_busy=None,
                       note=f'{gpus} GPU(s): the pipeline needs one per stage')
