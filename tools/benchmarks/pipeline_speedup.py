@@ -24,9 +24,13 @@ Every variant counts iterations as the Runner does, so a penalty every n-th
 step costs what it costs in training (keep ``--steps`` a multiple of n).
 
 Prints one JSON object: images/s of each, ``vs_sequential`` (pipeline /
-sequential), ``vs_bp_equal_cores``, ``vs_bp_one_worker``, ``stage_busy``
+sequential), ``vs_bp_equal_cores``, ``vs_bp_one_worker`` (with ``--repeats``
+R, the median of R paired ratios and their ``_range``), ``stage_busy``
 (fraction of its timed window each stage computed rather than waited) and
-``stage_step_s`` (each stage's busy seconds per step).
+``stage_step_s`` (each stage's busy seconds per step), ``steady_step_s``
+and ``fill_drain_s``: the time an epoch boundary adds (the pipeline drained
+for checkpoints and validation, then filled), measured on a few steps
+started from an empty pipeline.
 With ``--device cuda`` each stage gets its own GPU (``--stages`` at most the
 number of GPUs); with one GPU only the sequential and BP variants run.
 """
@@ -152,12 +156,23 @@ def run_stage(args) -> dict:
     busy = pipe.stats['busy_s'] - busy0
     pipe.flush()
     dist.barrier()
+    # What an epoch boundary costs: from an empty pipeline, a few steps,
+    # drained, against the same steps at the steady rate.
+    cold_steps = args.stages + 2
+    start = time.perf_counter()
+    for _ in range(cold_steps):
+        step(data)
+    pipe.flush()
+    sync(device)
+    dist.barrier()
+    cold = time.perf_counter() - start
     result = [None] * dist.get_world_size()
     dist.all_gather_object(result, dict(stage=pipe.stage, busy=busy, elapsed=elapsed,
                                         blocks=pipe.blocks))
-    dist.destroy_process_group()
     slowest = max(r['elapsed'] for r in result)
     return dict(images_per_s=args.batch * args.steps / slowest,
+                steady_step_s=round(slowest / args.steps, 3),
+                fill_drain_s=round(cold - cold_steps * slowest / args.steps, 3),
                 stage_busy=[round(r['busy'] / r['elapsed'], 3) for r in result],
                 stage_step_s=[round(r['busy'] / args.steps, 3) for r in result],
                 assignment=result[0]['blocks'])
@@ -183,9 +198,18 @@ def _cmd(args, worker: str, threads: int):
 
 
 def _result(proc_out: str, name: str, returncode: int, err: str) -> dict:
+    lines = proc_out.strip().splitlines()
     if returncode != 0:
-        raise RuntimeError(f'{name} failed:\n{err[-3000:]}')
-    return json.loads(proc_out.strip().splitlines()[-1])
+        # gloo's teardown at exit now and then ends a process with
+        # 'terminate called without an active exception' after its result
+        # is printed; the measurement is complete then, and is kept.
+        if lines and lines[-1].startswith('{') and err.rstrip().endswith(
+                'terminate called without an active exception'):
+            print(f'{name}: exited {returncode} in process-group teardown after its result; '
+                  'result kept', file=sys.stderr)
+        else:
+            raise RuntimeError(f'{name} failed:\n{err[-3000:]}')
+    return json.loads(lines[-1])
 
 
 def measure_single(args, worker: str, threads: int, cores) -> dict:
@@ -225,6 +249,8 @@ def main():
     parser.add_argument('--dense', action='store_true', help='the plain ResNet-50, not ENN')
     parser.add_argument('--penalty-interval', type=int, default=1,
                         help='ENN: orthogonality penalty on every n-th step')
+    parser.add_argument('--repeats', type=int, default=1,
+                        help='measure every variant this many times; ratios are medians')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--worker', choices=['sequential', 'bp', 'stage'], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -236,7 +262,10 @@ def main():
             os.sched_setaffinity(0, {int(c) for c in cores.split(',')})
         torch.set_num_threads(args.threads)
         run = run_stage if args.worker == 'stage' else run_single
-        print(json.dumps(run(args)))
+        print(json.dumps(run(args)), flush=True)
+        import torch.distributed as dist
+        if dist.is_initialized():  # after the result is out: see _result
+            dist.destroy_process_group()
         return
 
     ncores = os.cpu_count() or 1
@@ -249,30 +278,51 @@ def main():
                   size=args.size, stages=args.stages, threads_per_worker=args.threads,
                   device=args.device, steps=args.steps,
                   penalty_interval=None if args.dense else args.penalty_interval)
-    seq = measure_single(args, 'sequential', args.threads, one)
-    bp_one = measure_single(args, 'bp', args.threads, one)
-    bp_all = measure_single(args, 'bp', total, list(range(total)))
-    ips = dict(sequential=seq['images_per_s'], bp_one_worker=bp_one['images_per_s'],
-               bp_equal_cores=bp_all['images_per_s'])
     gpus = 0
     if args.device == 'cuda':
         import torch
         gpus = torch.cuda.device_count()
-    if args.device == 'cpu' or gpus >= args.stages:
-        pipe = measure_pipeline(args)
-        ips['pipeline'] = pipe['images_per_s']
-        record.update(vs_sequential=pipe['images_per_s'] / seq['images_per_s'],
-                      vs_bp_equal_cores=pipe['images_per_s'] / bp_all['images_per_s'],
-                      vs_bp_one_worker=pipe['images_per_s'] / bp_one['images_per_s'],
-                      stage_busy=pipe['stage_busy'], stage_step_s=pipe['stage_step_s'],
-                      assignment=pipe['assignment'])
+    piped = args.device == 'cpu' or gpus >= args.stages
+    runs = []
+    for r in range(args.repeats):  # each repeat measures every variant afresh
+        print(f'repeat {r + 1}/{args.repeats}', file=sys.stderr)
+        seq = measure_single(args, 'sequential', args.threads, one)
+        bp_one = measure_single(args, 'bp', args.threads, one)
+        bp_all = measure_single(args, 'bp', total, list(range(total)))
+        run = dict(images_per_s=dict(sequential=seq['images_per_s'],
+                                     bp_one_worker=bp_one['images_per_s'],
+                                     bp_equal_cores=bp_all['images_per_s']))
+        if piped:
+            pipe = measure_pipeline(args)
+            ips = run['images_per_s']
+            ips['pipeline'] = pipe['images_per_s']
+            run.update(vs_sequential=ips['pipeline'] / ips['sequential'],
+                       vs_bp_equal_cores=ips['pipeline'] / ips['bp_equal_cores'],
+                       vs_bp_one_worker=ips['pipeline'] / ips['bp_one_worker'],
+                       **{k: pipe[k] for k in ('stage_busy', 'stage_step_s', 'steady_step_s',
+                                               'fill_drain_s', 'assignment')})
+        runs.append(run)
+
+    def median_run(key):  # the repeat with the median ratio (its numbers stay paired)
+        return sorted(runs, key=lambda r: r[key])[(len(runs) - 1) // 2]
+
+    if piped:
+        mid = median_run('vs_bp_equal_cores')
+        record.update({k: mid[k] for k in ('stage_busy', 'stage_step_s', 'steady_step_s',
+                                           'fill_drain_s', 'assignment')})
+        for key in ('vs_sequential', 'vs_bp_equal_cores', 'vs_bp_one_worker'):
+            values = sorted(r[key] for r in runs)
+            record[key] = round(statistics.median(values), 3)
+            record[key + '_range'] = [round(values[0], 3), round(values[-1], 3)]
     else:
+        mid = runs[(len(runs) - 1) // 2]
         record.update(vs_sequential=None, vs_bp_equal_cores=None, stage_busy=None,
                       note=f'{gpus} GPU(s): the pipeline needs one per stage')
-    record['images_per_s'] = {k: round(v, 2) for k, v in ips.items()}
-    for key in ('vs_sequential', 'vs_bp_equal_cores', 'vs_bp_one_worker'):
-        if record.get(key) is not None:
-            record[key] = round(record[key], 3)
+    record['repeats'] = len(runs)
+    record['images_per_s'] = {k: round(v, 2) for k, v in mid['images_per_s'].items()}
+    record['runs'] = [dict(images_per_s={k: round(v, 2) for k, v in r['images_per_s'].items()},
+                           **{k: round(r[k], 3) for k in ('vs_sequential', 'vs_bp_equal_cores')
+                              if k in r}) for r in runs]
     print(json.dumps(record, indent=1))
 
 
