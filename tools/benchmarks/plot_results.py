@@ -8,8 +8,9 @@ Reads what is there (each benchmark's stdout saved as JSON) and writes:
   ratio per model, setting and ortho mode;
 - ``memory.png`` from ``local_memory.json``: peak training memory of ENN-ℓ
   per split and head, relative to end-to-end BP;
-- ``pipeline.png`` from ``pipeline_speedup.json``: training throughput of
-  sequential ENN-ℓ, BP and the pipeline, and each stage's busy fraction.
+- ``pipeline.png`` from ``pipeline_speedup{,_pi10,_dense}.json``: training
+  throughput of sequential ENN-ℓ, BP and the pipeline against BP on the same
+  cores, and each stage's busy time per step.
 """
 import argparse
 import json
@@ -68,19 +69,37 @@ def memory(records, out):
     plt.close(fig)
 
 
-def pipeline(record, out):
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
-    ips = record['images_per_s']
-    names = list(ips)
-    a.bar(names, [ips[n] for n in names], color='tab:blue')
-    a.set_ylabel('images / s')
-    a.set_title(f"{record['model']}, {record['stages']} stages × "
-                f"{record['threads_per_worker']} thread(s)", fontsize=9)
-    a.tick_params(axis='x', labelsize=7)
-    busy = record.get('stage_busy') or []
-    b.bar([f'stage {i}' for i in range(len(busy))], busy, color='tab:orange')
-    b.set_ylim(0, 1)
-    b.set_title('busy fraction per stage', fontsize=9)
+PIPELINE_RUNS = (('pipeline_speedup.json', 'ENN, penalty every step'),
+                 ('pipeline_speedup_pi10.json', 'ENN, penalty every 10th'),
+                 ('pipeline_speedup_dense.json', 'dense'))
+
+
+def pipeline(records, out):
+    """``records``: ``[(label, record), ...]`` of pipeline_speedup.py runs."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    names = ['sequential', 'bp_one_worker', 'bp_equal_cores', 'pipeline']
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        ratios = [r['images_per_s'].get(name, 0) / r['images_per_s']['bp_equal_cores']
+                  for _, r in records]
+        a.bar([j + (i - 1.5) * width for j in range(len(records))], ratios, width, label=name)
+    a.axhline(1.07, ls='--', lw=0.8, color='gray')
+    a.text(len(records) - 0.6, 1.07, 'goal 1.07', fontsize=7, va='bottom', ha='right')
+    a.set_xticks(range(len(records)))
+    a.set_xticklabels([label for label, _ in records], fontsize=7)
+    a.set_ylabel('images/s ÷ BP on the same 2 cores')
+    a.set_title('ResNet-50, batch 16, 112 px, 2 stages × 1 thread', fontsize=9)
+    a.legend(fontsize=6)
+    for j, (label, r) in enumerate(records):
+        steps = r.get('stage_step_s') or []
+        for s_, t in enumerate(steps):
+            b.bar(j + (s_ - 0.5) * 0.35, t, 0.35, color=('tab:blue', 'tab:orange')[s_ % 2],
+                  label=f'stage {s_}' if j == 0 else None)
+    b.set_xticks(range(len(records)))
+    b.set_xticklabels([label for label, _ in records], fontsize=7)
+    b.set_ylabel('busy s per step')
+    b.set_title('stage balance (slowest stage sets the pace)', fontsize=9)
+    b.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
@@ -92,12 +111,16 @@ def main():
     args = parser.parse_args()
     done = []
     for name, fn, png in (('enn_overhead.json', overhead, 'overhead.png'),
-                          ('local_memory.json', memory, 'memory.png'),
-                          ('pipeline_speedup.json', pipeline, 'pipeline.png')):
+                          ('local_memory.json', memory, 'memory.png')):
         data = load(args.dir, name)
         if data is not None:
             fn(data, osp.join(args.dir, png))
             done.append(png)
+    runs = [(label, load(args.dir, name)) for name, label in PIPELINE_RUNS]
+    runs = [(label, r) for label, r in runs if r is not None and r.get('stage_step_s')]
+    if runs:
+        pipeline(runs, osp.join(args.dir, 'pipeline.png'))
+        done.append('pipeline.png')
     print('wrote', ', '.join(done) if done else 'nothing (no JSON found)')
 
 
