@@ -23,7 +23,15 @@ __all__ = [
 ]
 
 
+def own_rng(device: torch.device):
+    """Random draws within the context leave the global streams (CPU, and
+    ``device``'s if it is a GPU) as they were: planning and probing must not
+    change what training draws."""
+    return torch.random.fork_rng(devices=[device] if device.type == 'cuda' else [])
+
+
 # ------------------------------------------------------------------- presets
+
 def _resnet_stem_end(backbone: nn.Module) -> str:
     # mmpretrain's ResNet family ends its stem with a max-pool; the CIFAR
     # variant (3x3 stem, no pool) ends it with the backbone's own ReLU.
@@ -199,10 +207,10 @@ def probe_partition(model: nn.Module, cuts: Sequence[str],
     handles = [modules[c].register_forward_hook(hook_for(c)) for c in cuts]
     training = model.training
     param = next(model.parameters(), None)
-    device = param.device if param is not None else 'cpu'
+    device = param.device if param is not None else torch.device('cpu')
     model.eval()
     try:
-        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        with own_rng(device), torch.enable_grad():
             x = torch.randn(2, *input_shape, device=device)
             out = model(x, mode='tensor')
     finally:

@@ -37,10 +37,10 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from mmpretrain.registry import MODEL_WRAPPERS
 from mmpretrain.structures import DataSample
 from .local_model import HEADS_KEY, LocalLearningMixin, LocalStep, _targets, block_key
-from .partition import main_tensor
-from .segment import (StageDone, block_costs, check_segments, exit_at, measure_block_times,
-                      at_iteration, model_input, penalty_interval, plan_stages, record_calls,
-                      refine_split, stub_prefix, training_twin)
+from .partition import main_tensor, own_rng
+from .segment import (StageDone, at_iteration, block_costs, check_segments, exit_at,
+                      measure_block_times, model_input, penalty_interval, plan_stages,
+                      record_calls, refine_split, stub_prefix, training_twin)
 
 __all__ = ['ENNPipelineParallel']
 
@@ -219,7 +219,7 @@ class ENNPipelineParallel(nn.Module):
         at once (each rank its own stage, on ``twin``); mean over replicas."""
         model, g = twin, blocks[self.stage]
         device = next(model.parameters()).device
-        with torch.random.fork_rng(devices=[]):
+        with own_rng(device):
             torch.manual_seed(self.rank)
             target = torch.randint(model.head.num_classes, (batch_size,), device=device)
             if g[0] == 0:

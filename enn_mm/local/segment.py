@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from mmpretrain.structures import DataSample
-from .partition import Partition, main_tensor
+from .partition import Partition, main_tensor, own_rng
 
 __all__ = ['CallRecord', 'StageDone', 'record_calls', 'block_costs', 'measure_block_times',
            'training_twin', 'penalty_interval', 'at_iteration', 'plan_stages', 'refine_split',
@@ -220,7 +220,7 @@ def measure_block_times(model: nn.Module, batch_size: int, steps: int = 2) -> Li
         stamps.append(time.perf_counter())
         return [b - a for a, b in zip([start] + stamps[:-1], stamps)]
 
-    with torch.random.fork_rng(devices=[]):
+    with own_rng(device):
         torch.manual_seed(0)
         x = torch.randn(batch_size, *twin.local_input_shape, device=device)
         y = torch.randint(num_classes, (batch_size,), device=device)
@@ -279,7 +279,7 @@ def record_calls(model: nn.Module, partition: Partition,
     device = next(model.parameters()).device
     model.eval()
     try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
+        with own_rng(device), torch.no_grad():
             model(torch.randn(PROBE_BATCH, *input_shape, device=device), mode='tensor')
     finally:
         for h in handles:
@@ -434,7 +434,7 @@ def check_segments(model: nn.Module, partition: Partition, record: CallRecord,
     device = next(model.parameters()).device
     model.eval()
     try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
+        with own_rng(device), torch.no_grad():
             torch.manual_seed(0)
             x = torch.randn(PROBE_BATCH, *record.input_shape, device=device)
             final = main_tensor(model(x, mode='tensor')).detach()
