@@ -254,6 +254,9 @@ def main():
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--worker', choices=['sequential', 'bp', 'stage'], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    for name in ('stages', 'threads', 'batch', 'steps', 'repeats', 'penalty_interval'):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
 
     if args.worker:
         import torch
