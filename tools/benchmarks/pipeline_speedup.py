@@ -139,7 +139,7 @@ def run_stage(args) -> dict:
     dist.init_process_group('nccl' if cuda else 'gloo')
     from enn_mm.local import ENNPipelineParallel
     model, optim = build(args, True, device)
-    pipe = ENNPipelineParallel(model, stages=args.stages, timeout=600)
+    pipe = ENNPipelineParallel(model, stages=args.stages, timeout=600, refine=args.refine)
     pipe.plan(args.batch)
     pipe.train()
     data = batch(args, device) if pipe.stage == 0 else None
@@ -193,7 +193,8 @@ def _cmd(args, worker: str, threads: int):
     return [sys.executable, __file__, '--worker', worker, '--threads', str(threads),
             '--stages', str(args.stages), '--batch', str(args.batch), '--size', str(args.size),
             '--steps', str(args.steps), '--warmup', str(args.warmup),
-            '--device', args.device, '--penalty-interval', str(args.penalty_interval)] \
+            '--device', args.device, '--penalty-interval', str(args.penalty_interval),
+            '--refine', str(args.refine)] \
         + (['--dense'] if args.dense else [])
 
 
@@ -249,6 +250,8 @@ def main():
     parser.add_argument('--dense', action='store_true', help='the plain ResNet-50, not ENN')
     parser.add_argument('--penalty-interval', type=int, default=1,
                         help='ENN: orthogonality penalty on every n-th step')
+    parser.add_argument('--refine', type=int, default=3,
+                        help="ENNPipelineParallel's trial rounds for the split (0: none)")
     parser.add_argument('--repeats', type=int, default=1,
                         help='measure every variant this many times; ratios are medians')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
@@ -280,7 +283,8 @@ def main():
     record = dict(model='resnet50' + ('' if args.dense else '-enn'), batch=args.batch,
                   size=args.size, stages=args.stages, threads_per_worker=args.threads,
                   device=args.device, steps=args.steps,
-                  penalty_interval=None if args.dense else args.penalty_interval)
+                  penalty_interval=None if args.dense else args.penalty_interval,
+                  refine=args.refine)
     gpus = 0
     if args.device == 'cuda':
         import torch
