@@ -50,8 +50,8 @@ class LocalLearningMixin:
 
     Set by :func:`ENNLocalClassifier`: ``local_heads`` (an ``nn.ModuleDict``
     keyed ``block0`` ... ``block{K-2}``), ``local_partition`` (a checked
-    :class:`Partition`), ``local_input_shape`` (``(C, H, W)``) and, if the heads have a loss of their own,
-    ``local_loss``.
+    :class:`Partition`), ``local_input_shape`` (``(C, H, W)``) and, if the
+    heads have a loss of their own, ``local_loss``.
     """
     local_heads: nn.ModuleDict
     local_partition: Partition
@@ -78,15 +78,22 @@ class LocalLearningMixin:
         own = self._modules.get('local_loss')
         return own if own is not None else self.head.loss_module
 
-    def _penalty_weight(self) -> Optional[float]:
-        """γ for this step, as ``ENNModel`` weighs it: ``None`` without a
-        penalty, ``n·γ`` on every n-th step (``penalty_interval``), else 0."""
+    def _penalty_interval(self) -> Optional[int]:
+        """Steps between orthogonality penalties (``penalty_interval``);
+        ``None`` without a penalty."""
         options = getattr(self, 'enn_options', None)
         if options is None or options.gamma <= 0:
             return None
-        interval = getattr(options, 'penalty_interval', 1)
+        return getattr(options, 'penalty_interval', 1)
+
+    def _penalty_weight(self) -> Optional[float]:
+        """γ for this step, as ``ENNModel`` weighs it: ``None`` without a
+        penalty, ``n·γ`` on every n-th step (``penalty_interval``), else 0."""
+        interval = self._penalty_interval()
+        if interval is None:
+            return None
         step = MessageHub.get_current_instance().get_info('iter', 0)
-        return options.gamma * interval if step % interval == 0 else 0.0
+        return self.enn_options.gamma * interval if step % interval == 0 else 0.0
 
     def _block_bases(self) -> List[list]:
         """The bases each block owns, in `orthogonality_penalty`'s order."""

@@ -39,7 +39,7 @@ from mmpretrain.structures import DataSample
 from .local_model import HEADS_KEY, LocalLearningMixin, LocalStep, _targets, block_key
 from .partition import main_tensor, own_rng
 from .segment import (StageDone, at_iteration, block_costs, check_segments, exit_at,
-                      measure_block_times, model_input, penalty_interval, plan_stages,
+                      measure_block_times, model_input, plan_stages,
                       record_calls, refine_split, stub_prefix, training_twin)
 
 __all__ = ['ENNPipelineParallel']
@@ -170,8 +170,9 @@ class ENNPipelineParallel(nn.Module):
         trials = []
         if self.balance == 'measure' and self._assignment is None and self.refine \
                 and self.num_stages > 1 and _is_dist():
-            blocks, trials = self._refine(costs, batch_size)
-        check_segments(model, model.local_partition, self.record, blocks)
+            blocks, trials = self._refine(costs, batch_size)  # checks each split it runs
+        else:
+            check_segments(model, model.local_partition, self.record, blocks)
         total = sum(costs) or 1.0
         cuts = model.local_partition.cuts
 
@@ -242,7 +243,7 @@ class ENNPipelineParallel(nn.Module):
 
             with at_iteration(0):
                 self._run_blocks(model, wrappers, g, target, **kwargs)  # warm-up
-            interval = penalty_interval(model)  # mean over the penalty's period
+            interval = model._penalty_interval() or 1  # mean over the penalty's period
             mine = timed(0) if interval == 1 else \
                 timed(0) / interval + timed(1) * (interval - 1) / interval
         times = torch.zeros(self.num_stages, dtype=torch.float64)

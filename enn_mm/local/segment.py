@@ -33,7 +33,7 @@ from mmpretrain.structures import DataSample
 from .partition import Partition, main_tensor, own_rng
 
 __all__ = ['CallRecord', 'StageDone', 'record_calls', 'block_costs', 'measure_block_times',
-           'training_twin', 'penalty_interval', 'at_iteration', 'plan_stages', 'refine_split',
+           'training_twin', 'at_iteration', 'plan_stages', 'refine_split',
            'stub_prefix', 'check_segments']
 
 PROBE_BATCH = 3
@@ -167,14 +167,6 @@ def training_twin(model: nn.Module):
     return twin, wrappers
 
 
-def penalty_interval(model: nn.Module) -> int:
-    """Steps between the orthogonality penalties of ``model`` (1 without)."""
-    options = getattr(model, 'enn_options', None)
-    if options is None or options.gamma <= 0:
-        return 1
-    return getattr(options, 'penalty_interval', 1)
-
-
 @contextmanager
 def at_iteration(i: int):
     """The Runner's iteration counter reads ``i`` within the context (the
@@ -201,7 +193,7 @@ def measure_block_times(model: nn.Module, batch_size: int, steps: int = 2) -> Li
     twin, wrappers = training_twin(model)
     device = next(twin.parameters()).device
     num_classes, num_blocks = twin.head.num_classes, twin.num_blocks
-    interval = penalty_interval(twin)
+    interval = twin._penalty_interval() or 1
     stamps: List[float] = []
 
     class Timed(LocalStep):
