@@ -7,7 +7,7 @@ import torchvision
 from torch import nn
 
 import enn_mm
-from enn_mm.core import (ENNConv2d, ENNLinear, ENNOptions, basis_penalty, bases,
+from enn_mm.core import (ENNConv2d, ENNLinear, ENNOptions, basis_error, basis_penalty, bases,
                          dense_view, factors, is_enn, orthogonality_penalty)
 
 
@@ -83,6 +83,23 @@ def test_penalty_closed_form():
         assert torch.allclose(B.grad, ref.grad)
     double = torch.randn(2, 5, 3, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(basis_penalty, (double, ))
+
+
+def test_penalty_of_wide_bases_matches_the_plain_gram():
+    # r > 2·128: the CPU Gram is built from column blocks; value and gradient
+    # must be those of the plain expression (fp64 reference).
+    torch.manual_seed(0)
+    for shape in [(1, 700, 300), (3, 300, 270), (1, 257, 257)]:
+        B = (torch.randn(*shape) / shape[1]**0.5).requires_grad_()
+        basis_penalty(B).backward()
+        ref = B.detach().double().requires_grad_()
+        value = ((ref.transpose(1, 2) @ ref - torch.eye(shape[2], dtype=torch.double))**2).sum()
+        value.backward()
+        assert basis_penalty(B).item() == pytest.approx(value.item(), rel=1e-5)
+        torch.testing.assert_close(B.grad, ref.grad.float(), rtol=1e-4, atol=1e-5)
+        assert basis_error(B) == pytest.approx(
+            (ref.transpose(1, 2) @ ref - torch.eye(shape[2], dtype=torch.double))
+            .abs().max().item(), rel=1e-5)
 
 
 def test_model_penalty_sums_layers_and_gradients_reach_factors():

@@ -6,10 +6,35 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 __all__ = ['basis_penalty', 'basis_error', 'retract_']
 
 
+# Column-block width of the CPU Gram matrix (see `_gram`).
+_GRAM_BLOCK = 128
+
+
+def _gram(B: Tensor) -> Tensor:
+    """``BᵀB`` of a batch of bases ``B`` of shape ``(g, n, r)``.
+
+    On the CPU, where the penalty's matmuls are a large part of a training
+    step, only the upper block triangle is multiplied (column blocks of
+    ``_GRAM_BLOCK``) and mirrored: about a third fewer FLOPs than a full
+    ``BᵀB``, with each entry the same dot product. On other devices one
+    matmul is cheaper than several launches.
+    """
+    r, w = B.shape[-1], _GRAM_BLOCK
+    Bt = B.transpose(-2, -1)
+    if B.device.type != 'cpu' or r <= 2 * w:
+        return Bt @ B
+    G = B.new_empty(*B.shape[:-2], r, r)
+    for i in range(0, r, w):
+        G[..., i:i + w, i:] = Bt[..., i:i + w, :] @ B[..., i:]
+    for i in range(w, r, w):
+        G[..., i:i + w, :i] = G[..., :i, i:i + w].transpose(-2, -1)
+    return G
+
+
 def _gram_residual(B: Tensor) -> Tensor:
     """``BᵀB − I`` for a batch of bases ``B`` of shape ``(g, n, r)``."""
     eye = torch.eye(B.shape[-1], dtype=B.dtype, device=B.device)
-    return B.transpose(-2, -1) @ B - eye
+    return _gram(B) - eye
 
 
 class _BasisPenalty(torch.autograd.Function):
