@@ -93,13 +93,12 @@ def test_penalty_of_wide_bases_matches_the_plain_gram():
         B = (torch.randn(*shape) / shape[1]**0.5).requires_grad_()
         basis_penalty(B).backward()
         ref = B.detach().double().requires_grad_()
-        value = ((ref.transpose(1, 2) @ ref - torch.eye(shape[2], dtype=torch.double))**2).sum()
+        residual = ref.transpose(1, 2) @ ref - torch.eye(shape[2], dtype=torch.double)
+        value = (residual**2).sum()
         value.backward()
         assert basis_penalty(B).item() == pytest.approx(value.item(), rel=1e-5)
         torch.testing.assert_close(B.grad, ref.grad.float(), rtol=1e-4, atol=1e-5)
-        assert basis_error(B) == pytest.approx(
-            (ref.transpose(1, 2) @ ref - torch.eye(shape[2], dtype=torch.double))
-            .abs().max().item(), rel=1e-5)
+        assert basis_error(B) == pytest.approx(residual.abs().max().item(), rel=1e-5)
 
 
 def test_model_penalty_sums_layers_and_gradients_reach_factors():

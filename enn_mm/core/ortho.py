@@ -16,7 +16,7 @@ def _gram(B: Tensor) -> Tensor:
     On the CPU, where the penalty's matmuls are a large part of a training
     step, only the upper block triangle is multiplied (column blocks of
     ``_GRAM_BLOCK``) and mirrored: about a third fewer FLOPs than a full
-    ``BᵀB``, with each entry the same dot product. On other devices one
+    ``BᵀB``, the same matrix up to float rounding. On other devices one
     matmul is cheaper than several launches.
     """
     r, w = B.shape[-1], _GRAM_BLOCK
