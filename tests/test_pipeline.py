@@ -15,8 +15,8 @@ from torch import nn
 
 from enn_mm.local import ENNPipelineParallel, plan_stages, probe_partition
 from enn_mm.local.local_model import LocalStep
-from enn_mm.local.segment import (check_segments, measure_block_times, record_calls,
-                                  refine_split)
+from enn_mm.local.segment import (check_segments, measure_block_times, penalty_period_mean,
+                                  record_calls, refine_split)
 from mmpretrain.registry import MODELS
 from conftest import REPO
 from test_lifecycle import free_port
@@ -214,6 +214,13 @@ def test_refine_split_moves_blocks_by_measured_stage_times():
     blocks, tried = refine_split(base, 3, lambda b: [sum(base[i] for i in g) for g in b],
                                  rounds=3)
     assert len(tried) == 1 and blocks == plan_stages(base, 3)
+
+
+def test_penalty_period_mean_weighs_the_penalty_step_once():
+    # period 3: one step at (10, 4), two at (1, 1) -> (4, 2)
+    assert penalty_period_mean(lambda i: [10.0, 4.0] if i == 0 else [1.0, 1.0], 3) == [4.0, 2.0]
+    calls = []
+    assert penalty_period_mean(lambda i: calls.append(i) or [5.0], 1) == [5.0] and calls == [0]
 
 
 def test_block_timing_averages_a_periodic_penalty(monkeypatch):

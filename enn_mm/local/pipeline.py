@@ -39,7 +39,7 @@ from mmpretrain.structures import DataSample
 from .local_model import HEADS_KEY, LocalLearningMixin, LocalStep, _targets, block_key
 from .partition import main_tensor, own_rng
 from .segment import (StageDone, at_iteration, block_costs, check_segments, exit_at,
-                      measure_block_times, model_input, plan_stages,
+                      measure_block_times, model_input, penalty_period_mean, plan_stages,
                       record_calls, refine_split, stub_prefix, training_twin)
 
 __all__ = ['ENNPipelineParallel']
@@ -243,9 +243,7 @@ class ENNPipelineParallel(nn.Module):
 
             with at_iteration(0):
                 self._run_blocks(model, wrappers, g, target, **kwargs)  # warm-up
-            interval = model._penalty_interval() or 1  # mean over the penalty's period
-            mine = timed(0) if interval == 1 else \
-                timed(0) / interval + timed(1) * (interval - 1) / interval
+            mine, = penalty_period_mean(lambda i: [timed(i)], model._penalty_interval() or 1)
         times = torch.zeros(self.num_stages, dtype=torch.float64)
         times[self.stage] = mine / self.replicas
         times = times.to(self._comm_device(device))

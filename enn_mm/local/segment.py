@@ -33,7 +33,7 @@ from mmpretrain.structures import DataSample
 from .partition import Partition, main_tensor, own_rng
 
 __all__ = ['CallRecord', 'StageDone', 'record_calls', 'block_costs', 'measure_block_times',
-           'training_twin', 'at_iteration', 'plan_stages', 'refine_split',
+           'training_twin', 'at_iteration', 'penalty_period_mean', 'plan_stages', 'refine_split',
            'stub_prefix', 'check_segments']
 
 PROBE_BATCH = 3
@@ -184,6 +184,18 @@ def at_iteration(i: int):
             info['iter'] = old
 
 
+def penalty_period_mean(measure: Callable[[int], Sequence[float]],
+                        interval: int) -> List[float]:
+    """Mean per step over a penalty period of ``interval`` steps:
+    ``measure(0)`` (a step with the penalty) once, ``measure(1)`` (one
+    without) ``interval - 1`` times; just ``measure(0)`` if ``interval`` is 1."""
+    on = list(measure(0))
+    if interval == 1:
+        return on
+    off = measure(1)
+    return [(a + (interval - 1) * b) / interval for a, b in zip(on, off)]
+
+
 def measure_block_times(model: nn.Module, batch_size: int, steps: int = 2) -> List[float]:
     """Seconds of one ENN-ℓ training step of each block (its forward, local
     head, backward and an SGD step), median of ``steps`` timed steps after
@@ -218,13 +230,15 @@ def measure_block_times(model: nn.Module, batch_size: int, steps: int = 2) -> Li
         y = torch.randint(num_classes, (batch_size,), device=device)
         samples = [DataSample().set_gt_label(int(t)) for t in y]
         run(0)  # warm-up
-        with_penalty = [run(0) for _ in range(steps)]
-        without = [run(1) for _ in range(steps)] if interval > 1 else with_penalty
+
+        def medians(iteration):
+            runs = [run(iteration) for _ in range(steps)]
+            return [statistics.median(r[k] for r in runs) for k in range(num_blocks)]
+
+        times = penalty_period_mean(medians, interval)
     del twin, wrappers
     gc.collect()  # a copy holds reference cycles; left alive it slows training
-    w = 1.0 / interval
-    return [w * statistics.median(r[k] for r in with_penalty)
-            + (1 - w) * statistics.median(r[k] for r in without) for k in range(num_blocks)]
+    return times
 
 
 def record_calls(model: nn.Module, partition: Partition,
