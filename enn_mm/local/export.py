@@ -30,7 +30,8 @@ def plain_model_config(model_cfg: dict) -> dict:
 def strip_local_heads(state_dict: dict) -> dict:
     """``state_dict`` without the local heads' (and their loss's) entries."""
     return type(state_dict)((k, v) for k, v in state_dict.items()
-                            if not k.startswith((HEADS_PREFIX, 'local_loss.')))
+                            if not k.startswith((HEADS_PREFIX, 'local_loss.',
+                                                   'local_objectives.')))
 
 
 def plain_config(cfg):

@@ -1,26 +1,44 @@
 """Local heads: what predicts the label from a block's output in training.
 
-Three kinds, chosen by ``type``:
+A local head is an ``nn.Module`` built as ``cls(in_shape, num_classes,
+**options)`` that maps a block's output to class logits. The heads here are
+registered in MMPretrain's ``MODELS`` (so a config names them, and a user
+registers their own the same way) and have short aliases:
 
-- ``frozen_linear``: a fixed random linear map of the flattened feature map
-  (the authors' head). It is stored as buffers: checkpointed, never trained.
-  It grows with the feature map, hence the parameter budget.
-- ``pool_linear``: global average pooling, then a trainable linear layer.
-- ``conv_aux``: conv-BN-ReLU, global pooling, linear (an InfoPro/DGL style
-  auxiliary net), trainable.
+================  ==========================  =====================================
+alias             registered name             what it is
+================  ==========================  =====================================
+``frozen_linear`` ``ENNFrozenLinearLocalHead`` a fixed random linear map of the
+                                              flattened feature (the authors' head)
+``pool_linear``   ``ENNPoolLinearLocalHead``   global average pooling, linear
+``conv_aux``      ``ENNConvAuxLocalHead``      conv-BN-ReLU, pooling, linear
+``aux_net``       ``ENNAuxNetLocalHead``       InfoPro "1c2f" / DGL MLP-SR auxiliary
+                                              net: conv stages, pooling, an MLP
+``downstream``    ``ENNDownstreamLocalHead``   AugLocal: fresh copies of some of the
+                                              network's own later blocks, pool, linear
+================  ==========================  =====================================
 
 A feature is ``(N, C, H, W)`` (pooled over ``H, W``), ``(N, L, C)`` tokens
-(pooled over ``L``) or ``(N, C)``.
+(pooled over ``L``) or ``(N, C)``. A head class may define
+``num_params(in_shape, num_classes, **options)`` (checked against
+``max_head_params`` before it is built) and a classmethod
+``from_network(network, k, in_shape, num_classes, **options)`` if it is built
+from the network itself (as ``downstream`` is).
 """
+import copy
+import inspect
 import math
-from typing import Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ['FrozenLinearHead', 'PoolLinearHead', 'ConvAuxHead', 'build_local_head',
-           'HEAD_TYPES']
+from mmpretrain.registry import MODELS
+from ..core import export_dense
+
+__all__ = ['FrozenLinearHead', 'PoolLinearHead', 'ConvAuxHead', 'AuxNetHead', 'DownstreamHead',
+           'build_local_head', 'HEAD_TYPES', 'LocalNetwork']
 
 
 def _pool(x: Tensor) -> Tensor:
@@ -36,6 +54,13 @@ def _channels(shape: Tuple[int, ...]) -> int:
     return shape[0] if len(shape) in (1, 3) else shape[-1]
 
 
+def _need_map(kind: str, in_shape, fix: str = 'use pool_linear'):
+    if len(in_shape) != 3:
+        raise ValueError(f'the {kind} local head needs (C, H, W) feature maps, got a '
+                         f'feature of shape {tuple(in_shape)}; {fix}.')
+
+
+@MODELS.register_module(name='ENNFrozenLinearLocalHead')
 class FrozenLinearHead(nn.Module):
     """A fixed random ``nn.Linear`` on the flattened feature.
 
@@ -59,6 +84,7 @@ class FrozenLinearHead(nn.Module):
         return F.linear(x.flatten(1), self.weight, self.bias)
 
 
+@MODELS.register_module(name='ENNPoolLinearLocalHead')
 class PoolLinearHead(nn.Module):
     """Global average pooling, then an ``nn.Linear``.
 
@@ -84,6 +110,7 @@ class PoolLinearHead(nn.Module):
         return self.fc(_pool(x))
 
 
+@MODELS.register_module(name='ENNConvAuxLocalHead')
 class ConvAuxHead(nn.Module):
     """conv(k×k)-BN-ReLU, global average pooling, ``nn.Linear``.
 
@@ -99,9 +126,7 @@ class ConvAuxHead(nn.Module):
     def __init__(self, in_shape: Sequence[int], num_classes: int, channels: int = None,
                  kernel_size: int = 3, stride: int = 1):
         super().__init__()
-        if len(in_shape) != 3:
-            raise ValueError(f'conv_aux local head needs (C, H, W) feature maps, got a '
-                             f'feature of shape {tuple(in_shape)}; use pool_linear.')
+        _need_map('conv_aux', in_shape)
         c = in_shape[0]
         channels = channels or c
         self.conv = nn.Conv2d(c, channels, kernel_size, stride, kernel_size // 2, bias=False)
@@ -118,35 +143,353 @@ class ConvAuxHead(nn.Module):
         return self.fc(_pool(F.relu(self.bn(self.conv(x)))))
 
 
+def _aux_net_plan(in_shape, num_convs, channel_mult, min_size, pool_size, hidden):
+    c, h, w = in_shape
+    convs = []
+    for _ in range(num_convs):
+        stride = 2 if min(h, w) // 2 >= min_size else 1
+        out = max(1, int(round(c * channel_mult)))
+        convs.append((c, out, stride))
+        c, h, w = out, (h - 1) // stride + 1, (w - 1) // stride + 1
+    dims = [c * pool_size * pool_size, *hidden]
+    return convs, dims
+
+
+@MODELS.register_module(name='ENNAuxNetLocalHead')
+class AuxNetHead(nn.Module):
+    """An auxiliary net with spatial detail (InfoPro "1c2f", DGL MLP-SR).
+
+    ``num_convs`` conv3×3-BN-ReLU stages, each with stride 2 while the map
+    stays at least ``min_size`` wide (else stride 1) and ``channel_mult``
+    times the channels, then adaptive average pooling to
+    ``pool_size × pool_size``, then an MLP (``hidden`` widths, ReLU) and a
+    linear classifier whose weight and bias start at zero (so a new head
+    sends no noise into its block at the start). The defaults are InfoPro's
+    "1c2f": one stride-2 conv doubling the channels, global pooling,
+    FC(128)-ReLU-FC.
+
+    Args:
+        in_shape (Sequence[int]): ``(C, H, W)`` of the block output.
+        num_classes (int): Number of classes.
+        num_convs (int): Conv stages. Defaults to 1.
+        channel_mult (float): Channel multiplier per conv stage. Defaults to 2.
+        min_size (int): Smallest map a stride-2 conv may produce. Defaults to 2.
+        pool_size (int): Side of the pooled map (DGL: 2). Defaults to 1.
+        hidden (Sequence[int]): Hidden MLP widths. Defaults to ``(128,)``.
+    """
+
+    def __init__(self, in_shape: Sequence[int], num_classes: int, num_convs: int = 1,
+                 channel_mult: float = 2.0, min_size: int = 2, pool_size: int = 1,
+                 hidden: Sequence[int] = (128, )):
+        super().__init__()
+        _need_map('aux_net', in_shape)
+        convs, dims = _aux_net_plan(tuple(in_shape), num_convs, channel_mult, min_size,
+                                    pool_size, tuple(hidden))
+        layers = []
+        for c_in, c_out, stride in convs:
+            layers += [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
+                       nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        layers.append(nn.AdaptiveAvgPool2d(pool_size))
+        layers.append(nn.Flatten(1))
+        for d_in, d_out in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(d_in, d_out), nn.ReLU(inplace=True)]
+        self.net = nn.Sequential(*layers)
+        self.fc = nn.Linear(dims[-1], num_classes)
+        nn.init.zeros_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
+
+    @staticmethod
+    def num_params(in_shape, num_classes, num_convs=1, channel_mult=2.0, min_size=2,
+                   pool_size=1, hidden=(128, ), **kwargs) -> int:
+        if len(in_shape) != 3:
+            return 0  # refused with a clear message when built
+        convs, dims = _aux_net_plan(tuple(in_shape), num_convs, channel_mult, min_size,
+                                    pool_size, tuple(hidden))
+        n = sum(a * b * 9 + 2 * b for a, b, _ in convs)
+        n += sum((a + 1) * b for a, b in zip(dims[:-1], dims[1:]))
+        return n + (dims[-1] + 1) * num_classes
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.net(x))
+
+
+class LocalNetwork:
+    """What a head built from the network itself may look at.
+
+    Args:
+        model (nn.Module): The classifier (not yet cut into blocks).
+        partition (Partition): Its checked partition.
+        input_shape (tuple): ``(C, H, W)`` of the network input.
+    """
+
+    def __init__(self, model: nn.Module, partition, input_shape):
+        self.model, self.partition, self.input_shape = model, partition, tuple(input_shape)
+        self._order = None
+
+    def units(self) -> List[str]:
+        """The network's repeated blocks in forward order: the residual
+        blocks of an MMPretrain ResNet, the layers of a ViT."""
+        backbone = getattr(self.model, 'backbone', None)
+        layers = getattr(backbone, 'res_layers', None)
+        if layers:
+            return [f'backbone.{layer}.{i}' for layer in layers
+                    for i in range(len(getattr(backbone, layer)))]
+        if isinstance(getattr(backbone, 'layers', None), nn.ModuleList):
+            return [f'backbone.layers.{i}' for i in range(len(backbone.layers))]
+        raise TypeError(
+            f'the downstream local head copies the network\'s own blocks, but '
+            f'{type(backbone).__name__} is neither an MMPretrain ResNet (`res_layers`) nor a '
+            'ViT (`layers`); give the blocks to copy with units=[module names].')
+
+    def order(self, names: Sequence[str]) -> List[Tuple[str, int]]:
+        """``(name, position)`` of the first call of each module in ``names``
+        and of each cut point, in one probe forward pass (eval mode, its own
+        random stream)."""
+        from .partition import own_rng
+        modules = dict(self.model.named_modules())
+        missing = [n for n in names if n not in modules]
+        if missing:
+            raise ValueError(f'units {missing} are not modules of {type(self.model).__name__}.')
+        seen: List[Tuple[str, int]] = []
+        handles = [modules[n].register_forward_pre_hook(
+            lambda m, a, n=n: seen.append((n, len(seen)))) for n in names]
+        handles += [modules[c].register_forward_hook(
+            lambda m, a, o, c=c: seen.append(('cut:' + c, len(seen))))
+            for c in self.partition.cuts]
+        training = self.model.training
+        param = next(self.model.parameters())
+        self.model.eval()
+        try:
+            with own_rng(param.device), torch.no_grad():
+                self.model(torch.randn(1, *self.input_shape, device=param.device),
+                           mode='tensor')
+        finally:
+            for h in handles:
+                h.remove()
+            self.model.train(training)
+        first = {}
+        for n, i in seen:
+            first.setdefault(n, i)
+        return first
+
+    def downstream(self, k: int, units: Optional[Sequence[str]] = None) -> List[str]:
+        """The units that run after block ``k``'s cut point, in forward order."""
+        units = list(units) if units is not None else self.units()
+        first = self.order(units)
+        at = first['cut:' + self.partition.cuts[k]]
+        return sorted((u for u in units if u in first and first[u] > at), key=first.get)
+
+
+def _taper(depth: int, min_depth: int, k: int, num_local: int) -> int:
+    if num_local <= 1:
+        return depth
+    return int(round(depth + (min_depth - depth) * k / (num_local - 1)))
+
+
+def _fresh(module: nn.Module) -> nn.Module:
+    """A dense deep copy of ``module`` with newly initialized weights."""
+    twin = export_dense(copy.deepcopy(module))
+    for m in twin.modules():
+        if hasattr(m, 'reset_parameters'):
+            m.reset_parameters()
+    for p in twin.parameters():
+        p.requires_grad_(True)
+    return twin
+
+
+@MODELS.register_module(name='ENNDownstreamLocalHead')
+class DownstreamHead(nn.Module):
+    """AugLocal: the head of block ``k`` is made of fresh copies of some of
+    the network's own later blocks, then global pooling and a linear layer.
+
+    The copies are chosen evenly among the units (residual blocks, ViT
+    layers) that run after block ``k``, always keeping the units that change
+    the feature's shape so that the copies chain. They are dense, newly
+    initialized and share no tensor with the network. The number of copies
+    tapers linearly from ``depth`` at the first block to ``min_depth`` at the
+    last local block (AugLocal uses fewer near the output).
+
+    Args:
+        blocks (nn.Module): The copied units, in order.
+        in_shape (Sequence[int]): Feature shape of the block output.
+        num_classes (int): Number of classes.
+        out_channels (int): Channels of the last copy's output.
+    """
+
+    def __init__(self, blocks: Sequence[nn.Module], in_shape: Sequence[int], num_classes: int,
+                 out_channels: int):
+        super().__init__()
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(out_channels, num_classes)
+
+    @classmethod
+    def from_network(cls, network: LocalNetwork, k: int, in_shape: Sequence[int],
+                     num_classes: int, depth: Union[int, Sequence[int]] = 2,
+                     min_depth: int = 1, units: Optional[Sequence[str]] = None,
+                     num_local: Optional[int] = None) -> 'DownstreamHead':
+        """Build block ``k``'s head.
+
+        Args:
+            depth (int | list[int]): Copies for the first local block (tapered
+                to ``min_depth`` for the last), or an exact count per local
+                block. Defaults to 2.
+            min_depth (int): Copies for the last local block when tapering.
+            units (list[str], optional): Module names of the units to copy
+                from, in forward order. Defaults to the residual blocks of a
+                ResNet or the layers of a ViT.
+            num_local (int, optional): Number of local blocks (set by the
+                builder).
+        """
+        later = network.downstream(k, units)
+        num_local = num_local or len(network.partition.cuts)
+        if isinstance(depth, int):
+            if depth < 0 or min_depth < 0:
+                raise ValueError(f'downstream head: depth {depth} and min_depth {min_depth} '
+                                 'must be >= 0.')
+            first_later = len(network.downstream(0, units))
+            if depth > first_later:
+                raise ValueError(
+                    f'downstream head: depth={depth} copies, but only {first_later} units run '
+                    'after the first block; it reaches past the end of the network. Use '
+                    f'depth <= {first_later}.')
+            d = min(_taper(depth, min_depth, k, num_local), len(later))
+        else:
+            if len(depth) != num_local:
+                raise ValueError(f'downstream head: {len(depth)} depths for {num_local} local '
+                                 'blocks; give an int or one per local block.')
+            d = int(depth[k])
+            if d > len(later) or d < 0:
+                raise ValueError(
+                    f'downstream head of {network.partition.describe(k)}: depth {d} reaches '
+                    f'past the end of the network (only {len(later)} units run after it: '
+                    f'{later}). Use at most {len(later)} there.')
+        modules = dict(network.model.named_modules())
+        chosen = _choose(later, d, network, in_shape, modules)
+        copies = [_fresh(modules[n]) for n in chosen]
+        out_shape = _chain_shape(copies, in_shape, network.partition.describe(k), chosen)
+        head = cls(copies, in_shape, num_classes, _channels(out_shape))
+        head.copied = list(chosen)
+        return head
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(_pool(self.blocks(x)))
+
+
+def _shape_changers(later, network, modules):
+    """Units whose output shape differs from their input's (stride/width)."""
+    shapes = {}
+    def hook_for(n):
+        def hook(module, args, output):  # returns None: the output is kept
+            shapes.setdefault(n, (tuple(args[0].shape), tuple(main_output(output).shape)))
+        return hook
+
+    handles = [modules[n].register_forward_hook(hook_for(n)) for n in later]
+    from .partition import own_rng
+    param = next(network.model.parameters())
+    training = network.model.training
+    network.model.eval()
+    try:
+        with own_rng(param.device), torch.no_grad():
+            network.model(torch.randn(1, *network.input_shape, device=param.device),
+                          mode='tensor')
+    finally:
+        for h in handles:
+            h.remove()
+        network.model.train(training)
+    return {n for n in later if n in shapes and shapes[n][0] != shapes[n][1]}
+
+
+def _choose(later: List[str], d: int, network, in_shape, modules) -> List[str]:
+    if d == 0:
+        return []
+    must = [n for n in later if n in _shape_changers(later, network, modules)]
+    if len(must) >= d:
+        return must
+    rest = [n for n in later if n not in must]
+    extra = d - len(must)
+    # evenly spaced among the others, the last one included
+    picks = {rest[int(round((i + 1) * len(rest) / extra)) - 1] for i in range(extra)}
+    return [n for n in later if n in must or n in picks]
+
+
+def _chain_shape(copies, in_shape, where, names):
+    x = torch.zeros(2, *in_shape)
+    try:
+        with torch.no_grad():
+            for m in copies:
+                m.eval()
+                x = main_output(m(x))
+                m.train()
+    except RuntimeError as e:
+        raise ValueError(f'downstream head of {where}: the copied units {names} do not chain '
+                         f'on its {tuple(in_shape)} output ({str(e).splitlines()[0]}). Give '
+                         'units= that take this feature in turn.') from None
+    return tuple(x.shape[1:])
+
+
+def main_output(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
 HEAD_TYPES = {
     'frozen_linear': FrozenLinearHead,
     'pool_linear': PoolLinearHead,
     'conv_aux': ConvAuxHead,
+    'aux_net': AuxNetHead,
+    'downstream': DownstreamHead,
 }
 
 
+def _head_class(kind):
+    if kind in HEAD_TYPES:
+        return HEAD_TYPES[kind]
+    cls = MODELS.get(kind) if isinstance(kind, str) else kind
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        raise KeyError(f'unknown local head type {kind!r}; choose one of {sorted(HEAD_TYPES)} '
+                       'or a module registered in MODELS that takes (in_shape, num_classes).')
+    return cls
+
+
 def build_local_head(cfg: dict, in_shape: Sequence[int], num_classes: int,
-                     max_params: int, where: str) -> nn.Module:
+                     max_params: int, where: str, network: Optional[LocalNetwork] = None,
+                     k: int = 0, num_local: int = 1) -> nn.Module:
     """Build one local head, refusing it if it is over the parameter budget.
 
     Args:
-        cfg (dict): ``dict(type=<one of HEAD_TYPES>, **options)``.
+        cfg (dict): ``dict(type=<alias or MODELS name>, **options)``.
         in_shape (Sequence[int]): Feature shape without the batch dimension.
         num_classes (int): Number of classes.
         max_params (int): Largest allowed number of head parameters (frozen
             ones included: they take memory all the same).
         where (str): The block, for error messages.
+        network (LocalNetwork, optional): For heads built from the network.
+        k (int): The block's index.
+        num_local (int): Number of blocks with a local head.
     """
     cfg = dict(cfg)
     kind = cfg.pop('type', None)
-    if kind not in HEAD_TYPES:
-        raise KeyError(f'unknown local head type {kind!r}; choose one of {sorted(HEAD_TYPES)}.')
-    cls = HEAD_TYPES[kind]
-    n = cls.num_params(tuple(in_shape), num_classes, **cfg)
-    if n > max_params:
+    cls = _head_class(kind)
+    if hasattr(cls, 'from_network'):
+        if network is None:
+            raise TypeError(f'the {kind} local head is built from the network; '
+                            'build it through ENNLocalClassifier.')
+        if 'num_local' in inspect.signature(cls.from_network).parameters:
+            cfg.setdefault('num_local', num_local)
+        head = cls.from_network(network, k, tuple(in_shape), num_classes, **cfg)
+        n = sum(t.numel() for t in (*head.parameters(), *head.buffers()))
+    else:
+        try:
+            inspect.signature(cls).bind(tuple(in_shape), num_classes, **cfg)
+        except TypeError as e:
+            raise TypeError(f'local head {kind!r}: {e}. Its options are '
+                            f'{list(inspect.signature(cls).parameters)[2:]}.') from None
+        counter = getattr(cls, 'num_params', None)
+        n = counter(tuple(in_shape), num_classes, **cfg) if counter else None
+        head = None
+    if n is not None and n > max_params:
         raise ValueError(
             f'the {kind} local head of {where} on its {tuple(in_shape)} output '
             f'would have {n:,} parameters, over the budget max_head_params='
             f'{max_params:,}. Use local_head=dict(type=\'pool_linear\') or '
             '\'conv_aux\', a smaller input size, or raise max_head_params.')
-    return cls(tuple(in_shape), num_classes, **cfg)
+    return head if head is not None else cls(tuple(in_shape), num_classes, **cfg)

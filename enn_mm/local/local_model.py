@@ -25,12 +25,14 @@ from mmpretrain.models import ImageClassifier
 from mmpretrain.registry import MODELS
 from ..core import bases
 from ..core.ortho import basis_penalty
-from .heads import build_local_head
+from .heads import LocalNetwork, build_local_head
+from .objectives import build_objectives
 from .partition import Partition, detach_output, main_tensor, probe_partition, resolve_cuts
 
 __all__ = ['ENNLocalClassifier', 'LocalLearningMixin', 'LocalStep', 'block_key']
 
 HEADS_KEY = 'local_heads'
+OBJECTIVES_KEY = 'local_objectives'
 
 
 def block_key(k: int) -> str:
@@ -49,13 +51,18 @@ class LocalLearningMixin:
     """ENN-ℓ training for an MMPretrain ``ImageClassifier``.
 
     Set by :func:`ENNLocalClassifier`: ``local_heads`` (an ``nn.ModuleDict``
-    keyed ``block0`` ... ``block{K-2}``), ``local_partition`` (a checked
+    keyed ``block0`` ... ``block{K-2}``), ``local_objectives`` (per block, an
+    ``nn.ModuleList`` of its objectives, see :mod:`.objectives`) with
+    ``local_objective_names`` and ``local_objective_weights`` (a
+    ``[block][objective]`` table), ``local_partition`` (a checked
     :class:`Partition`), ``local_input_shape`` (``(C, H, W)``) and, if the
     heads have a loss of their own, ``local_loss``.
     """
     local_heads: nn.ModuleDict
     local_partition: Partition
     local_input_shape: tuple
+    local_objective_names: List[str] = ['classification']
+    local_objective_weights: List[List[float]] = None
 
     # ------------------------------------------------------------ structure
     @property
@@ -67,10 +74,28 @@ class LocalLearningMixin:
         the trainable ones of its local head."""
         names = list(self.local_partition.params[k])
         if k < self.num_blocks - 1:
-            head = getattr(self, HEADS_KEY)[block_key(k)]
-            names += [f'{HEADS_KEY}.{block_key(k)}.{n}'
-                      for n, p in head.named_parameters() if p.requires_grad]
+            for key in (HEADS_KEY, OBJECTIVES_KEY):
+                owner = self._modules.get(key)
+                if owner is None:
+                    continue
+                names += [f'{key}.{block_key(k)}.{n}'
+                          for n, p in owner[block_key(k)].named_parameters() if p.requires_grad]
         return names
+
+    def block_objectives(self, k: int):
+        """``(name, weight, module)`` of each objective of local block ``k``
+        whose weight is not 0."""
+        modules = self._modules.get(OBJECTIVES_KEY)
+        if modules is None:  # built before objectives existed: the classification loss
+            return [('classification', 1.0, None)]
+        weights = self.local_objective_weights[k]
+        return [(n, w, m) for n, w, m in zip(self.local_objective_names, weights,
+                                             modules[block_key(k)]) if w != 0]
+
+    def needs_image(self, blocks: Sequence[int]) -> bool:
+        """Whether an objective of one of ``blocks`` reads the network input."""
+        return any('image' in getattr(m, 'uses', ()) for k in blocks
+                   if k < self.num_blocks - 1 for _, _, m in self.block_objectives(k))
 
     @property
     def local_loss_module(self) -> nn.Module:
@@ -143,7 +168,7 @@ class LocalLearningMixin:
             data = self.data_preprocessor(data, True)
         inputs, samples = data['inputs'], data['data_samples']
         target = _targets(samples)
-        step = LocalStep(self, wrappers, target)
+        step = LocalStep(self, wrappers, target, image=inputs)
 
         with self._cut_hooks(step.local_update), wrappers[-1].optim_context(self):
             losses = step.final_losses(inputs, samples)
@@ -194,11 +219,14 @@ class LocalStep:
         grad_sync (callable, optional): Called with a block index after that
             block's backward and before its step (averages gradients over
             data-parallel replicas); ``None`` steps at once.
+        image (Tensor, optional): The network input after the data
+            preprocessor, for objectives that read it (reconstruction).
     """
 
-    def __init__(self, model, wrappers, target, grad_sync=None):
+    def __init__(self, model, wrappers, target, grad_sync=None, image=None):
         self.model, self.wrappers, self.target = model, wrappers, target
         self.grad_sync = grad_sync
+        self.image = image
         self.gamma = model._penalty_weight()
         # One walk over the model per step, not one per block.
         self.bases = model._block_bases() if self.gamma else None
@@ -220,7 +248,16 @@ class LocalStep:
         """Loss of block ``k``'s local head on ``z``, backward, step."""
         model = self.model
         logits = getattr(model, HEADS_KEY)[block_key(k)](z)
-        loss = model.local_loss_module(logits, self.target, avg_factor=logits.size(0))
+        loss, terms = None, model.block_objectives(k)
+        for name, weight, objective in terms:
+            if objective is None:
+                term = model.local_loss_module(logits, self.target, avg_factor=logits.size(0))
+            else:
+                term = objective(z, self.target, logits, self.image, model.local_loss_module)
+            if len(terms) > 1:
+                self.log_vars[f'{block_key(k)}.loss_{name}'] = term.detach()
+            term = term if weight == 1 else weight * term
+            loss = term if loss is None else loss + term
         penalty = model._block_penalty(self.bases[k]) if self.gamma else None
         if penalty is not None:
             loss = loss + self.gamma * penalty
@@ -271,6 +308,7 @@ def ENNLocalClassifier(model: dict,
                        local_head: Union[dict, Sequence[dict]] = dict(type='frozen_linear'),
                        max_head_params: int = 2**23,
                        loss: Optional[dict] = None,
+                       local_objectives: Optional[Sequence[dict]] = None,
                        data_preprocessor=None):
     """Build a classifier for ENN-ℓ (block-wise local learning).
 
@@ -297,12 +335,20 @@ def ENNLocalClassifier(model: dict,
             the data preprocessor); the partition check and the heads' sizes
             depend on it.
         local_head (dict | list[dict]): Head of the blocks before the last:
-            ``dict(type='frozen_linear' | 'pool_linear' | 'conv_aux', ...)``,
-            or one dict per block.
+            ``dict(type=..., **options)`` with an alias of
+            :data:`HEAD_TYPES` (``'frozen_linear'``, ``'pool_linear'``,
+            ``'conv_aux'``, ``'aux_net'``, ``'downstream'``) or a head
+            registered in ``MODELS``; or one dict per block.
         max_head_params (int): Refuse any local head larger than this.
             Defaults to 2**23 (8.4M, 32 MB in fp32).
         loss (dict, optional): Loss of the local heads. Defaults to the loss
             module of the model's head (so label smoothing etc. carry over).
+        local_objectives (list[dict], optional): What each block before the
+            last minimizes: ``dict(type='classification' | 'reconstruction'
+            | 'similarity' | a MODELS name, weight=w, **options)`` each, the
+            weight a number, one per local block or ``dict(start=, end=)``
+            (linear over the blocks). Defaults to the classification loss
+            alone (the paper's).
         data_preprocessor (dict, optional): Passed on to ``model`` if it sets
             none itself (the Runner fills this from the top-level config).
     """
@@ -329,20 +375,27 @@ def ENNLocalClassifier(model: dict,
     partition = probe_partition(built, resolve_cuts(built, cuts), input_shape)
     n_cuts = len(partition.cuts)
     head_cfgs = [local_head] * n_cuts if isinstance(local_head, dict) else list(local_head)
-    if len(head_cfgs) != n_cuts:
-        raise ValueError(f'{len(head_cfgs)} local head configs for {n_cuts} cut points; '
-                         'give one dict, or one per cut point.')
+    if len(head_cfgs) != n_cuts or not all(isinstance(c, dict) for c in head_cfgs):
+        raise ValueError(f'{len(head_cfgs)} local head configs for {n_cuts} cut points '
+                         f'({partition.num_blocks} blocks, the last trained by the model\'s own '
+                         'head); give one dict, or a list of one dict per cut point.')
+    network = LocalNetwork(built, partition, input_shape)
     # The heads draw from their own random stream: the network itself starts
     # as its end-to-end twin does under the same seed.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed((torch.initial_seed() + 0x10ca1) % 2**63)
         heads = nn.ModuleDict({
             block_key(k): build_local_head(cfg, partition.shapes[k], num_classes,
-                                           max_head_params, partition.describe(k))
+                                           max_head_params, partition.describe(k),
+                                           network=network, k=k, num_local=n_cuts)
             for k, cfg in enumerate(head_cfgs)
         })
+        names, weights, objectives = build_objectives(
+            local_objectives, partition.shapes, num_classes, input_shape)
     device = next(built.parameters()).device
     setattr(built, HEADS_KEY, heads.to(device))
+    setattr(built, OBJECTIVES_KEY, objectives.to(device))
+    built.local_objective_names, built.local_objective_weights = names, weights
     built.__class__ = _local_class(type(built))
     built.local_partition = partition
     built.local_input_shape = tuple(input_shape)
@@ -350,8 +403,10 @@ def ENNLocalClassifier(model: dict,
         built.local_loss = local_loss
     sizes = [len(p) for p in partition.params]
     head_params = sum(t.numel() for t in (*heads.buffers(), *heads.parameters()))
+    objective_params = sum(t.numel() for t in objectives.parameters())
     print_log(f'ENN-ℓ: {partition.num_blocks} blocks (trainable tensors per block: '
-              f'{sizes}); {head_params:,} local head parameters', logger='current')
+              f'{sizes}); {head_params:,} local head parameters; objectives {names} '
+              f'({objective_params:,} parameters)', logger='current')
     return built
 
 

@@ -36,7 +36,8 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from mmpretrain.registry import MODEL_WRAPPERS
 from mmpretrain.structures import DataSample
-from .local_model import HEADS_KEY, LocalLearningMixin, LocalStep, _targets, block_key
+from .local_model import (HEADS_KEY, OBJECTIVES_KEY, LocalLearningMixin, LocalStep, _targets,
+                          block_key)
 from .partition import main_tensor, own_rng
 from .segment import (StageDone, at_iteration, block_costs, check_segments, exit_at,
                       measure_block_times, model_input, penalty_period_mean, plan_stages,
@@ -45,7 +46,9 @@ from .segment import (StageDone, at_iteration, block_costs, check_segments, exit
 __all__ = ['ENNPipelineParallel']
 
 _DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64]
-_HEADER = 16  # int64 slots: ndim, dtype, target ndim, target dtype, 8 + 4 sizes
+# int64 slots: ndim, dtype, target ndim, target dtype, 8 + 4 sizes, then the
+# network input's ndim (0: not sent), dtype and 6 sizes
+_HEADER = 24
 
 
 def _first_sentence(error: Exception) -> str:
@@ -225,11 +228,15 @@ class ENNPipelineParallel(nn.Module):
             target = torch.randint(model.head.num_classes, (batch_size,), device=device)
             if g[0] == 0:
                 x = torch.randn(batch_size, *model.local_input_shape, device=device)
-                kwargs = dict(inputs=x, samples=[DataSample().set_gt_label(t) for t in target])
+                kwargs = dict(inputs=x, samples=[DataSample().set_gt_label(t) for t in target],
+                              image=x)
             else:
                 z = torch.randn(batch_size, *model.local_partition.shapes[g[0] - 1],
                                 device=device)
                 kwargs = dict(z=z)
+                if model.needs_image(g):
+                    kwargs['image'] = torch.randn(batch_size, *model.local_input_shape,
+                                                  device=device)
 
             def timed(iteration: int) -> float:
                 dist.barrier()  # the stages run at once, as in training
@@ -287,7 +294,7 @@ class ENNPipelineParallel(nn.Module):
                                f'nothing for {self.timeout:.0f} s.')
         return time.perf_counter() - t
 
-    def _send(self, z: Tensor, target: Tensor) -> float:
+    def _send(self, z: Tensor, target: Tensor, image: Optional[Tensor] = None) -> float:
         dev = self._comm_device(z.device)
         z, target = z.detach().to(dev).contiguous(), target.to(dev).contiguous()
         header = torch.zeros(_HEADER, dtype=torch.int64)
@@ -295,10 +302,16 @@ class ENNPipelineParallel(nn.Module):
                                    _DTYPES.index(target.dtype)])
         header[4:4 + z.dim()] = torch.tensor(z.shape)
         header[12:12 + target.dim()] = torch.tensor(target.shape)
+        sent = [z, target]
+        if image is not None:  # a later stage's objective reads the network input
+            image = image.detach().to(dev).contiguous()
+            header[16:18] = torch.tensor([image.dim(), _DTYPES.index(image.dtype)])
+            header[18:18 + image.dim()] = torch.tensor(image.shape)
+            sent.append(image)
         header = header.to(dev)
         dst = self._peer(1)
-        works = [dist.isend(t, dst) for t in (header, z, target)]
-        self._pending.append((works, (header, z, target)))
+        works = [dist.isend(t, dst) for t in (header, *sent)]
+        self._pending.append((works, (header, *sent)))
         waited = 0.0
         while len(self._pending) > self.max_inflight:
             waited += self._wait_sent(self._pending.pop(0))
@@ -324,7 +337,12 @@ class ENNPipelineParallel(nn.Module):
         target = torch.empty(h[12:12 + h[2]], dtype=_DTYPES[h[3]], device=dev)
         waited += self._wait(dist.irecv(z, src), prev, 'receive from')
         waited += self._wait(dist.irecv(target, src), prev, 'receive from')
-        return z.to(device), target.to(device), waited
+        image = None
+        if h[16]:
+            image = torch.empty(h[18:18 + h[16]], dtype=_DTYPES[h[17]], device=dev)
+            waited += self._wait(dist.irecv(image, src), prev, 'receive from')
+            image = image.to(device)
+        return z.to(device), target.to(device), image, waited
 
     def _grad_sync(self, k: int) -> None:
         params = self._block_params[k]
@@ -360,9 +378,9 @@ class ENNPipelineParallel(nn.Module):
             with wrappers[-1].optim_context(model):
                 data = model.data_preprocessor(data, True)
             inputs, samples = data['inputs'], data['data_samples']
-            target, z = _targets(samples), None
+            target, z, image = _targets(samples), None, data['inputs']
         else:
-            z, target, waited = self._recv(device)
+            z, target, image, waited = self._recv(device)
         if self.blocks is None:
             raise RuntimeError('call plan(batch_size) on every rank before training: it '
                                'assigns the blocks to stages (ENNPipelineTrainLoop does).')
@@ -378,9 +396,10 @@ class ENNPipelineParallel(nn.Module):
             inputs, samples = None, None
         log_vars, out = self._run_blocks(
             model, wrappers, blocks, target, inputs=inputs, samples=samples, z=z,
-            grad_sync=self._grad_sync if self.replicas > 1 else None)
+            grad_sync=self._grad_sync if self.replicas > 1 else None, image=image)
         if out is not None:
-            waited += self._send(out, target)
+            later = [b for g in self.blocks[self.stage + 1:] for b in g]
+            waited += self._send(out, target, image if model.needs_image(later) else None)
         elapsed = time.perf_counter() - start
         self.stats['steps'] += 1
         self.stats['wait_s'] += waited
@@ -388,11 +407,12 @@ class ENNPipelineParallel(nn.Module):
         return log_vars
 
     def _run_blocks(self, model, wrappers, blocks, target, inputs=None, samples=None, z=None,
-                    grad_sync=None):
+                    grad_sync=None, image=None):
         """Train ``blocks`` (contiguous) of ``model`` on one micro-batch: from
         the network input (``inputs``, ``samples``) or from the feature ``z``
-        at the cut point before them. Returns the logs and, unless the blocks
-        end with the model's own head, the feature to hand on."""
+        at the cut point before them (``image``: the network input, for
+        objectives that read it). Returns the logs and, unless the blocks end
+        with the model's own head, the feature to hand on."""
         cuts = model.local_partition.cuts
         first, final = blocks[0], blocks[-1]
         entry = cuts[first - 1] if first > 0 else None
@@ -402,7 +422,7 @@ class ENNPipelineParallel(nn.Module):
             if exit_cut is None:
                 samples = [DataSample().set_gt_score(t) if target.dim() > 1
                            else DataSample().set_gt_label(t) for t in target]
-        step = LocalStep(model, wrappers, target, grad_sync=grad_sync)
+        step = LocalStep(model, wrappers, target, grad_sync=grad_sync, image=image)
         out = None
         with model._cut_hooks(step.local_update, blocks), \
                 stub_prefix(model, self.record, entry, target.size(0), z), \
@@ -426,12 +446,12 @@ class ENNPipelineParallel(nn.Module):
         """Parameters and buffers block ``k``'s training changes."""
         model = self.module
         tensors = [p.data for p in self._block_params[k]]
-        head = f'{HEADS_KEY}.{block_key(k)}.'
+        local = tuple(f'{key}.' for key in (HEADS_KEY, OBJECTIVES_KEY))
         ends = [self.record.cut_end[c] for c in model.local_partition.cuts]
         for name, buf in model.named_buffers():
             owner = name.rsplit('.', 1)[0]
-            if name.startswith(HEADS_KEY + '.'):
-                mine = name.startswith(head)
+            if name.startswith(local):
+                mine = name.startswith(tuple(f'{p}{block_key(k)}.' for p in local))
             else:
                 calls = self.record.calls.get(owner)
                 if not calls:

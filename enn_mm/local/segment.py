@@ -217,7 +217,7 @@ def measure_block_times(model: nn.Module, batch_size: int, steps: int = 2) -> Li
         stamps.clear()
         with at_iteration(iteration):
             start = time.perf_counter()
-            step = Timed(twin, wrappers, y)
+            step = Timed(twin, wrappers, y, image=x)
             with twin._cut_hooks(step.local_update):
                 losses = step.final_losses(x, samples)
             step.final_update(losses)

