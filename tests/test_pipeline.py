@@ -76,11 +76,31 @@ def assert_same_checkpoint(got, want, atol=0.0):
                     assert torch.allclose(g[i][name], v, rtol=0, atol=atol), (key, i, name)
 
 
-def test_two_stages_equal_one_process_and_resume(fmnist_root, tmp_path):
-    launch(tiny_cfg(LOCAL_CFG, fmnist_root, tmp_path / 'seq', epochs=2), tmp_path, 1, 'seq')
-    seq = load(tmp_path / 'seq' / 'epoch_2.pth')
+# Heads of every kind and all three objectives; the reconstruction weight is
+# 0 on blocks 2-3 and 1 on block 4, so the network input must travel past
+# stages that do not read it themselves.
+NEW_HEADS = dict(
+    local_head=[dict(type='downstream', depth=2), dict(type='aux_net'), dict(type='conv_aux'),
+                dict(type='downstream', depth=1), dict(type='aux_net')],
+    local_objectives=[dict(type='classification', weight=dict(start=0.5, end=1.0)),
+                      dict(type='reconstruction', weight=[1.0, 0.5, 0.0, 0.0, 1.0]),
+                      dict(type='similarity', weight=0.5)])
 
-    outs = launch(pipe_cfg(fmnist_root, tmp_path / 'pipe', 2), tmp_path, 2, 'pipe')
+
+@pytest.mark.parametrize('local', [{}, NEW_HEADS], ids=['frozen_heads', 'new_heads'])
+def test_two_stages_equal_one_process_and_resume(fmnist_root, tmp_path, local):
+    def pipe(work_dir, epochs):
+        cfg = pipe_cfg(fmnist_root, work_dir, epochs)
+        cfg.model.update(local)
+        return cfg
+
+    launch(tiny_cfg(LOCAL_CFG, fmnist_root, tmp_path / 'seq', epochs=2, **local), tmp_path, 1,
+           'seq')
+    seq = load(tmp_path / 'seq' / 'epoch_2.pth')
+    if local:
+        assert any(k.startswith('local_objectives.block4.1.decoder') for k in seq['state_dict'])
+
+    outs = launch(pipe(tmp_path / 'pipe', 2), tmp_path, 2, 'pipe')
     log = outs[0]
     assert 'stage 0: blocks 0-' in log and 'stage 1: blocks' in log  # the assignment
     assert 'ENN-ℓ pipeline epoch 2: block0.loss' in log and 'stage1_busy' in log
@@ -90,8 +110,8 @@ def test_two_stages_equal_one_process_and_resume(fmnist_root, tmp_path):
     assert_same_checkpoint(load(tmp_path / 'pipe' / 'epoch_2.pth'), seq)
 
     # Stop after one epoch, resume to two: still the same.
-    launch(pipe_cfg(fmnist_root, tmp_path / 'half', 1), tmp_path, 2, 'half1')
-    launch(pipe_cfg(fmnist_root, tmp_path / 'half', 2), tmp_path, 2, 'half2', ['--resume'])
+    launch(pipe(tmp_path / 'half', 1), tmp_path, 2, 'half1')
+    launch(pipe(tmp_path / 'half', 2), tmp_path, 2, 'half2', ['--resume'])
     resumed = load(tmp_path / 'half' / 'epoch_2.pth')
     assert resumed['meta']['iter'] == seq['meta']['iter'] == 8
     assert_same_checkpoint(resumed, seq)

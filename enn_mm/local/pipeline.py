@@ -40,7 +40,8 @@ from .local_model import (HEADS_KEY, OBJECTIVES_KEY, LocalLearningMixin, LocalSt
                           block_key)
 from .partition import main_tensor, own_rng
 from .segment import (StageDone, at_iteration, block_costs, check_segments, exit_at,
-                      measure_block_times, model_input, penalty_period_mean, plan_stages,
+                      local_head_costs, measure_block_times, model_input,
+                      penalty_period_mean, plan_stages,
                       record_calls, refine_split, stub_prefix, training_twin)
 
 __all__ = ['ENNPipelineParallel']
@@ -159,7 +160,9 @@ class ENNPipelineParallel(nn.Module):
         if self.balance == 'measure' and self._assignment is None:
             costs, what = self._measured_costs(batch_size), 'blocks timed alone'
         else:
-            costs, what = block_costs(self.record, batch_size), 'estimated cost'
+            costs = [a + b for a, b in zip(block_costs(self.record, batch_size),
+                                           local_head_costs(model, batch_size))]
+            what = 'estimated cost'
         if self._assignment is not None:
             flat = [b for g in self._assignment for b in g]
             if len(self._assignment) != self.num_stages or flat != list(range(k)):

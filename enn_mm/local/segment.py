@@ -155,6 +155,32 @@ def block_costs(record: 'CallRecord', batch_size: int) -> List[float]:
     return costs
 
 
+def local_head_costs(model: nn.Module, batch_size: int) -> List[float]:
+    """Multiply-adds of one training step (forward + backward, 3x) of each
+    block's local head and objectives (decoders, similarity convs) at
+    ``batch_size``, counted by ``torch.utils.flop_counter`` on one forward
+    pass; 0 for the last block, which has the model's own head."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from .local_model import HEADS_KEY, block_key
+    costs = [0.0] * model.num_blocks
+    device = next(model.parameters()).device
+    heads = getattr(model, HEADS_KEY)
+    for k in range(model.num_blocks - 1):
+        shape = model.local_partition.shapes[k]
+        modules = [heads[block_key(k)]] + [m for _, _, m in model.block_objectives(k)
+                                            if m is not None]
+        twins = [copy.deepcopy(m).train() for m in modules]  # BN statistics untouched
+        with own_rng(device), torch.no_grad(), FlopCounterMode(display=False) as counter:
+            z = torch.randn(2, *shape, device=device)
+            image = torch.randn(2, *model.local_input_shape, device=device)
+            logits = twins[0](z)
+            target = torch.zeros(2, dtype=torch.long, device=device)
+            for m in twins[1:]:
+                m(z, target, logits, image, model.local_loss_module)
+        costs[k] = 3.0 * counter.get_total_flops() / 2 * batch_size / 2
+    return costs
+
+
 def training_twin(model: nn.Module):
     """A deep copy of ``model`` in train mode with one SGD wrapper per block
     (``lr=0``, momentum: the work of a step, the weights kept), for timing."""
