@@ -270,3 +270,54 @@ def test_stage_planning_counts_heads_and_decoders():
     decoder = 28 * 28 * 9 * (8 * 12 + 12 * 1)
     assert costs[0] == 3.0 * 32 * (8 * 10 + decoder)
     assert costs[1:] == local_head_costs(model, 32)[1:]
+
+
+def test_class_stratified_subset(fmnist_root):
+    from mmpretrain.registry import DATASETS
+    init_default_scope('mmpretrain')
+    base = dict(type='FashionMNIST', data_root=fmnist_root, split='train', pipeline=[])
+    full = DATASETS.build(base)
+    labels = list(full.get_gt_labels())
+    sub = DATASETS.build(dict(type='ENNClassSubset', dataset=base, per_class=3))
+    got = list(sub.get_gt_labels())
+    # the first 3 of each class, in dataset order: a brute-force selection
+    want, seen = [], {}
+    for y in labels:
+        seen[y] = seen.get(y, 0) + 1
+        if seen[y] <= 3:
+            want.append(y)
+    assert got == want and len(got) == 3 * len(set(labels))
+    with pytest.raises(ValueError, match=r'per_class=99, but some classes have fewer samples'):
+        DATASETS.build(dict(type='ENNClassSubset', dataset=base, per_class=99))
+
+
+def test_local_accuracy_benchmark_configs(tmp_path):
+    """The benchmark's generated configs: the variant's model overrides and
+    the stratified subset on top of the shipped config, nothing else."""
+    import importlib.util
+    import os.path as osp
+
+    from mmengine.config import Config
+
+    from conftest import REPO
+    spec = importlib.util.spec_from_file_location(
+        'local_accuracy', osp.join(REPO, 'tools/benchmarks/local_accuracy.py'))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for dataset in ('fmnist', 'mnist'):
+        for name in bench.VARIANTS:
+            config, _ = bench.variant_config(name, dataset)
+            assert osp.exists(osp.join(REPO, config)), (name, dataset, config)
+            assert (dataset == 'mnist') == ('mnist' in config and 'fmnist' not in config)
+    path = bench.write_config('block_aux_net_recon', 'mnist', 50, str(tmp_path))
+    cfg = Config.fromfile(path)
+    shipped = Config.fromfile(osp.join(REPO, 'configs/enn_local/resnet18w16_mnist.py'))
+    assert cfg.model.local_head == dict(type='aux_net')
+    assert cfg.model.local_objectives == bench.INFOPRO
+    assert cfg.train_dataloader.dataset.type == 'ENNClassSubset'
+    assert cfg.train_dataloader.dataset.per_class == 50
+    assert cfg.train_dataloader.dataset.dataset == shipped.train_dataloader.dataset
+    for key in ('optim_wrapper', 'param_scheduler', 'train_cfg', 'val_dataloader'):
+        assert cfg[key] == shipped[key], key
+    assert {k: v for k, v in cfg.model.items() if k not in ('local_head', 'local_objectives')} \
+        == {k: v for k, v in shipped.model.items() if k != 'local_head'}

@@ -87,7 +87,8 @@ VARIANTS = {
     # one block per stage (3 blocks)
     'stage_frozen': ('configs/enn_local/resnet18w16_fmnist.py',
                      _local('resnet_stage', dict(type='frozen_linear'))),
-    'stage_conv_aux': ('configs/enn_local/resnet18w16_fmnist_stage.py', None),
+    'stage_conv_aux': ('configs/enn_local/resnet18w16_fmnist.py',  # = ..._fmnist_stage.py
+                       _local('resnet_stage', dict(type='conv_aux'))),
     'stage_aux_net': ('configs/enn_local/resnet18w16_fmnist.py',
                       _local('resnet_stage', dict(type='aux_net'))),
     'stage_aux_net_recon': ('configs/enn_local/resnet18w16_fmnist.py',

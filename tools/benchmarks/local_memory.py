@@ -17,10 +17,13 @@ measured on its first training step:
 - ``time_ratio``: median time of the next ``--steps`` steps, ENN-ℓ / BP.
 
 Splits: ``stage`` (one block per stage, K = 4) and ``block`` (the paper's:
-stem, 16 bottlenecks, head, K = 18); local heads ``pool_linear`` (and with
-``--frozen-heads`` also frozen ones: no gradients, no optimizer state). Prints a
-JSON list of ``{"model", "split", "memory_ratio", "time_ratio", ...}`` on
-stdout; the absolute numbers are in the extra keys.
+stem, 16 bottlenecks, head, K = 18); local heads from ``--heads`` (default
+``pool_linear``; also ``conv_aux``, ``aux_net``, ``aux_net_recon`` (with
+InfoPro's reconstruction decoder), ``downstream``: AugLocal copies, depth 2),
+and with ``--frozen-heads`` also frozen pooled ones (no gradients, no
+optimizer state). Prints a JSON list of ``{"model", "split", "local_heads",
+"memory_ratio", "rss_ratio", "time_ratio", ...}`` on stdout; the absolute
+numbers are in the extra keys.
 """
 import argparse
 import gc
@@ -37,6 +40,16 @@ if REPO not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, REPO)
 
 SPLITS = {'bp': [], 'stage': 'resnet_stage', 'block': 'resnet_block'}
+INFOPRO = [dict(type='classification', weight=dict(start=0.5, end=1.0)),
+           dict(type='reconstruction', weight=dict(start=1.0, end=0.0))]
+HEADS = {  # name -> (local_head, local_objectives)
+    'pool_linear': (dict(type='pool_linear'), None),
+    'pool_linear_frozen': (dict(type='pool_linear', frozen=True), None),
+    'conv_aux': (dict(type='conv_aux', stride=2), None),
+    'aux_net': (dict(type='aux_net'), None),
+    'aux_net_recon': (dict(type='aux_net'), INFOPRO),
+    'downstream': (dict(type='downstream', depth=2), None),
+}
 
 
 def _status_kb(field: str) -> int:
@@ -73,10 +86,10 @@ def worker(args) -> dict:
         optim = OptimWrapper(torch.optim.SGD(params, **{k: v for k, v in optimizer.items()
                                                         if k != 'type'}))
     else:
+        head, objectives = HEADS[args.head]
         model = MODELS.build(dict(type='ENNLocalClassifier', model=model, cuts=SPLITS[args.split],
-                                  input_shape=(3, args.size, args.size),
-                                  local_head=dict(type='pool_linear',
-                                                  frozen=args.frozen_heads)))
+                                  input_shape=(3, args.size, args.size), local_head=head,
+                                  local_objectives=objectives, max_head_params=2**28))
         optim = build_optim_wrapper(model, dict(constructor='ENNLocalOptimWrapperConstructor',
                                                 optimizer=optimizer))
     model.train()
@@ -103,18 +116,17 @@ def worker(args) -> dict:
                 saved_peak_mb=meter.peak / 2**20, step_s=statistics.median(times))
 
 
-def run_variant(args, enn: bool, split: str, num_classes: int, frozen: bool = False) -> dict:
+def run_variant(args, enn: bool, split: str, num_classes: int, head: str = 'pool_linear') -> dict:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='131072', OMP_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads))
     cmd = [sys.executable, __file__, '--worker', split, '--threads', str(args.threads),
            '--batch', str(args.batch), '--size', str(args.size), '--steps', str(args.steps),
-           '--num-classes', str(num_classes)] + (['--enn'] if enn else []) + \
-        (['--frozen-heads'] if frozen else [])
+           '--num-classes', str(num_classes), '--head', head] + (['--enn'] if enn else [])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f'{split} (enn={enn}) failed:\n{proc.stderr[-3000:]}')
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f'{"enn-" if enn else ""}resnet50 {split} ({num_classes} classes): {result}',
+    print(f'{"enn-" if enn else ""}resnet50 {split} {head} ({num_classes} classes): {result}',
           file=sys.stderr)
     return result
 
@@ -131,6 +143,10 @@ def main():
     parser.add_argument('--frozen-heads', action='store_true',
                         help='also measure the splits with frozen pooled heads '
                         '(pool_linear, frozen=True: no gradients, no optimizer state)')
+    parser.add_argument('--heads', nargs='+', default=['pool_linear'], choices=list(HEADS),
+                        help='local heads to measure')
+    parser.add_argument('--head', default='pool_linear', choices=list(HEADS),
+                        help=argparse.SUPPRESS)
     parser.add_argument('--worker', choices=list(SPLITS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -142,14 +158,12 @@ def main():
     for enn, num_classes in itertools.product([False, True] if args.enn else [False],
                                               args.num_classes):
         bp = run_variant(args, enn, 'bp', num_classes)
-        heads = [(s, False) for s in ('stage', 'block')]
-        if args.frozen_heads:
-            heads += [(s, True) for s in ('stage', 'block')]
-        for split, frozen in heads:
-            r = run_variant(args, enn, split, num_classes, frozen)
+        names = list(args.heads) + (['pool_linear_frozen'] if args.frozen_heads else [])
+        for head, split in itertools.product(names, ('stage', 'block')):
+            r = run_variant(args, enn, split, num_classes, head)
             records.append(dict(
                 model=('enn-' if enn else '') + 'resnet50', split=split,
-                local_heads='pool_linear' + (' (frozen)' if frozen else ''),
+                local_heads=head.replace('_frozen', ' (frozen)'),
                 memory_ratio=round(r['step_peak_mb'] / bp['step_peak_mb'], 3),
                 time_ratio=round(r['step_s'] / bp['step_s'], 3),
                 rss_ratio=round(r['peak_rss_mb'] / bp['peak_rss_mb'], 3),
