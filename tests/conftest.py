@@ -11,6 +11,27 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'gpu: needs a CUDA GPU (tools/gpu_check.sh runs these)')
+
+
+def pytest_collection_modifyitems(config, items):
+    """With ENN_MM_REQUIRE_GPU=1 (tools/gpu_check.sh) a GPU test that would
+    be skipped for want of CUDA or faiss-gpu is an error instead."""
+    if os.environ.get('ENN_MM_REQUIRE_GPU') != '1':
+        return
+    if not any(item.get_closest_marker('gpu') for item in items):
+        return
+    if not torch.cuda.is_available():
+        raise pytest.UsageError('ENN_MM_REQUIRE_GPU=1 but torch sees no CUDA GPU '
+                                f'(torch {torch.__version__}, built for CUDA '
+                                f'{torch.version.cuda}).')
+    import faiss
+    if not (hasattr(faiss, 'StandardGpuResources') and faiss.get_num_gpus() > 0):
+        raise pytest.UsageError('ENN_MM_REQUIRE_GPU=1 but faiss has no GPU support: install '
+                                "the [gpu] extra (faiss-gpu) instead of faiss-cpu.")
+
+
 def write_idx(folder, prefix, images, labels, compress=False):
     """Write images/labels in the IDX format of (Fashion-)MNIST."""
     n, h, w = images.shape

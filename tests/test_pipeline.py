@@ -35,16 +35,18 @@ def pipe_cfg(root, work_dir, epochs, stages=2, **wrapper):
     return cfg
 
 
-def launch(cfg, tmp_path, nproc, name, extra=(), wait=True):
-    """Start ``nproc`` ranks of tools/train.py as torchrun would (env://)."""
+def launch(cfg, tmp_path, nproc, name, extra=(), wait=True, env=None):
+    """Start ``nproc`` ranks of tools/train.py as torchrun would (env://);
+    ``env`` overrides variables of every rank."""
     path = str(tmp_path / f'{name}.py')
     cfg.dump(path)
     port = str(free_port())
-    procs = []
+    procs, env_override = [], dict(env or {})
     for rank in range(nproc):
         env = dict(os.environ, OMP_NUM_THREADS='1', MASTER_ADDR='127.0.0.1', MASTER_PORT=port,
                    RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc),
                    PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, 'tests')]))
+        env.update(env_override)
         procs.append(subprocess.Popen(
             [sys.executable, 'tools/train.py', path, *extra,
              *(['--launcher', 'pytorch'] if nproc > 1 else [])],
