@@ -75,8 +75,9 @@ VARIANTS = {
                           _local('resnet_block', dict(type='aux_net'),
                                  [dict(type='classification'),
                                   dict(type='similarity', weight=1.0)])),
-    'block_downstream': ('configs/enn_local/resnet18w16_fmnist.py',
-                         _local('resnet_block', dict(type='downstream', depth=2))),
+    # = configs/enn_local/resnet18w16_fmnist.py with cuts='resnet_block',
+    # local_head=dict(type='downstream', depth=2)
+    'block_downstream': ('configs/enn_local/resnet18w16_fmnist_best_block.py', None),
     'block_downstream3': ('configs/enn_local/resnet18w16_fmnist.py',
                           _local('resnet_block', dict(type='downstream', depth=3))),
     'block_downstream_recon': ('configs/enn_local/resnet18w16_fmnist.py',
@@ -99,8 +100,9 @@ VARIANTS = {
                             _local('resnet_stage', dict(type='aux_net'), INFOPRO)),
     'stage_aux_net_retract': ('configs/enn_local/resnet18w16_fmnist.py',
                               dict(_local('resnet_stage', dict(type='aux_net')), **RETRACT)),
-    'stage_downstream': ('configs/enn_local/resnet18w16_fmnist.py',
-                         _local('resnet_stage', dict(type='downstream', depth=2))),
+    # = configs/enn_local/resnet18w16_fmnist.py with cuts='resnet_stage',
+    # local_head=dict(type='downstream', depth=2)
+    'stage_downstream': ('configs/enn_local/resnet18w16_fmnist_best_stage.py', None),
     'stage_downstream_retract': ('configs/enn_local/resnet18w16_fmnist.py',
                                  dict(_local('resnet_stage', dict(type='downstream', depth=2)),
                                       **RETRACT)),
@@ -292,12 +294,12 @@ def main():
         done = [runs[(name, s)] for s in args.seeds if (name, s) in runs]
         if done:
             results[args.dataset][name] = summarize(name, args.dataset, done, base)
-    bp = results[args.dataset].get('bp_dense')
-    if bp and len(bp['top1_per_eval_mean']) > 1:
-        last = bp['top1_per_eval_mean'][-2:]
-        results['budget'].setdefault('bp_converged', {})[args.dataset] = dict(
-            last_two_evaluations=last, moved=round(abs(last[1] - last[0]), 2),
-            converged=abs(last[1] - last[0]) < 0.3)
+    for name, res in results[args.dataset].items():  # did end-to-end BP converge?
+        if name.startswith('bp_') and len(res['top1_per_eval_mean']) > 1:
+            last = res['top1_per_eval_mean'][-2:]
+            results['budget'].setdefault('bp_converged', {}).setdefault(args.dataset, {})[name] = \
+                dict(last_two_evaluations_mean=last, moved=round(abs(last[1] - last[0]), 2),
+                     converged=abs(last[1] - last[0]) < 0.3, seeds=len(res['seeds']))
     if failed:
         results['failed'] = failed
     text = json.dumps(results, indent=1)

@@ -122,10 +122,14 @@ def run_variant(args, enn: bool, split: str, num_classes: int, head: str = 'pool
     cmd = [sys.executable, __file__, '--worker', split, '--threads', str(args.threads),
            '--batch', str(args.batch), '--size', str(args.size), '--steps', str(args.steps),
            '--num-classes', str(num_classes), '--head', head] + (['--enn'] if enn else [])
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f'{split} (enn={enn}) failed:\n{proc.stderr[-3000:]}')
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    samples = []
+    for _ in range(args.repeats):  # fresh processes; the median of each number
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f'{split} (enn={enn}) failed:\n{proc.stderr[-3000:]}')
+        samples.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    result = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
+    result['samples'] = len(samples)
     print(f'{"enn-" if enn else ""}resnet50 {split} {head} ({num_classes} classes): {result}',
           file=sys.stderr)
     return result
@@ -140,6 +144,9 @@ def main():
     parser.add_argument('--num-classes', type=int, nargs='+', default=[1000, 10],
                         help='head sizes to measure (the local heads grow with it)')
     parser.add_argument('--enn', action='store_true', help='also measure the ENN ResNet-50')
+    parser.add_argument('--enn-only', action='store_true', help='only the ENN ResNet-50')
+    parser.add_argument('--repeats', type=int, default=1,
+                        help='fresh processes per variant (the median of each number)')
     parser.add_argument('--frozen-heads', action='store_true',
                         help='also measure the splits with frozen pooled heads '
                         '(pool_linear, frozen=True: no gradients, no optimizer state)')
@@ -155,7 +162,8 @@ def main():
         return
 
     records = []
-    for enn, num_classes in itertools.product([False, True] if args.enn else [False],
+    models = [True] if args.enn_only else [False, True] if args.enn else [False]
+    for enn, num_classes in itertools.product(models,
                                               args.num_classes):
         bp = run_variant(args, enn, 'bp', num_classes)
         names = list(args.heads) + (['pool_linear_frozen'] if args.frozen_heads else [])
@@ -173,7 +181,7 @@ def main():
                 peak_rss_mb=round(r['peak_rss_mb'], 1), bp_peak_rss_mb=round(bp['peak_rss_mb'], 1),
                 step_s=round(r['step_s'], 3), bp_step_s=round(bp['step_s'], 3),
                 batch=args.batch, size=args.size, num_classes=num_classes,
-                threads=args.threads))
+                threads=args.threads, samples=args.repeats))
     print(json.dumps(records, indent=1))
 
 

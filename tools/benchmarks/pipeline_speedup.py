@@ -1,14 +1,15 @@
 """Training throughput of pipelined ENN-ℓ against sequential ENN-ℓ and end-to-end BP.
 
     python tools/benchmarks/pipeline_speedup.py [--stages 2] [--steps 30]
-        [--penalty-interval N | --dense]
+        [--penalty-interval N | --dense] [--local-head pool_linear|downstream|...]
 
 ResNet-50 (MMPretrain's ``ResNet(depth=50)``, 1000 classes) as ENN with the
 orthogonality penalty on every step (the paper's; ``--penalty-interval 10``:
 every 10th step; ``--dense``: the plain network), batch 16 at 112 px, SGD
 with momentum, synthetic images.
 ENN-ℓ uses the paper's split (stem, 16 bottlenecks, head) with ``pool_linear``
-heads. Every variant runs in fresh processes, each pinned to its own cores
+heads (``--local-head``: another local head, e.g. ``downstream``, the AugLocal
+copies of the best per-block recipe, depth 2). Every variant runs in fresh processes, each pinned to its own cores
 with its thread count set explicitly:
 
 - ``pipeline``: ``--stages`` K processes × ``--threads`` threads, blocks
@@ -71,9 +72,12 @@ def build(args, local: bool, device):
         return model, OptimWrapper(torch.optim.SGD(
             [p for p in model.parameters() if p.requires_grad],
             **{k: v for k, v in optimizer.items() if k != 'type'}))
+    head = dict(type=args.local_head)
+    if args.local_head == 'downstream':
+        head['depth'] = 2
     model = MODELS.build(dict(type='ENNLocalClassifier', model=model, cuts='resnet_block',
-                              input_shape=(3, args.size, args.size),
-                              local_head=dict(type='pool_linear'))).to(device)
+                              input_shape=(3, args.size, args.size), local_head=head,
+                              max_head_params=2**28)).to(device)
     return model, build_optim_wrapper(
         model, dict(constructor='ENNLocalOptimWrapperConstructor', optimizer=optimizer))
 
@@ -194,6 +198,7 @@ def _cmd(args, worker: str, threads: int):
             '--stages', str(args.stages), '--batch', str(args.batch), '--size', str(args.size),
             '--steps', str(args.steps), '--warmup', str(args.warmup),
             '--device', args.device, '--penalty-interval', str(args.penalty_interval),
+            '--local-head', args.local_head,
             '--refine', str(args.refine)] \
         + (['--dense'] if args.dense else [])
 
@@ -248,6 +253,8 @@ def main():
     parser.add_argument('--steps', type=int, default=30, help='timed steps')
     parser.add_argument('--warmup', type=int, default=4)
     parser.add_argument('--dense', action='store_true', help='the plain ResNet-50, not ENN')
+    parser.add_argument('--local-head', default='pool_linear',
+                        choices=['pool_linear', 'conv_aux', 'aux_net', 'downstream'])
     parser.add_argument('--penalty-interval', type=int, default=1,
                         help='ENN: orthogonality penalty on every n-th step')
     parser.add_argument('--refine', type=int, default=3,
@@ -284,7 +291,7 @@ def main():
                   size=args.size, stages=args.stages, threads_per_worker=args.threads,
                   device=args.device, steps=args.steps,
                   penalty_interval=None if args.dense else args.penalty_interval,
-                  refine=args.refine)
+                  refine=args.refine, local_head=args.local_head)
     gpus = 0
     if args.device == 'cuda':
         import torch
