@@ -24,18 +24,15 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from conftest import REPO
+from test_local import TINY
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason='needs a CUDA GPU: run tools/gpu_check.sh '
                                 'on a GPU machine')
 gpu = [pytest.mark.gpu, needs_cuda]
 
-RESNET = dict(type='ImageClassifier',
-              backbone=dict(type='ResNet_CIFAR', depth=18, in_channels=3, stem_channels=16,
-                            base_channels=16, num_stages=2, strides=(1, 2), dilations=(1, 1),
-                            out_indices=(1, )),
-              neck=dict(type='GlobalAveragePooling'),
-              head=dict(type='LinearClsHead', num_classes=10, in_channels=32))
+RESNET = copy.deepcopy(TINY)  # a width-8 ResNet-18, two stages
+RESNET['backbone']['in_channels'] = 3
 VIT = dict(type='ImageClassifier',
            backbone=dict(type='VisionTransformer', img_size=32, patch_size=8,
                          arch=dict(embed_dims=64, num_layers=2, num_heads=2,

@@ -241,21 +241,11 @@ class LocalNetwork:
             f'{type(backbone).__name__} is neither an MMPretrain ResNet (`res_layers`) nor a '
             'ViT (`layers`); give the blocks to copy with units=[module names].')
 
-    def order(self, names: Sequence[str]) -> List[Tuple[str, int]]:
-        """``(name, position)`` of the first call of each module in ``names``
-        and of each cut point, in one probe forward pass (eval mode, its own
-        random stream)."""
+    def probe(self, handles) -> None:
+        """One forward pass of a random input in eval mode (running statistics
+        untouched, its own random stream) for the hooks ``handles``, which
+        are removed after."""
         from .partition import own_rng
-        modules = dict(self.model.named_modules())
-        missing = [n for n in names if n not in modules]
-        if missing:
-            raise ValueError(f'units {missing} are not modules of {type(self.model).__name__}.')
-        seen: List[Tuple[str, int]] = []
-        handles = [modules[n].register_forward_pre_hook(
-            lambda m, a, n=n: seen.append((n, len(seen)))) for n in names]
-        handles += [modules[c].register_forward_hook(
-            lambda m, a, o, c=c: seen.append(('cut:' + c, len(seen))))
-            for c in self.partition.cuts]
         training = self.model.training
         param = next(self.model.parameters())
         self.model.eval()
@@ -267,6 +257,22 @@ class LocalNetwork:
             for h in handles:
                 h.remove()
             self.model.train(training)
+
+    def order(self, names: Sequence[str]) -> List[Tuple[str, int]]:
+        """``(name, position)`` of the first call of each module in ``names``
+        and of each cut point, in one probe forward pass (eval mode, its own
+        random stream)."""
+        modules = dict(self.model.named_modules())
+        missing = [n for n in names if n not in modules]
+        if missing:
+            raise ValueError(f'units {missing} are not modules of {type(self.model).__name__}.')
+        seen: List[Tuple[str, int]] = []
+        handles = [modules[n].register_forward_pre_hook(
+            lambda m, a, n=n: seen.append((n, len(seen)))) for n in names]
+        handles += [modules[c].register_forward_hook(
+            lambda m, a, o, c=c: seen.append(('cut:' + c, len(seen))))
+            for c in self.partition.cuts]
+        self.probe(handles)
         first = {}
         for n, i in seen:
             first.setdefault(n, i)
@@ -383,19 +389,7 @@ def _shape_changers(later, network, modules):
             shapes.setdefault(n, (tuple(args[0].shape), tuple(main_output(output).shape)))
         return hook
 
-    handles = [modules[n].register_forward_hook(hook_for(n)) for n in later]
-    from .partition import own_rng
-    param = next(network.model.parameters())
-    training = network.model.training
-    network.model.eval()
-    try:
-        with own_rng(param.device), torch.no_grad():
-            network.model(torch.randn(1, *network.input_shape, device=param.device),
-                          mode='tensor')
-    finally:
-        for h in handles:
-            h.remove()
-        network.model.train(training)
+    network.probe([modules[n].register_forward_hook(hook_for(n)) for n in later])
     return {n for n in later if n in shapes and shapes[n][0] != shapes[n][1]}
 
 
@@ -440,13 +434,14 @@ HEAD_TYPES = {
 }
 
 
-def _head_class(kind):
-    if kind in HEAD_TYPES:
-        return HEAD_TYPES[kind]
-    cls = MODELS.get(kind) if isinstance(kind, str) else kind
+def module_class(kind, aliases: dict, what: str) -> type:
+    """The module class an alias or a ``MODELS`` name stands for."""
+    if kind in aliases:
+        return aliases[kind]
+    cls = MODELS.get(kind) if isinstance(kind, str) else None
     if not isinstance(cls, type) or not issubclass(cls, nn.Module):
-        raise KeyError(f'unknown local head type {kind!r}; choose one of {sorted(HEAD_TYPES)} '
-                       'or a module registered in MODELS that takes (in_shape, num_classes).')
+        raise KeyError(f'unknown {what} {kind!r}; choose one of {sorted(aliases)} or a module '
+                       'registered in MODELS.')
     return cls
 
 
@@ -468,7 +463,7 @@ def build_local_head(cfg: dict, in_shape: Sequence[int], num_classes: int,
     """
     cfg = dict(cfg)
     kind = cfg.pop('type', None)
-    cls = _head_class(kind)
+    cls = module_class(kind, HEAD_TYPES, 'local head type')
     if hasattr(cls, 'from_network'):
         if network is None:
             raise TypeError(f'the {kind} local head is built from the network; '

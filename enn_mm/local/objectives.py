@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmpretrain.registry import MODELS
+from .heads import module_class
 
 __all__ = ['ClassificationObjective', 'ReconstructionObjective', 'SimilarityObjective',
            'OBJECTIVE_TYPES', 'block_weights', 'build_objectives', 'similarity_matrix']
@@ -189,16 +190,6 @@ OBJECTIVE_TYPES = {
 DEFAULT_OBJECTIVES = (dict(type='classification', weight=1.0), )
 
 
-def _objective_class(kind):
-    if kind in OBJECTIVE_TYPES:
-        return OBJECTIVE_TYPES[kind]
-    cls = MODELS.get(kind) if isinstance(kind, str) else None
-    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
-        raise KeyError(f'unknown local objective {kind!r}; choose one of '
-                       f'{sorted(OBJECTIVE_TYPES)} or a module registered in MODELS.')
-    return cls
-
-
 def build_objectives(cfgs: Optional[Sequence[dict]], shapes: Sequence[tuple],
                      num_classes: int, input_shape: Sequence[int]):
     """Build every local block's objectives.
@@ -226,7 +217,7 @@ def build_objectives(cfgs: Optional[Sequence[dict]], shapes: Sequence[tuple],
     for cfg in cfgs:
         cfg = dict(cfg)
         kind = cfg.pop('type', None)
-        cls = _objective_class(kind)
+        cls = module_class(kind, OBJECTIVE_TYPES, 'local objective')
         name = kind if isinstance(kind, str) else cls.__name__
         if name in names:
             raise ValueError(f'local objective {name!r} is listed twice.')

@@ -23,6 +23,7 @@ The ``budget`` record says whether end-to-end BP converged: its top-1 moved by
 less than 0.3 points over its last two evaluations (mean over seeds). Prints
 the JSON (also written to ``--out``) and saves ``--plot`` (mean top-1 vs epoch).
 ``--reuse`` takes finished runs from ``--work-dir`` instead of training again.
+``--markdown JSON DATASET`` prints the table of a saved JSON (the docs' tables).
 """
 import argparse
 import json
@@ -230,7 +231,47 @@ def plot(results, path):
     plt.close(fig)
 
 
+def describe(name: str) -> str:
+    """What a variant is, in words."""
+    if name.startswith('bp_'):
+        return {'bp_dense': 'end-to-end BP, dense', 'bp_enn': 'end-to-end BP, ENN (penalty)',
+                'bp_enn_retract': 'end-to-end BP, ENN (retraction)'}[name]
+    split, _, rest = name.partition('_')
+    retract = rest.endswith('_retract')
+    rest = rest[:-len('_retract')] if retract else rest
+    heads = {'frozen': 'frozen linear heads (paper)', 'conv_aux': 'conv_aux heads',
+             'aux_net': 'aux_net heads', 'aux_net_dgl': 'aux_net heads (DGL)',
+             'aux_net_recon': 'aux_net + reconstruction (InfoPro)',
+             'aux_net_sim': 'aux_net + similarity', 'predsim': 'pool_linear + similarity (PredSim)',
+             'downstream': 'downstream heads (AugLocal, depth 2)',
+             'downstream3': 'downstream heads (AugLocal, depth 3)',
+             'downstream_recon': 'downstream + reconstruction'}[rest]
+    where = 'per block (paper\'s split, K = 8)' if split == 'block' else 'per stage (K = 3)'
+    return f"ENN-ℓ {where}, {heads}, {'retraction' if retract else 'penalty'}"
+
+
+def markdown(results: dict, dataset: str) -> str:
+    """The results of ``dataset`` as a markdown table (rendered from the JSON)."""
+    rows = results[dataset]
+    best_bp = max((r['mean'], n) for n, r in rows.items() if n.startswith('bp_'))
+    lines = ['| variant | training | seeds | top-1 % (final) | per seed | vs best BP | '
+             'step time / BP dense | peak memory / BP dense |', '|---|---|---|---|---|---|---|---|']
+    for name, r in sorted(rows.items(), key=lambda kv: -kv[1]['mean']):
+        ratio = r.get('vs_bp_dense', {})
+        spread = f" ± {r['std']:.2f}" if r['std'] is not None else ''
+        lines.append(
+            f"| `{name}` | {describe(name)} | {len(r['seeds'])} | {r['mean']:.2f}{spread} | "
+            f"{' / '.join(f'{v:.2f}' for v in r['final_top1'])} | "
+            f"{r['mean'] - best_bp[0]:+.2f} | {ratio.get('iter_time_median', '–')} | "
+            f"{ratio.get('peak_rss_median', '–')} |")
+    return '\n'.join(lines) + f'\n\n(best BP: `{best_bp[1]}`, {best_bp[0]:.2f})\n'
+
+
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == '--markdown':  # render a saved JSON
+        with open(sys.argv[2]) as f:
+            print(markdown(json.load(f), sys.argv[3]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--dataset', default='fmnist', choices=list(DATA))
     parser.add_argument('--variants', nargs='+', default=['bp_dense', 'block_frozen'],
