@@ -310,7 +310,9 @@ class DownstreamHead(nn.Module):
 
     The copies are chosen evenly among the units (residual blocks, ViT
     layers) that run after block ``k``, always keeping the units that change
-    the feature's shape so that the copies chain. They are dense, newly
+    the feature's shape so that the copies chain: where more units than
+    ``depth`` change the shape (a ResNet-50's first block has four stage
+    transitions after it), all of those are copied. They are dense, newly
     initialized and share no tensor with the network. The number of copies
     tapers linearly from ``depth`` at the first block to ``min_depth`` at the
     last local block (AugLocal uses fewer near the output).
