@@ -153,7 +153,7 @@ def test_compute_modes_agree_on_cuda(arch):
     check_compute_modes(arch, 'cuda')
 
 
-def _run_cfg(path, root, work_dir, **model):
+def _run_cfg(path, root, work_dir, amp=True, **model):
     from mmengine.config import Config
     cfg = Config.fromfile(path)
     cfg.model.update(model)
@@ -167,9 +167,29 @@ def _run_cfg(path, root, work_dir, **model):
     cfg.train_dataloader.sampler = dict(type='InfiniteSampler', shuffle=True)
     cfg.custom_hooks = []
     cfg.work_dir = str(work_dir)
-    cfg.optim_wrapper.type = 'AmpOptimWrapper'
-    cfg.optim_wrapper.dtype = 'bfloat16'
+    if amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.dtype = 'bfloat16'
     return cfg
+
+
+def check_twenty_iterations(config, root, work_dir, cuda):
+    cfg = _run_cfg(osp.join(REPO, config), root, work_dir, amp=cuda)
+    runner = Runner.from_cfg(cfg)
+    assert next(runner.model.parameters()).is_cuda == cuda
+    runner.train()
+    losses = runner.message_hub.get_scalar('train/loss').data[0]
+    assert len(losses) == 20 and np.isfinite(losses).all()
+    metrics = runner.val_loop.run()
+    assert 0 <= metrics['accuracy/top1'] <= 100
+
+
+@pytest.mark.parametrize('config', ['configs/enn/resnet18w16_fmnist.py',
+                                    'configs/enn_local/resnet18w16_fmnist.py'])
+def test_twenty_iterations_with_the_runner_on_cpu(fmnist_root, tmp_path, config):
+    """What the CUDA run below does, without AMP (mmengine allows it on GPUs only)."""
+    torch.set_num_threads(1)
+    check_twenty_iterations(config, fmnist_root, tmp_path, cuda=False)
 
 
 @pytest.mark.parametrize('config', ['configs/enn/resnet18w16_fmnist.py',
@@ -177,13 +197,7 @@ def _run_cfg(path, root, work_dir, **model):
 @pytest.mark.gpu
 @needs_cuda
 def test_twenty_amp_iterations_with_the_runner_on_cuda(fmnist_root, tmp_path, config):
-    cfg = _run_cfg(osp.join(REPO, config), fmnist_root, tmp_path)
-    runner = Runner.from_cfg(cfg)
-    assert next(runner.model.parameters()).is_cuda
-    runner.train()
-    losses = runner.message_hub.get_scalar('train/loss').data[0]
-    assert len(losses) == 20 and np.isfinite(losses).all()
-    assert runner.message_hub.get_scalar('val/accuracy/top1') is not None
+    check_twenty_iterations(config, fmnist_root, tmp_path, cuda=True)
 
 
 @pytest.mark.gpu
