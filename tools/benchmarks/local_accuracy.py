@@ -212,20 +212,27 @@ def plot(results, path):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     datasets = [d for d in results if d in DATA]
-    fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 5), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(11 * len(datasets), 5.5), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
-        for name, res in results[dataset].items():
+        rows = sorted(results[dataset].items(), key=lambda kv: -kv[1]['mean'])
+        for name, res in rows:
             style = '-' if name.startswith('bp_') else ('--' if name.startswith('block') else ':')
+            final = len(res['seeds']) > 1  # BP and the finalists: 3 seeds, drawn bold
             ax.plot(res['eval_epochs'], res['top1_per_eval_mean'], style, marker='o',
-                    markersize=3, label=f"{name} ({res['mean']:.2f}, {len(res['seeds'])} seed"
+                    markersize=3 if final else 2, linewidth=2.2 if final else 0.9,
+                    alpha=1.0 if final else 0.6,
+                    label=f"{name} ({res['mean']:.2f}, {len(res['seeds'])} seed"
                     f"{'s' if len(res['seeds']) > 1 else ''})")
         budget = results['budget']
-        ax.set_title(f"{DATA[dataset]['describe'][:40]}: {budget['per_class'] or 'all'} per class, "
-                     f"{budget['epochs']} epochs", fontsize=9)
+        ax.set_title(f"{dataset}: {budget['per_class'] or 'all'} training images per class, "
+                     f"{budget['epochs']} epochs (solid: BP, dashed: ENN-ℓ per block, dotted: "
+                     'per stage)', fontsize=9)
         ax.set_xlabel('epoch')
         ax.set_ylabel('test top-1 (%), mean over seeds')
+        ax.set_ylim(bottom=max(0, min(min(r['top1_per_eval_mean']) for _, r in rows) - 2))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, title='variant (final mean)')
+        ax.legend(fontsize=7, title='variant (final mean), best first', loc='upper left',
+                  bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
