@@ -378,3 +378,10 @@ def test_local_accuracy_summary_ratios_and_table():
     table = bench.markdown(results, 'fmnist')
     assert '| `block_downstream` |' in table and '| 79.50 ± 0.71 | 79.00 / 80.00 | 1.50 |' in table
     assert '(best BP: `bp_dense`, 81.00)' in table
+
+
+def test_one_block_builds_no_objective_but_checks_its_options():
+    model = local(cuts=[], local_objectives=INFOPRO)
+    assert model.num_blocks == 1 and len(model.local_objectives) == 0
+    with pytest.raises(TypeError, match="local objective 'reconstruction'"):
+        local(cuts=[], local_objectives=[dict(type='reconstruction', depth=2)])

@@ -223,8 +223,9 @@ def build_objectives(cfgs: Optional[Sequence[dict]], shapes: Sequence[tuple],
             raise ValueError(f'local objective {name!r} is listed twice.')
         names.append(name)
         w = block_weights(cfg.pop('weight', 1.0), num_local, f'local objective {name!r}')
-        try:
-            inspect.signature(cls).bind(shapes[0], num_classes, tuple(input_shape), **cfg)
+        try:  # (one block, no local one: nothing to build, the options still checked)
+            inspect.signature(cls).bind(shapes[0] if shapes else (), num_classes,
+                                        tuple(input_shape), **cfg)
         except TypeError as e:
             raise TypeError(f'local objective {name!r}: {e}. Its options are '
                             f'{list(inspect.signature(cls).parameters)[3:]} and weight.') from None
