@@ -28,7 +28,7 @@ from the network itself (as ``downstream`` is).
 import copy
 import inspect
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -258,7 +258,7 @@ class LocalNetwork:
                 h.remove()
             self.model.train(training)
 
-    def order(self, names: Sequence[str]) -> List[Tuple[str, int]]:
+    def order(self, names: Sequence[str]) -> Dict[str, int]:
         """``(name, position)`` of the first call of each module in ``names``
         and of each cut point, in one probe forward pass (eval mode, its own
         random stream)."""

@@ -61,8 +61,8 @@ class LocalLearningMixin:
     local_heads: nn.ModuleDict
     local_partition: Partition
     local_input_shape: tuple
-    local_objective_names: List[str] = ['classification']
-    local_objective_weights: List[List[float]] = None
+    local_objective_names: List[str]
+    local_objective_weights: List[List[float]]
 
     # ------------------------------------------------------------ structure
     @property
@@ -75,22 +75,16 @@ class LocalLearningMixin:
         names = list(self.local_partition.params[k])
         if k < self.num_blocks - 1:
             for key in (HEADS_KEY, OBJECTIVES_KEY):
-                owner = self._modules.get(key)
-                if owner is None:
-                    continue
-                names += [f'{key}.{block_key(k)}.{n}'
-                          for n, p in owner[block_key(k)].named_parameters() if p.requires_grad]
+                names += [f'{key}.{block_key(k)}.{n}' for n, p in
+                          getattr(self, key)[block_key(k)].named_parameters() if p.requires_grad]
         return names
 
     def block_objectives(self, k: int):
         """``(name, weight, module)`` of each objective of local block ``k``
         whose weight is not 0."""
-        modules = self._modules.get(OBJECTIVES_KEY)
-        if modules is None:  # built before objectives existed: the classification loss
-            return [('classification', 1.0, None)]
-        weights = self.local_objective_weights[k]
-        return [(n, w, m) for n, w, m in zip(self.local_objective_names, weights,
-                                             modules[block_key(k)]) if w != 0]
+        modules = getattr(self, OBJECTIVES_KEY)[block_key(k)]
+        return [(n, w, m) for n, w, m in zip(self.local_objective_names,
+                                             self.local_objective_weights[k], modules) if w != 0]
 
     def needs_image(self, blocks: Sequence[int]) -> bool:
         """Whether an objective of one of ``blocks`` reads the network input."""
@@ -250,10 +244,7 @@ class LocalStep:
         logits = getattr(model, HEADS_KEY)[block_key(k)](z)
         loss, terms = None, model.block_objectives(k)
         for name, weight, objective in terms:
-            if objective is None:
-                term = model.local_loss_module(logits, self.target, avg_factor=logits.size(0))
-            else:
-                term = objective(z, self.target, logits, self.image, model.local_loss_module)
+            term = objective(z, self.target, logits, self.image, model.local_loss_module)
             if len(terms) > 1:
                 self.log_vars[f'{block_key(k)}.loss_{name}'] = term.detach()
             term = term if weight == 1 else weight * term
