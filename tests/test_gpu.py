@@ -289,11 +289,11 @@ def test_gpu_check_script_is_complete():
     assert subprocess.run(['bash', '-n', path]).returncode == 0
     text = open(path).read()
     for needle in ('.[gpu,tests]', 'ENN_MM_REQUIRE_GPU=1', '-m pytest tests -m gpu',
-                   'enn_overhead.py --device cuda --amp bf16', '--measure-intervals',
+                   'enn_overhead.py --device cuda --amp bf16', '--intervals 10',
                    'retrieval_eval.py --galleries 1000000 --stream-10m',
                    "faiss has no GPU support"):
         assert needle in text, needle
     help_text = subprocess.run([sys.executable, osp.join(REPO, 'tools/benchmarks/enn_overhead.py'),
                                 '--help'], capture_output=True, text=True).stdout
-    for option in ('--device', '--amp', '--measure-intervals', 'vit-b', 'gpu'):
+    for option in ('--device', '--amp', '--intervals', 'vit-b', 'gpu', 'fmnist'):
         assert option in help_text, option

@@ -60,7 +60,7 @@ tail -n 3 "$OUT/pytest_gpu.log" | tee -a "$OUT/summary.txt"
 
 echo "[gpu_check] training-step benchmark (AMP bf16)" | tee -a "$OUT/summary.txt"
 timeout 240 "$P" tools/benchmarks/enn_overhead.py --device cuda --amp bf16 --settings gpu \
-    --models resnet50 vit-b --iters 5 --measure-intervals \
+    --models resnet50 vit-b --iters 5 --intervals 10 \
     > "$OUT/enn_overhead_gpu.json" 2> "$OUT/enn_overhead_gpu.log" || status=1
 
 echo "[gpu_check] retrieval benchmark (faiss-gpu, 1M and 10M)" | tee -a "$OUT/summary.txt"

@@ -1,4 +1,7 @@
-# ENN: the shared recipe with every Conv2d/Linear as W = Q·diag(λ)·Pᵀ.
+# ENN: the shared recipe with every Conv2d/Linear as W = Q·diag(λ)·Pᵀ, on the
+# default orthonormality mode: Q and P kept exactly orthonormal by QR
+# retraction after every 10th optimizer step (docs/results.md#orthonormality).
+# The paper's penalty is resnet18w16_fmnist_penalty.py.
 _base_ = ['../_base_/fmnist_resnet18w16.py']
 
 custom_imports = dict(imports=['enn_mm'], allow_failed_imports=False)
@@ -7,7 +10,7 @@ model = dict(
     _delete_=True,
     type='ENNModel',
     model={{_base_.model}},
-    enn=dict(ortho='penalty', gamma=1e-5))
+    enn=dict(ortho='retract', retract_interval=10))  # the defaults, written out
 
 # Same optimizer; the ENN constructor only keeps weight decay off Q and P.
 optim_wrapper = dict(constructor='ENNOptimWrapperConstructor')

@@ -2,8 +2,9 @@
 # across blocks. The paper's split (stem, each of the 6 residual blocks, the
 # pooled FC: 8 blocks) with its heads: a frozen random linear map of each
 # block's flattened output (16x28x28 at most: 125k fixed weights per head).
-# Same data, epochs, optimizer and schedule as configs/enn, now per block.
-_base_ = ['../enn/resnet18w16_fmnist.py']
+# Same data, epochs, optimizer, schedule and orthonormality mode (the paper's
+# penalty) as configs/enn/resnet18w16_fmnist_penalty.py, now per block.
+_base_ = ['../enn/resnet18w16_fmnist_penalty.py']
 
 custom_imports = dict(imports=['enn_mm', 'enn_mm.local'], allow_failed_imports=False)
 

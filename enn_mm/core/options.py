@@ -20,14 +20,19 @@ class ENNOptions:
     """What to convert and how to keep the bases orthonormal.
 
     Args:
-        ortho (str): ``'penalty'`` adds ``gamma·Σ(‖QᵀQ−I‖²_F + ‖PᵀP−I‖²_F)``
-            to the loss (the paper's method); ``'retract'`` re-orthonormalizes
-            Q and P by QR after every ``retract_interval`` optimizer steps
-            (exactly orthonormal); ``'none'`` does neither.
+        ortho (str): ``'retract'`` (default) re-orthonormalizes Q and P by
+            QR after every ``retract_interval`` optimizer steps (exactly
+            orthonormal there); ``'penalty'`` adds
+            ``gamma·Σ(‖QᵀQ−I‖²_F + ‖PᵀP−I‖²_F)`` to the loss (the paper's
+            released-code mode); ``'none'`` does neither. Retraction beat the
+            penalty on every data set measured (docs/results.md).
         gamma (float, optional): Penalty weight. Defaults to 1e-5 for
             ``'penalty'`` (the paper's CIFAR ResNet-50 value) and 0 otherwise;
             a positive value with ``'retract'`` adds the penalty as well.
         retract_interval (int): Optimizer steps between retractions.
+            Defaults to 10: a QR of every basis costs the same whatever the
+            batch, so at small batches and inputs retracting every step
+            dominates the step (docs/results.md#training-step-overhead).
         penalty_interval (int): Apply the penalty on every n-th training
             step only, weighted ``n·gamma`` so its average pull is unchanged
             (it costs about as much as materializing the weights; the
@@ -43,9 +48,9 @@ class ENNOptions:
             cheaper of building ``W`` and applying the factors, see
             :mod:`enn_mm.core.factored`), ``'materialize'`` or ``'factored'``.
     """
-    ortho: str = 'penalty'
+    ortho: str = 'retract'
     gamma: Optional[float] = None
-    retract_interval: int = 1
+    retract_interval: int = 10
     penalty_interval: int = 1
     include: Sequence[str] = ()
     exclude: Sequence[str] = ()

@@ -58,7 +58,7 @@ def ENNModel(model: dict, enn: Optional[dict] = None, data_preprocessor=None):
     wrapping an existing model config::
 
         model = dict(_delete_=True, type='ENNModel', model={{_base_.model}},
-                     enn=dict(ortho='penalty', gamma=1e-5))
+                     enn=dict(ortho='retract', retract_interval=10))
 
     Args:
         model (dict): The config of any MMPretrain model with a ``loss``
@@ -86,8 +86,10 @@ def ENNModel(model: dict, enn: Optional[dict] = None, data_preprocessor=None):
     built.enn_options = options
     n_layers = sum(1 for _ in enn_modules(built))
     enn_params = sum(p.numel() for p in built.parameters())
+    ortho = (f'retract every {options.retract_interval} steps' if options.ortho == 'retract'
+             else options.ortho) + (f', gamma={options.gamma:g}' if options.gamma else '')
     print_log(f'ENN: converted {n_layers} layers of {type(built).__name__} '
-              f'(ortho={options.ortho}, gamma={options.gamma:g}); parameters '
+              f'(ortho={ortho}); parameters '
               f'{dense_params:,} -> {enn_params:,} '
               f'(x{enn_params / max(dense_params, 1):.2f})', logger='current')
     return built

@@ -44,14 +44,14 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = {
     'fmnist': {
         'bp_dense': 'configs/baseline/resnet18w16_fmnist.py',
-        'bp_enn': 'configs/enn/resnet18w16_fmnist.py',
+        'bp_enn': 'configs/enn/resnet18w16_fmnist_penalty.py',
         'bp_enn_retract': 'configs/enn/resnet18w16_fmnist_retract.py',
         'local_dense': 'configs/enn_local/resnet18w16_fmnist_dense.py',
         'local_enn': 'configs/enn_local/resnet18w16_fmnist.py',
     },
     'mnist': {
         'bp_dense': 'configs/baseline/resnet18w16_mnist.py',
-        'bp_enn': 'configs/enn/resnet18w16_mnist.py',
+        'bp_enn': 'configs/enn/resnet18w16_mnist_penalty.py',
         'bp_enn_retract': 'configs/enn/resnet18w16_mnist_retract.py',
         'local_dense': 'configs/enn_local/resnet18w16_mnist_dense.py',
         'local_enn': 'configs/enn_local/resnet18w16_mnist.py',

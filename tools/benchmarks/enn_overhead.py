@@ -1,16 +1,17 @@
 """Training-step overhead of ENN against the dense model, measured in one run.
 
     python tools/benchmarks/enn_overhead.py [--settings small realistic]
-        [--models resnet50 vit-s] [--iters 3] [--threads 2]
+        [--models resnet50 vit-s] [--iters 3] [--threads 2] [--intervals 10]
     python tools/benchmarks/enn_overhead.py --device cuda --amp bf16 \
-        --settings gpu --models resnet50 vit-b --measure-intervals   # on a GPU
+        --settings gpu --models resnet50 vit-b   # on a GPU
 
 For each model and setting it times a full training step (forward through
 MMPretrain's ``loss``, backward, AdamW step) of the dense model and of its ENN
 conversion in each ortho mode, interleaving the variants round by round so
 machine drift hits all of them alike, and prints a JSON list of records
-``{"model", "setting", "mode", "ratio"}`` (median ENN step / median dense
-step). Modes:
+``{"model", "setting", "mode", "ratio", "ratio_range"}``: each round gives one
+paired ratio (ENN step / dense step of that round); ``ratio`` is their median
+over ``--iters`` rounds and ``ratio_range`` their minimum and maximum. Modes:
 
 - ``materialize``: ENN with no orthonormality term, every layer building
   W = Q·diag(λ)·Pᵀ on each forward (``compute='materialize'``);
@@ -18,11 +19,10 @@ step). Modes:
   or applies the factors, whichever costs less at this batch and size);
 - ``penalty``: the paper's penalty in the loss every step (``auto``);
 - ``retract``: QR retraction after every step (``auto``);
-- ``retract@10`` / ``penalty@10`` (``retract_interval`` / ``penalty_interval``
-  = 10): without ``--measure-intervals``, amortized (``derived: true``):
-  ``enn`` plus a tenth of the measured extra cost of retraction / penalty;
-  with it, measured: each timed sample is the mean step over 10 consecutive
-  steps of a model built with that interval.
+- ``retract@n`` / ``penalty@n`` for each n of ``--intervals`` (default 10;
+  ``retract_interval`` / ``penalty_interval`` = n): measured, each timed
+  sample the mean step over n consecutive steps of a model built with that
+  interval (so exactly one retraction or penalty step per sample).
 
 ``--device cuda`` times on the GPU (synchronized), ``--amp fp16|bf16`` runs
 the forward under autocast as mmengine's ``AmpOptimWrapper`` does (with a
@@ -45,7 +45,8 @@ import enn_mm
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-SETTINGS = {'small': (8, 112), 'realistic': (32, 224), 'gpu': (64, 224), 'tiny': (2, 32)}
+SETTINGS = {'small': (8, 112), 'realistic': (32, 224), 'gpu': (64, 224), 'tiny': (2, 32),
+            'fmnist': (128, 28)}  # the demo's batch and size
 MODELS_CFG = {
     'resnet50': dict(
         type='ImageClassifier',
@@ -62,16 +63,30 @@ MODELS_CFG = {
         backbone=dict(type='VisionTransformer', arch='b', img_size=224, patch_size=16),
         neck=None,
         head=dict(type='VisionTransformerClsHead', num_classes=1000, in_channels=768)),
+    'resnet18w16': dict(  # the demo network (configs/_base_/fmnist_resnet18w16.py), 1 channel
+        type='ImageClassifier',
+        backbone=dict(type='ResNet_CIFAR', depth=18, in_channels=1, stem_channels=16,
+                      base_channels=16, num_stages=3, strides=(1, 2, 2), dilations=(1, 1, 1),
+                      out_indices=(2, )),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=10, in_channels=64)),
     'resnet18': dict(  # for smoke tests
         type='ImageClassifier',
         backbone=dict(type='ResNet', depth=18),
         neck=dict(type='GlobalAveragePooling'),
         head=dict(type='LinearClsHead', num_classes=1000, in_channels=512)),
 }
-INTERVAL_MODES = {
-    'penalty@10': dict(ortho='penalty', gamma=1e-5, penalty_interval=10),
-    'retract@10': dict(ortho='retract', retract_interval=10),
-}
+
+
+def interval_modes(intervals):
+    """``penalty@n`` / ``retract@n`` for each interval n."""
+    modes = {}
+    for n in intervals:
+        modes[f'penalty@{n}'] = dict(ortho='penalty', gamma=1e-5, penalty_interval=n)
+        modes[f'retract@{n}'] = dict(ortho='retract', retract_interval=n)
+    return modes
+
+
 ENN_MODES = {
     'materialize': dict(ortho='none', compute='materialize'),
     'enn': dict(ortho='none'),
@@ -95,13 +110,18 @@ def build(name, size, enn=None, device='cpu'):
 AMP = {'none': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
 
-def step_fn(model, batch, size, device='cpu', amp='none', period=1):
+def channels(name):
+    return MODELS_CFG[name]['backbone'].get('in_channels', 3)
+
+
+def step_fn(model, batch, size, device='cpu', amp='none', period=1, in_channels=3):
     """A timed training step (the mean over ``period`` consecutive steps, the
     Runner's iteration counter advancing as in training)."""
     from mmengine.logging import MessageHub
     device = torch.device(device)
-    x = torch.randn(batch, 3, size, size, device=device)
-    samples = [DataSample().set_gt_label(i % 1000) for i in range(batch)]
+    x = torch.randn(batch, in_channels, size, size, device=device)
+    num_classes = model.head.num_classes if hasattr(model, 'head') else 10
+    samples = [DataSample().set_gt_label(i % num_classes) for i in range(batch)]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
     dtype = AMP[amp]
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
@@ -135,41 +155,45 @@ def step_fn(model, batch, size, device='cpu', amp='none', period=1):
     return step
 
 
-def measure(name, setting, iters, device='cpu', amp='none', intervals=False):
+def paired(times, mode, base='dense'):
+    """Median and range of the per-round ratios ``times[mode][i] / times[base][i]``."""
+    ratios = [t / b for t, b in zip(times[mode], times[base])]
+    return round(statistics.median(ratios), 3), [round(min(ratios), 3), round(max(ratios), 3)]
+
+
+def measure(name, setting, iters, device='cpu', amp='none', intervals=()):
     batch, size = SETTINGS[setting]
     variants = {'dense': build(name, size, device=device)}
     variants.update({mode: build(name, size, enn, device) for mode, enn in ENN_MODES.items()})
     periods = {k: 1 for k in variants}
-    if intervals:
-        for mode, enn in INTERVAL_MODES.items():
-            variants[mode] = build(name, size, enn, device)
-            periods[mode] = 10
-    steps = {k: step_fn(m, batch, size, device, amp, periods[k]) for k, m in variants.items()}
+    for mode, enn in interval_modes(intervals).items():
+        variants[mode] = build(name, size, enn, device)
+        periods[mode] = int(mode.split('@')[1])  # one sample = the mean over a whole period
+    steps = {k: step_fn(m, batch, size, device, amp, periods[k], channels(name))
+             for k, m in variants.items()}
     for step in steps.values():  # warm-up: allocator, kernels, Adam state
         step()
     times = {k: [] for k in steps}
-    for _ in range(iters):  # interleaved rounds
+    for _ in range(iters):  # interleaved rounds: each round's ratios are paired
         for k, step in steps.items():
             times[k].append(step())
     med = {k: statistics.median(v) for k, v in times.items()}
     runs = dict(device=device, amp=amp, batch=batch, size=size, iters=iters)
-    records = [dict(model=name, setting=setting, mode=mode, ratio=round(med[mode] / med['dense'], 3),
-                    ratio_range=[round(min(times[mode]) / max(times['dense']), 3),
-                                 round(max(times[mode]) / min(times['dense']), 3)],
-                    seconds=round(med[mode], 4), dense_seconds=round(med['dense'], 4),
-                    steps_per_sample=periods[mode], **runs)
-               for mode in variants if mode != 'dense']
-    for mode in ('retract', 'penalty') if not intervals else ():
-        amortized = med['enn'] + (med[mode] - med['enn']) / 10
-        records.append(dict(model=name, setting=setting, mode=f'{mode}@10',
-                            ratio=round(amortized / med['dense'], 3), seconds=round(amortized, 3),
-                            dense_seconds=round(med['dense'], 3), derived=True))
+    records = []
+    for mode in variants:
+        if mode == 'dense':
+            continue
+        ratio, ratio_range = paired(times, mode)
+        records.append(dict(model=name, setting=setting, mode=mode, ratio=ratio,
+                            ratio_range=ratio_range, seconds=round(med[mode], 4),
+                            dense_seconds=round(med['dense'], 4),
+                            steps_per_sample=periods[mode], **runs))
 
     dense_params = sum(p.numel() for p in variants['dense'].parameters())
     enn_params = sum(p.numel() for p in variants['penalty'].parameters())
     exported = enn_mm.export_dense(copy.deepcopy(variants['penalty'])).eval()
     dense = variants['dense'].eval()
-    x = torch.randn(batch, 3, size, size, device=device)
+    x = torch.randn(batch, channels(name), size, size, device=device)
     dtype = AMP[amp]
 
     def infer(m):
@@ -189,10 +213,10 @@ def measure(name, setting, iters, device='cpu', amp='none', intervals=False):
         for _ in range(iters):
             for k, m in (('dense', dense), ('exported', exported)):
                 inf[k].append(infer(m))
-    records.append(dict(model=name, setting=setting, mode='exported-inference',
-                        ratio=round(statistics.median(inf['exported']) /
-                                    statistics.median(inf['dense']), 3),
-                        param_ratio=round(enn_params / dense_params, 3), **runs))
+    ratio, ratio_range = paired(inf, 'exported')
+    records.append(dict(model=name, setting=setting, mode='exported-inference', ratio=ratio,
+                        ratio_range=ratio_range, param_ratio=round(enn_params / dense_params, 3),
+                        **runs))
     return records
 
 
@@ -200,13 +224,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--models', nargs='+', default=list(MODELS_CFG), choices=list(MODELS_CFG))
     parser.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument('--iters', type=int, default=3)
+    parser.add_argument('--iters', type=int, default=3,
+                        help='paired rounds (every variant timed once per round)')
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--amp', default='none', choices=list(AMP))
-    parser.add_argument('--measure-intervals', action='store_true',
-                        help='measure penalty@10 / retract@10 (10-step samples) instead of '
-                        'deriving them')
+    parser.add_argument('--intervals', type=int, nargs='*', default=[10],
+                        help='penalty_interval / retract_interval values to measure as '
+                        'penalty@n / retract@n (each sample the mean over n steps)')
     args = parser.parse_args()
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda: torch sees no CUDA GPU.')
@@ -217,7 +242,7 @@ def main():
     for name in args.models:
         for setting in args.settings:
             records += measure(name, setting, args.iters, args.device, args.amp,
-                               args.measure_intervals)
+                               args.intervals)
     print(json.dumps(records, indent=1))
 
 

@@ -57,7 +57,7 @@ def _local(cuts, head, objectives=None, **extra):
 # name -> (config of the fmnist recipe, model overrides); MNIST uses the twin config.
 VARIANTS = {
     'bp_dense': ('configs/baseline/resnet18w16_fmnist.py', None),
-    'bp_enn': ('configs/enn/resnet18w16_fmnist.py', None),
+    'bp_enn': ('configs/enn/resnet18w16_fmnist_penalty.py', None),
     'bp_enn_retract': ('configs/enn/resnet18w16_fmnist_retract.py', None),
     # the paper's split: stem, each residual block, pooled FC (8 blocks)
     'block_frozen': ('configs/enn_local/resnet18w16_fmnist.py', None),
