@@ -9,7 +9,9 @@ Embeds the config's test dataloader (the queries) and, if its
 ``extract_feat`` (progress bar), then prints the metrics table and writes to
 the work dir (default ``work_dirs/retrieval_eval/<config name>``):
 
-- ``metrics.json``: the metrics and how they were searched;
+- ``metrics.json``: the metrics, how they were searched, and where the time
+  went (``embed_seconds``: data loading and the model's forward;
+  ``search_seconds``: index building, exact search and metrics);
 - ``recall_curve.png`` (and ``.json``): Recall@K for K = 1..--curve-k;
 - with ``--save-feats``: ``query_feats.npy`` / ``query_labels.npy`` (or
   ``query_gt.json`` for index lists), ``gallery_*`` likewise, reusable as
@@ -159,12 +161,12 @@ def main():
               metric.feat_key)
     embed_time = time.time() - start
 
+    start = time.time()  # search time: gathering, index building, search, metrics
     data = metric.merge(metric.results, metric._gallery_parts,
                         len(query_loader.dataset))
     searcher = metric.build_searcher(data['gallery'], len(data['query']))
     n_eff = searcher.ntotal - int(metric.exclude_self)
     curve_k = min(args.curve_k, n_eff)
-    start = time.time()
     result = evaluate_rankings(searcher, data['query'], data['relevance'],
                                metric.topk, metric.metric_names,
                                metric.exclude_self, metric.query_chunk,

@@ -6,5 +6,6 @@ model = dict(
     _delete_=True,
     type='ENNModel',
     model={{_base_.model}},
-    enn=dict(ortho='penalty', gamma=1e-5))
+    enn=dict())  # defaults: QR retraction every 10th step; the paper's penalty:
+                 # enn=dict(ortho='penalty', gamma=1e-5)
 optim_wrapper = dict(constructor='ENNOptimWrapperConstructor')

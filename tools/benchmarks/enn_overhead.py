@@ -157,7 +157,7 @@ def step_fn(model, batch, size, device='cpu', amp='none', period=1, in_channels=
 
 def paired(times, mode, base='dense'):
     """Median and range of the per-round ratios ``times[mode][i] / times[base][i]``."""
-    ratios = [t / b for t, b in zip(times[mode], times[base])]
+    ratios = [t / b for t, b in zip(times[mode], times[base])]  # round i with round i
     return round(statistics.median(ratios), 3), [round(min(ratios), 3), round(max(ratios), 3)]
 
 
@@ -187,6 +187,8 @@ def measure(name, setting, iters, device='cpu', amp='none', intervals=()):
         records.append(dict(model=name, setting=setting, mode=mode, ratio=ratio,
                             ratio_range=ratio_range, seconds=round(med[mode], 4),
                             dense_seconds=round(med['dense'], 4),
+                            samples=[round(t, 5) for t in times[mode]],
+                            dense_samples=[round(t, 5) for t in times['dense']],
                             steps_per_sample=periods[mode], **runs))
 
     dense_params = sum(p.numel() for p in variants['dense'].parameters())

@@ -16,6 +16,10 @@ measured on its first training step:
   (:class:`enn_mm.local.SavedTensorMeter`), ENN-ℓ / BP;
 - ``time_ratio``: median time of the next ``--steps`` steps, ENN-ℓ / BP.
 
+Each repeat (``--repeats``, default 3) runs BP and every variant once, each
+in a fresh process; each ratio is the median of the per-repeat pairs, with
+its range beside it (``*_range``).
+
 Splits: ``stage`` (one block per stage, K = 4) and ``block`` (the paper's:
 stem, 16 bottlenecks, head, K = 18); local heads from ``--heads`` (default
 ``pool_linear``; also ``conv_aux``, ``aux_net``, ``aux_net_recon`` (with
@@ -74,9 +78,11 @@ def worker(args) -> dict:
 
     init_default_scope('mmpretrain')
     torch.manual_seed(0)
-    model = dict(type='ImageClassifier', backbone=dict(type='ResNet', depth=50),
+    depth = {'resnet50': 50, 'resnet18': 18}[args.arch]
+    model = dict(type='ImageClassifier', backbone=dict(type='ResNet', depth=depth),
                  neck=dict(type='GlobalAveragePooling'),
-                 head=dict(type='LinearClsHead', num_classes=args.num_classes, in_channels=2048))
+                 head=dict(type='LinearClsHead', num_classes=args.num_classes,
+                           in_channels=2048 if depth == 50 else 512))
     if args.enn:
         model = dict(type='ENNModel', model=model, enn=dict(ortho='penalty', gamma=1e-5))
     optimizer = dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4)
@@ -117,27 +123,35 @@ def worker(args) -> dict:
 
 
 def run_variant(args, enn: bool, split: str, num_classes: int, head: str = 'pool_linear') -> dict:
+    """One fresh-process measurement."""
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='131072', OMP_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads))
     cmd = [sys.executable, __file__, '--worker', split, '--threads', str(args.threads),
            '--batch', str(args.batch), '--size', str(args.size), '--steps', str(args.steps),
-           '--num-classes', str(num_classes), '--head', head] + (['--enn'] if enn else [])
-    samples = []
-    for _ in range(args.repeats):  # fresh processes; the median of each number
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f'{split} (enn={enn}) failed:\n{proc.stderr[-3000:]}')
-        samples.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    result = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
-    result['samples'] = len(samples)
-    print(f'{"enn-" if enn else ""}resnet50 {split} {head} ({num_classes} classes): {result}',
+           '--num-classes', str(num_classes), '--head', head, '--arch', args.arch] \
+        + (['--enn'] if enn else [])
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f'{split} (enn={enn}) failed:\n{proc.stderr[-3000:]}')
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f'{"enn-" if enn else ""}{args.arch} {split} {head} ({num_classes} classes): {result}',
           file=sys.stderr)
     return result
+
+
+def paired(samples, bp_samples, key):
+    """Median and range of the per-repeat ratios sample / BP sample."""
+    ratios = sorted(s[key] / b[key] for s, b in zip(samples, bp_samples))
+    return round(statistics.median(ratios), 3), [round(ratios[0], 3), round(ratios[-1], 3)]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--arch', default='resnet50', choices=['resnet50', 'resnet18'],
+                        help='the network (resnet18: for smoke tests)')
+    parser.add_argument('--splits', nargs='+', default=['stage', 'block'],
+                        choices=['stage', 'block'])
     parser.add_argument('--batch', type=int, default=16)
     parser.add_argument('--size', type=int, default=112)
     parser.add_argument('--steps', type=int, default=5, help='timed steps after the first')
@@ -145,8 +159,9 @@ def main():
                         help='head sizes to measure (the local heads grow with it)')
     parser.add_argument('--enn', action='store_true', help='also measure the ENN ResNet-50')
     parser.add_argument('--enn-only', action='store_true', help='only the ENN ResNet-50')
-    parser.add_argument('--repeats', type=int, default=1,
-                        help='fresh processes per variant (the median of each number)')
+    parser.add_argument('--repeats', type=int, default=3,
+                        help='fresh processes per variant, each paired with a fresh BP run; '
+                        'ratios are the median of the pairs, with their range')
     parser.add_argument('--frozen-heads', action='store_true',
                         help='also measure the splits with frozen pooled heads '
                         '(pool_linear, frozen=True: no gradients, no optimizer state)')
@@ -163,25 +178,34 @@ def main():
 
     records = []
     models = [True] if args.enn_only else [False, True] if args.enn else [False]
-    for enn, num_classes in itertools.product(models,
-                                              args.num_classes):
-        bp = run_variant(args, enn, 'bp', num_classes)
-        names = list(args.heads) + (['pool_linear_frozen'] if args.frozen_heads else [])
-        for head, split in itertools.product(names, ('stage', 'block')):
-            r = run_variant(args, enn, split, num_classes, head)
-            records.append(dict(
-                model=('enn-' if enn else '') + 'resnet50', split=split,
-                local_heads=head.replace('_frozen', ' (frozen)'),
-                memory_ratio=round(r['step_peak_mb'] / bp['step_peak_mb'], 3),
-                time_ratio=round(r['step_s'] / bp['step_s'], 3),
-                rss_ratio=round(r['peak_rss_mb'] / bp['peak_rss_mb'], 3),
-                saved_activation_ratio=round(r['saved_peak_mb'] / bp['saved_peak_mb'], 3),
-                blocks=r['blocks'], step_peak_mb=round(r['step_peak_mb'], 1),
-                bp_step_peak_mb=round(bp['step_peak_mb'], 1),
-                peak_rss_mb=round(r['peak_rss_mb'], 1), bp_peak_rss_mb=round(bp['peak_rss_mb'], 1),
-                step_s=round(r['step_s'], 3), bp_step_s=round(bp['step_s'], 3),
-                batch=args.batch, size=args.size, num_classes=num_classes,
-                threads=args.threads, samples=args.repeats))
+    names = list(args.heads) + (['pool_linear_frozen'] if args.frozen_heads else [])
+    for enn, num_classes in itertools.product(models, args.num_classes):
+        variants = list(itertools.product(names, args.splits))
+        bp, samples = [], {v: [] for v in variants}
+        for _ in range(args.repeats):  # BP and each variant once per repeat: paired
+            bp.append(run_variant(args, enn, 'bp', num_classes))
+            for head, split in variants:
+                samples[head, split].append(run_variant(args, enn, split, num_classes, head))
+        med = lambda rows, k: statistics.median(r[k] for r in rows)  # noqa: E731
+        for (head, split), rows in samples.items():
+            rec = dict(model=('enn-' if enn else '') + args.arch, split=split,
+                       local_heads=head.replace('_frozen', ' (frozen)'))
+            for name, key in (('memory_ratio', 'step_peak_mb'), ('rss_ratio', 'peak_rss_mb'),
+                              ('time_ratio', 'step_s'),
+                              ('saved_activation_ratio', 'saved_peak_mb')):
+                rec[name], rec[name + '_range'] = paired(rows, bp, key)
+            rec.update(blocks=rows[0]['blocks'], step_peak_mb=round(med(rows, 'step_peak_mb'), 1),
+                       bp_step_peak_mb=round(med(bp, 'step_peak_mb'), 1),
+                       peak_rss_mb=round(med(rows, 'peak_rss_mb'), 1),
+                       bp_peak_rss_mb=round(med(bp, 'peak_rss_mb'), 1),
+                       step_s=round(med(rows, 'step_s'), 3), bp_step_s=round(med(bp, 'step_s'), 3),
+                       batch=args.batch, size=args.size, num_classes=num_classes,
+                       threads=args.threads, samples=args.repeats,
+                       paired_samples={key: [[round(r[key], 4), round(b[key], 4)]
+                                             for r, b in zip(rows, bp)]
+                                       for key in ('step_peak_mb', 'peak_rss_mb', 'step_s',
+                                                   'saved_peak_mb')})
+            records.append(rec)
     print(json.dumps(records, indent=1))
 
 

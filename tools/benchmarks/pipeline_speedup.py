@@ -18,14 +18,22 @@ with its thread count set explicitly:
   times ``--steps`` steps; the slowest stage's rate is the pipeline's
   (steady state: filling and draining once per epoch is not counted);
 - ``sequential``: single-process ENN-ℓ, one worker's threads;
-- ``bp_equal_cores``: end-to-end BP with K × ``--threads`` threads (the same
-  total cores); ``bp_one_worker``: BP with one worker's threads.
+- ``bp_equal_cores``: end-to-end BP in one process with K × ``--threads``
+  threads (the same total cores);
+- ``bp_ddp``: end-to-end BP data-parallel over K processes × ``--threads``
+  threads (``MMDistributedDataParallel``, gloo; each rank ``--batch`` / K
+  images, the same global batch), the other way to use the same cores.
+
+Warm-up is even: the pipeline plans its split first (blocks timed alone,
+then up to ``--refine`` rounds of trial steps, which also warm its
+processes); every other variant then runs warm-up steps for the same
+seconds as that planning took, before the ``--warmup`` steps all get.
 
 Every variant counts iterations as the Runner does, so a penalty every n-th
 step costs what it costs in training (keep ``--steps`` a multiple of n).
 
 Prints one JSON object: images/s of each, ``vs_sequential`` (pipeline /
-sequential), ``vs_bp_equal_cores``, ``vs_bp_one_worker`` (with ``--repeats``
+sequential), ``vs_bp_equal_cores``, ``vs_bp_ddp`` (with ``--repeats``
 R, the median of R paired ratios and their ``_range``), ``stage_busy``
 (fraction of its timed window each stage computed rather than waited) and
 ``stage_step_s`` (each stage's busy seconds per step), ``steady_step_s``
@@ -59,9 +67,11 @@ def build(args, local: bool, device):
     import enn_mm.local  # noqa: F401
     init_default_scope('mmpretrain')
     torch.manual_seed(0)
-    model = dict(type='ImageClassifier', backbone=dict(type='ResNet', depth=50),
+    depth = {'resnet50': 50, 'resnet18': 18}[args.arch]
+    model = dict(type='ImageClassifier', backbone=dict(type='ResNet', depth=depth),
                  neck=dict(type='GlobalAveragePooling'),
-                 head=dict(type='LinearClsHead', num_classes=1000, in_channels=2048))
+                 head=dict(type='LinearClsHead', num_classes=1000,
+                           in_channels=2048 if depth == 50 else 512))
     if not args.dense:
         model = dict(type='ENNModel', model=model,
                      enn=dict(ortho='penalty', gamma=1e-5,
@@ -110,6 +120,17 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
+def warm_up(step, data, args, device):
+    """``--warmup-s`` seconds of steps (the pipeline's planning time), then
+    ``--warmup`` steps."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < args.warmup_s:
+        step(data)
+    for _ in range(args.warmup):
+        step(data)
+    sync(device)
+
+
 def run_single(args) -> dict:
     """Sequential ENN-ℓ or BP in this process."""
     import torch
@@ -118,9 +139,7 @@ def run_single(args) -> dict:
     model.train()
     data = batch(args, device)
     step = counted(model, optim)
-    for _ in range(args.warmup):
-        step(data)
-    sync(device)
+    warm_up(step, data, args, device)
     times = []
     for _ in range(args.steps):
         t = time.perf_counter()
@@ -144,7 +163,9 @@ def run_stage(args) -> dict:
     from enn_mm.local import ENNPipelineParallel
     model, optim = build(args, True, device)
     pipe = ENNPipelineParallel(model, stages=args.stages, timeout=600, refine=args.refine)
+    start = time.perf_counter()
     pipe.plan(args.batch)
+    plan_s = time.perf_counter() - start
     pipe.train()
     data = batch(args, device) if pipe.stage == 0 else None
     step = counted(pipe, optim)
@@ -179,7 +200,38 @@ def run_stage(args) -> dict:
                 fill_drain_s=round(cold - cold_steps * slowest / args.steps, 3),
                 stage_busy=[round(r['busy'] / r['elapsed'], 3) for r in result],
                 stage_step_s=[round(r['busy'] / args.steps, 3) for r in result],
-                assignment=result[0]['blocks'])
+                assignment=result[0]['blocks'], plan_s=round(plan_s, 2))
+
+
+def run_ddp(args) -> dict:
+    """One rank of data-parallel BP (RANK / WORLD_SIZE / MASTER_* from the env)."""
+    import torch
+    import torch.distributed as dist
+    from mmengine.model import MMDistributedDataParallel
+    rank, world = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
+    cuda = args.device == 'cuda'
+    device = torch.device(f'cuda:{rank}' if cuda else 'cpu')
+    if cuda:
+        torch.cuda.set_device(device)
+    dist.init_process_group('nccl' if cuda else 'gloo')
+    model, optim = build(args, False, device)
+    ddp = MMDistributedDataParallel(model, device_ids=[rank] if cuda else None)
+    ddp.train()
+    data = batch(args, device)
+    per_rank = args.batch // world
+    data = dict(inputs=data['inputs'][rank * per_rank:(rank + 1) * per_rank],
+                data_samples=data['data_samples'][rank * per_rank:(rank + 1) * per_rank])
+    step = counted(ddp, optim)
+    warm_up(step, data, args, device)
+    dist.barrier()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step(data)
+    sync(device)
+    elapsed = time.perf_counter() - start
+    result = [None] * world
+    dist.all_gather_object(result, elapsed)
+    return dict(images_per_s=per_rank * world * args.steps / max(result))
 
 
 def _free_port() -> int:
@@ -193,12 +245,13 @@ def _env(threads: int, cores, **extra) -> dict:
                 BENCH_CORES=','.join(map(str, cores)), **extra)
 
 
-def _cmd(args, worker: str, threads: int):
+def _cmd(args, worker: str, threads: int, warmup_s: float = 0.0):
     return [sys.executable, __file__, '--worker', worker, '--threads', str(threads),
+            '--warmup-s', str(warmup_s),
             '--stages', str(args.stages), '--batch', str(args.batch), '--size', str(args.size),
             '--steps', str(args.steps), '--warmup', str(args.warmup),
             '--device', args.device, '--penalty-interval', str(args.penalty_interval),
-            '--local-head', args.local_head,
+            '--local-head', args.local_head, '--arch', args.arch,
             '--refine', str(args.refine)] \
         + (['--dense'] if args.dense else [])
 
@@ -218,15 +271,17 @@ def _result(proc_out: str, name: str, returncode: int, err: str) -> dict:
     return json.loads(lines[-1])
 
 
-def measure_single(args, worker: str, threads: int, cores) -> dict:
-    proc = subprocess.run(_cmd(args, worker, threads), env=_env(threads, cores),
+def measure_single(args, worker: str, threads: int, cores, warmup_s: float = 0.0) -> dict:
+    proc = subprocess.run(_cmd(args, worker, threads, warmup_s), env=_env(threads, cores),
                           capture_output=True, text=True)
     result = _result(proc.stdout, worker, proc.returncode, proc.stderr)
     print(f'{worker} ({threads} threads): {result}', file=sys.stderr)
     return result
 
 
-def measure_pipeline(args) -> dict:
+def measure_ranks(args, worker: str, warmup_s: float = 0.0) -> dict:
+    """The ``--stages`` processes of the pipeline (``stage``) or of DDP BP
+    (``ddp``), each pinned to its own cores."""
     port, n = str(_free_port()), args.stages
     ncores = os.cpu_count() or 1
     procs = []
@@ -234,24 +289,29 @@ def measure_pipeline(args) -> dict:
         cores = [(rank * args.threads + i) % ncores for i in range(args.threads)]
         env = _env(args.threads, cores, RANK=str(rank), WORLD_SIZE=str(n), LOCAL_RANK=str(rank),
                    MASTER_ADDR='127.0.0.1', MASTER_PORT=port)
-        procs.append(subprocess.Popen(_cmd(args, 'stage', args.threads), env=env,
+        procs.append(subprocess.Popen(_cmd(args, worker, args.threads, warmup_s), env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = [p.communicate() for p in procs]
-    results = [_result(o, f'stage {r}', p.returncode, e)
+    results = [_result(o, f'{worker} {r}', p.returncode, e)
                for r, (p, (o, e)) in enumerate(zip(procs, outs))]
     result = dict(results[0], images_per_s=min(r['images_per_s'] for r in results))
-    print(f'pipeline ({n} x {args.threads} threads): {result}', file=sys.stderr)
+    print(f'{worker} ({n} x {args.threads} threads): {result}', file=sys.stderr)
     return result
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--stages', type=int, default=2)
+    parser.add_argument('--arch', default='resnet50', choices=['resnet50', 'resnet18'],
+                        help='the network (resnet18: for smoke tests)')
     parser.add_argument('--threads', type=int, default=1, help='threads per worker')
     parser.add_argument('--batch', type=int, default=16)
     parser.add_argument('--size', type=int, default=112)
     parser.add_argument('--steps', type=int, default=30, help='timed steps')
-    parser.add_argument('--warmup', type=int, default=4)
+    parser.add_argument('--warmup', type=int, default=4,
+                        help='warm-up steps of every variant (after the pipeline planning '
+                        'or as many seconds of steps)')
+    parser.add_argument('--warmup-s', type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument('--dense', action='store_true', help='the plain ResNet-50, not ENN')
     parser.add_argument('--local-head', default='pool_linear',
                         choices=['pool_linear', 'conv_aux', 'aux_net', 'downstream'])
@@ -262,7 +322,8 @@ def main():
     parser.add_argument('--repeats', type=int, default=1,
                         help='measure every variant this many times; ratios are medians')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--worker', choices=['sequential', 'bp', 'stage'], help=argparse.SUPPRESS)
+    parser.add_argument('--worker', choices=['sequential', 'bp', 'stage', 'ddp'],
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     for name in ('stages', 'threads', 'batch', 'steps', 'repeats', 'penalty_interval'):
         if getattr(args, name) < 1:
@@ -274,7 +335,7 @@ def main():
         if cores and args.device == 'cpu':
             os.sched_setaffinity(0, {int(c) for c in cores.split(',')})
         torch.set_num_threads(args.threads)
-        run = run_stage if args.worker == 'stage' else run_single
+        run = dict(stage=run_stage, ddp=run_ddp).get(args.worker, run_single)
         print(json.dumps(run(args)), flush=True)
         import torch.distributed as dist
         if dist.is_initialized():  # after the result is out: see _result
@@ -286,8 +347,11 @@ def main():
     if args.device == 'cpu' and total > ncores:
         raise SystemExit(f'{args.stages} stages x {args.threads} threads need {total} cores; '
                          f'this machine has {ncores}.')
+    if args.batch % args.stages:
+        parser.error(f'--batch {args.batch} must be a multiple of --stages {args.stages} '
+                     '(data-parallel BP splits it over as many processes)')
     one = list(range(args.threads))
-    record = dict(model='resnet50' + ('' if args.dense else '-enn'), batch=args.batch,
+    record = dict(model=args.arch + ('' if args.dense else '-enn'), batch=args.batch,
                   size=args.size, stages=args.stages, threads_per_worker=args.threads,
                   device=args.device, steps=args.steps,
                   penalty_interval=None if args.dense else args.penalty_interval,
@@ -300,21 +364,21 @@ def main():
     runs = []
     for r in range(args.repeats):  # each repeat measures every variant afresh
         print(f'repeat {r + 1}/{args.repeats}', file=sys.stderr)
-        seq = measure_single(args, 'sequential', args.threads, one)
-        bp_one = measure_single(args, 'bp', args.threads, one)
-        bp_all = measure_single(args, 'bp', total, list(range(total)))
+        pipe = measure_ranks(args, 'stage') if piped else None
+        warm = pipe['plan_s'] if piped else 0.0  # the others warm up as long as it planned
+        seq = measure_single(args, 'sequential', args.threads, one, warm)
+        bp_all = measure_single(args, 'bp', total, list(range(total)), warm)
         run = dict(images_per_s=dict(sequential=seq['images_per_s'],
-                                     bp_one_worker=bp_one['images_per_s'],
                                      bp_equal_cores=bp_all['images_per_s']))
         if piped:
-            pipe = measure_pipeline(args)
             ips = run['images_per_s']
+            ips['bp_ddp'] = measure_ranks(args, 'ddp', warm)['images_per_s']
             ips['pipeline'] = pipe['images_per_s']
             run.update(vs_sequential=ips['pipeline'] / ips['sequential'],
                        vs_bp_equal_cores=ips['pipeline'] / ips['bp_equal_cores'],
-                       vs_bp_one_worker=ips['pipeline'] / ips['bp_one_worker'],
+                       vs_bp_ddp=ips['pipeline'] / ips['bp_ddp'],
                        **{k: pipe[k] for k in ('stage_busy', 'stage_step_s', 'steady_step_s',
-                                               'fill_drain_s', 'assignment')})
+                                               'fill_drain_s', 'assignment', 'plan_s')})
         runs.append(run)
 
     def median_run(key):  # the repeat with the median ratio (its numbers stay paired)
@@ -323,8 +387,8 @@ def main():
     if piped:
         mid = median_run('vs_bp_equal_cores')
         record.update({k: mid[k] for k in ('stage_busy', 'stage_step_s', 'steady_step_s',
-                                           'fill_drain_s', 'assignment')})
-        for key in ('vs_sequential', 'vs_bp_equal_cores', 'vs_bp_one_worker'):
+                                           'fill_drain_s', 'assignment', 'plan_s')})
+        for key in ('vs_sequential', 'vs_bp_equal_cores', 'vs_bp_ddp'):
             values = sorted(r[key] for r in runs)
             record[key] = round(statistics.median(values), 3)
             record[key + '_range'] = [round(values[0], 3), round(values[-1], 3)]
@@ -335,8 +399,9 @@ def main():
     record['repeats'] = len(runs)
     record['images_per_s'] = {k: round(v, 2) for k, v in mid['images_per_s'].items()}
     record['runs'] = [dict(images_per_s={k: round(v, 2) for k, v in r['images_per_s'].items()},
-                           **{k: round(r[k], 3) for k in ('vs_sequential', 'vs_bp_equal_cores')
-                              if k in r}) for r in runs]
+                           **{k: round(r[k], 3) for k in ('vs_sequential', 'vs_bp_equal_cores',
+                                                          'vs_bp_ddp', 'plan_s') if k in r})
+                      for r in runs]
     print(json.dumps(record, indent=1))
 
 

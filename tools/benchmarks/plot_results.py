@@ -6,11 +6,12 @@ Reads what is there (each benchmark's stdout saved as JSON) and writes:
 
 - ``overhead.png`` from ``enn_overhead.json``: ENN / dense training-step
   ratio per model, setting and ortho mode;
-- ``memory.png`` from ``local_memory.json``: peak training memory of ENN-ℓ
-  per split and head, relative to end-to-end BP;
-- ``pipeline.png`` from ``pipeline_speedup{,_pi10,_dense}.json``: training
-  throughput of sequential ENN-ℓ, BP and the pipeline against BP on the same
-  cores, and each stage's busy time per step.
+- ``memory.png`` from ``local_memory.json``: training memory of ENN-ℓ per
+  split and head relative to end-to-end BP, both ways (step growth and
+  whole-process peak), with the range of the paired samples;
+- ``pipeline.png`` from ``pipeline_speedup{,_dense}.json``: training
+  throughput of sequential ENN-ℓ, BP (one process and data-parallel) and the
+  pipeline against BP on the same cores, and each stage's busy time per step.
 """
 import argparse
 import json
@@ -38,9 +39,13 @@ def overhead(records, out):
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.8 / len(modes)
     for i, mode in enumerate(modes):
-        values = [next((r['ratio'] for r in records if (r['model'], r['setting']) == g
-                        and r['mode'] == mode), 0) for g in groups]
-        ax.bar([j + i * width for j in range(len(groups))], values, width, label=mode)
+        found = [next((r for r in records if (r['model'], r['setting']) == g
+                       and r['mode'] == mode), None) for g in groups]
+        values = [r['ratio'] if r else 0 for r in found]
+        err = [[r['ratio'] - r['ratio_range'][0] if r else 0 for r in found],
+               [r['ratio_range'][1] - r['ratio'] if r else 0 for r in found]]
+        ax.bar([j + i * width for j in range(len(groups))], values, width, label=mode,
+               yerr=err, capsize=2, error_kw=dict(lw=0.6))
     ax.axhline(1.0, color='k', lw=0.8)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))])
     ax.set_xticklabels([f'{m}\n{s}' for m, s in groups])
@@ -56,13 +61,20 @@ def memory(records, out):
     labels = [f"{r['model']}\n{r['num_classes']} cls, {r['split']}"
               f"{', frozen' if 'frozen' in r.get('local_heads', '') else ''}" for r in records]
     fig, ax = plt.subplots(figsize=(max(8, 0.7 * len(records)), 4))
-    ax.bar(range(len(records)), [r['memory_ratio'] for r in records], color='tab:green')
+    for off, key, color, name in ((-0.2, 'memory_ratio', 'tab:green', 'step growth'),
+                                  (0.2, 'rss_ratio', 'tab:blue', 'whole-process peak')):
+        values = [r[key] for r in records]
+        err = [[r[key] - r[key + '_range'][0] for r in records],
+               [r[key + '_range'][1] - r[key] for r in records]]
+        ax.bar([i + off for i in range(len(records))], values, 0.4, color=color, label=name,
+               yerr=err, capsize=2, error_kw=dict(lw=0.6))
+    ax.legend(fontsize=7)
     for goal, name in ((0.45, 'per-stage goal'), (0.30, 'per-block goal')):
         ax.axhline(goal, ls='--', lw=0.8, color='gray')
         ax.text(len(records) - 0.5, goal, name, fontsize=7, va='bottom', ha='right')
     ax.set_xticks(range(len(records)))
     ax.set_xticklabels(labels, fontsize=6, rotation=60, ha='right')
-    ax.set_ylabel('peak step memory, ENN-ℓ / BP')
+    ax.set_ylabel('ENN-ℓ / BP (median of paired samples)')
     ax.set_title('ENN-ℓ training memory (ResNet-50, batch 16, 112 px)')
     fig.tight_layout()
     fig.savefig(out, dpi=120)
@@ -70,14 +82,13 @@ def memory(records, out):
 
 
 PIPELINE_RUNS = (('pipeline_speedup.json', 'ENN, penalty every step'),
-                 ('pipeline_speedup_pi10.json', 'ENN, penalty every 10th'),
                  ('pipeline_speedup_dense.json', 'dense'))
 
 
 def pipeline(records, out):
     """``records``: ``[(label, record), ...]`` of pipeline_speedup.py runs."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    names = ['sequential', 'bp_one_worker', 'bp_equal_cores', 'pipeline']
+    names = ['sequential', 'bp_equal_cores', 'bp_ddp', 'pipeline']
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         ratios = [r['images_per_s'].get(name, 0) / r['images_per_s']['bp_equal_cores']

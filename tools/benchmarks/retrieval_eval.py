@@ -1,4 +1,4 @@
-"""Benchmark: faiss retrieval metrics vs MMPretrain's retrieval path.
+"""Benchmark: our faiss retrieval evaluator against the alternatives a user would pick.
 
     OMP_NUM_THREADS=1 python tools/benchmarks/retrieval_eval.py [--threads 1]
         [--galleries 5000 20000 100000 1000000] [--queries 1000] [--dim 128]
@@ -14,21 +14,36 @@ clean):
   5, 10))`` and ``RetrievalAveragePrecision(topk=10)`` ``process`` /
   ``compute_metrics`` with InShop-style ground truth (the relevant gallery
   indices of each query);
-- ours: ``enn_mm.retrieval_metrics`` (exact faiss, Recall@1/5/10, mAP@10).
+- torch, chunked: what a careful user writes by hand: L2-normalise, then for
+  each ``--chunk`` gallery rows a matmul and a top-10, merged into a running
+  top-10 (memory bounded by the chunk);
+- raw faiss: L2-normalise, ``faiss.IndexFlatIP``, ``add``, ``search(k=10)``:
+  the search alone, the floor for any exact evaluator on one CPU;
+- ours: ``enn_mm.retrieval_metrics`` (exact faiss, input checks, ties broken
+  by gallery index, Recall@1/5/10 and mAP@10 computed).
 
-Time is wall time of the evaluation call; memory is its peak resident
-memory above the process's level just before the call (inputs included in
-neither), read from ``VmHWM`` after resetting it. MMPretrain's path is
-skipped where a linear extrapolation from the previous size says it would
-exceed ``--max-seconds`` or ``--max-gb``. Prints one JSON document: a list
-of records ``{"gallery", "speedup" (their time / ours), "memory_ratio"
-(ours / theirs), "max_abs_diff" (over the four metrics), ...}``.
+The time of the two hand-written paths covers the search only; their metrics
+are computed afterwards, untimed, by the same formulas
+(:func:`enn_mm.evaluation.functional.rank_metrics`), so that the four paths'
+numbers can be compared. Each timing is repeated ``--repeats`` times in
+fresh processes, the methods interleaved; the record gives the median and
+range of each, and each ratio is the median of the per-repeat ratios, with
+their range. Memory is the call's peak resident memory above the process's
+level just before it (inputs included in none), read from ``VmHWM`` after
+resetting it. MMPretrain's path is skipped where a linear extrapolation from
+the previous size says it would exceed ``--max-seconds`` or ``--max-gb``.
+Prints one JSON document: a list of records ``{"gallery", "seconds"
+{method: median}, "seconds_range", "ratio_vs_faiss" (ours / raw faiss),
+"ratio_vs_torch" (ours / torch), "speedup" (MMPretrain / ours),
+"memory_ratio" (ours / MMPretrain), "max_abs_diff" (over the four metrics
+and every pair of methods), ...}``.
 """
 import argparse
 import json
 import os
 import os.path as osp
 import subprocess
+import statistics
 import sys
 import tempfile
 import time
@@ -49,6 +64,10 @@ def parse_args(argv=None):
     p.add_argument('--batch', type=int, default=32,
                    help="MMPretrain path: queries per predict batch")
     p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--repeats', type=int, default=3,
+                   help='fresh-process repeats of every timing (MMPretrain: 1)')
+    p.add_argument('--chunk', type=int, default=16384,
+                   help='torch path: gallery rows per matmul')
     p.add_argument('--max-seconds', type=float, default=180)
     p.add_argument('--max-gb', type=float, default=6)
     p.add_argument('--mmpretrain-max-gallery', type=int, default=100000,
@@ -155,6 +174,45 @@ def run_ours(queries, q_labels, gallery, g_labels):
     return out, per_query
 
 
+def labels_metrics(ids, q_labels, g_labels):
+    """Recall@1/5/10 and mAP@10 (percent) of rankings ``ids`` by label."""
+    import numpy as np
+    from enn_mm.evaluation.functional import rank_metrics
+    rel = g_labels[ids] == q_labels[:, None]
+    num_relevant = np.bincount(g_labels, minlength=q_labels.max() + 1)[q_labels]
+    per = rank_metrics(rel, num_relevant, (1, 5, 10), ('Recall', 'mAP'))
+    per_query = {k: (100.0 * per[k]).tolist() for k in METRICS}
+    return {k: float(np.mean(v)) for k, v in per_query.items()}, per_query
+
+
+def search_torch(queries, gallery, chunk, k=10):
+    """Normalise, then matmul + top-k per gallery chunk, merged as it goes."""
+    import torch
+    import torch.nn.functional as F
+    q = F.normalize(torch.from_numpy(queries), dim=1)
+    best_s = best_i = None
+    for s in range(0, len(gallery), chunk):
+        g = F.normalize(torch.from_numpy(gallery[s:s + chunk]), dim=1)
+        scores, ids = (q @ g.T).topk(min(k, len(g)), dim=1)
+        ids += s
+        if best_s is not None:
+            scores, pos = torch.cat([best_s, scores], 1).topk(k, dim=1)
+            ids = torch.cat([best_i, ids], 1).gather(1, pos)
+        best_s, best_i = scores, ids
+    return best_i.numpy()
+
+
+def search_faiss(queries, gallery, k=10):
+    """Normalise, IndexFlatIP, add, search: faiss's exact search alone."""
+    import faiss
+    q, g = queries.copy(), gallery.copy()
+    faiss.normalize_L2(q)
+    faiss.normalize_L2(g)
+    index = faiss.IndexFlatIP(g.shape[1])
+    index.add(g)
+    return index.search(q, k)[1]
+
+
 def worker(args):
     import numpy as np
     import faiss
@@ -173,13 +231,20 @@ def worker(args):
     base = rss_now()
     exact_peak = reset_peak()
     start = time.perf_counter()
+    ids = None
     if method == 'mmpretrain':
         metrics, per_query = run_mmpretrain(queries, q_labels, gallery, g_labels,
                                             args.batch)
+    elif method == 'torch':
+        ids = search_torch(queries, gallery, args.chunk)
+    elif method == 'faiss':
+        ids = search_faiss(queries, gallery)
     else:
         metrics, per_query = run_ours(queries, q_labels, gallery, g_labels)
     seconds = time.perf_counter() - start
     peak = peak_rss()
+    if ids is not None:  # untimed: the same formulas, for comparison
+        metrics, per_query = labels_metrics(ids, q_labels, g_labels)
     json.dump(dict(seconds=seconds, peak_bytes=peak, base_bytes=base,
                    extra_bytes=max(peak - base, 0), peak_reset=exact_peak,
                    metrics={k: float(metrics[k]) for k in METRICS},
@@ -191,7 +256,8 @@ def spawn(args, method, n, gallery_file=None):
     cmd = [sys.executable, osp.abspath(__file__), '--worker', method, str(n),
            '--queries', str(args.queries), '--dim', str(args.dim),
            '--classes', str(args.classes), '--noise', str(args.noise),
-           '--batch', str(args.batch), '--threads', str(args.threads)]
+           '--batch', str(args.batch), '--threads', str(args.threads),
+           '--chunk', str(args.chunk)]
     if gallery_file:
         cmd += ['--gallery-file', gallery_file]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
@@ -228,19 +294,47 @@ def gb(x):
     return round(x / 2**30, 3)
 
 
+def median_range(values, digits=4):
+    values = sorted(values)
+    mid = values[len(values) // 2] if len(values) % 2 else \
+        (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
+    return round(mid, digits), [round(values[0], digits), round(values[-1], digits)]
+
+
+def max_diff(a, b):
+    """Largest difference between two runs' metrics, averaged and per query."""
+    return (max(abs(a['metrics'][k] - b['metrics'][k]) for k in METRICS),
+            max(max(abs(x - y) for x, y in zip(a['per_query'][k], b['per_query'][k]))
+                for k in METRICS))
+
+
 def main():
     args = parse_args()
     if args.worker:
         return worker(args)
     records = []
     theirs_prev = None
+    fast = ('faiss', 'torch', 'ours')
     for n in args.galleries:
-        ours = spawn(args, 'ours', n)
-        rec = dict(gallery=n, queries=args.queries, dim=args.dim,
-                   threads=args.threads, ours_seconds=round(ours['seconds'], 4),
-                   ours_extra_gb=gb(ours['extra_bytes']),
-                   ours_peak_rss_gb=gb(ours['peak_bytes']),
-                   ours_metrics=ours['metrics'])
+        runs = {m: [] for m in fast}
+        for _ in range(args.repeats):  # interleaved: drift hits all alike
+            for m in fast:
+                runs[m].append(spawn(args, m, n))
+        secs = {m: [r['seconds'] for r in runs[m]] for m in fast}
+        rec = dict(gallery=n, queries=args.queries, dim=args.dim, threads=args.threads,
+                   repeats=args.repeats, chunk=args.chunk, seconds={}, seconds_range={})
+        for m in fast:
+            rec['seconds'][m], rec['seconds_range'][m] = median_range(secs[m])
+        for other in ('faiss', 'torch'):
+            ratio, rng = median_range([o / b for o, b in zip(secs['ours'], secs[other])], 3)
+            rec[f'ratio_vs_{other}'], rec[f'ratio_vs_{other}_range'] = ratio, rng
+        ours = runs['ours'][0]
+        rec.update(ours_extra_gb=gb(statistics.median(r['extra_bytes'] for r in runs['ours'])),
+                   ours_peak_rss_gb=gb(statistics.median(r['peak_bytes'] for r in runs['ours'])),
+                   torch_extra_gb=gb(statistics.median(r['extra_bytes'] for r in runs['torch'])),
+                   faiss_extra_gb=gb(statistics.median(r['extra_bytes'] for r in runs['faiss'])),
+                   metrics=ours['metrics'])
+        compared = [runs['faiss'][0], runs['torch'][0]]
         skip = None
         if n > args.mmpretrain_max_gallery:
             skip = (f'MMPretrain path not run above {args.mmpretrain_max_gallery} '
@@ -259,23 +353,20 @@ def main():
         if skip is None:
             theirs = spawn(args, 'mmpretrain', n)
             theirs_prev = (n, theirs)
-            diffs = [abs(ours['metrics'][k] - theirs['metrics'][k]) for k in METRICS]
-            per_diff = [max(abs(a - b) for a, b in zip(ours['per_query'][k],
-                                                        theirs['per_query'][k]))
-                        for k in METRICS]
+            compared.append(theirs)
+            rec['seconds']['mmpretrain'] = round(theirs['seconds'], 3)
             rec.update(
-                mmpretrain_seconds=round(theirs['seconds'], 3),
                 mmpretrain_extra_gb=gb(theirs['extra_bytes']),
                 mmpretrain_peak_rss_gb=gb(theirs['peak_bytes']),
-                mmpretrain_metrics=theirs['metrics'],
-                speedup=round(theirs['seconds'] / ours['seconds'], 1),
+                speedup=round(theirs['seconds'] / rec['seconds']['ours'], 1),
                 memory_ratio=round(max(ours['extra_bytes'], 1) /
-                                   max(theirs['extra_bytes'], 1), 5),
-                max_abs_diff=max(diffs),
-                max_abs_diff_per_query=max(per_diff))
+                                   max(theirs['extra_bytes'], 1), 5))
         else:
-            rec.update(skipped=skip, speedup=None, memory_ratio=None,
-                       max_abs_diff=None)
+            rec.update(skipped=skip, speedup=None, memory_ratio=None)
+        diffs = [max_diff(ours, other) for other in compared]
+        rec['max_abs_diff'] = max(d[0] for d in diffs)
+        rec['max_abs_diff_per_query'] = max(d[1] for d in diffs)
+        rec['compared'] = ['faiss', 'torch'] + (['mmpretrain'] if skip is None else [])
         records.append(rec)
         print(f'[gallery {n}] {json.dumps(rec)}', file=sys.stderr, flush=True)
     if args.stream_10m:
@@ -290,9 +381,9 @@ def main():
             os.rmdir(folder)
         records.append(dict(
             gallery=n, queries=args.queries, dim=args.dim, threads=args.threads,
-            streamed_from_disk=True, ours_seconds=round(ours['seconds'], 3),
+            streamed_from_disk=True, repeats=1, seconds=dict(ours=round(ours['seconds'], 3)),
             ours_extra_gb=gb(ours['extra_bytes']),
-            ours_peak_rss_gb=gb(ours['peak_bytes']), ours_metrics=ours['metrics'],
+            ours_peak_rss_gb=gb(ours['peak_bytes']), metrics=ours['metrics'],
             skipped='MMPretrain path not run (needs hundreds of GB)',
             speedup=None, memory_ratio=None, max_abs_diff=None))
     json.dump(records, sys.stdout, indent=1)

@@ -1,0 +1,147 @@
+"""The benchmark scripts (tools/benchmarks/) and the pages rendered from their JSON.
+
+Each script runs here on a tiny model: the test checks its JSON schema and
+recomputes every ratio from the two timings (or sizes) it names, so a ratio
+can only come from the measurements beside it.
+"""
+import importlib.util
+import json
+import os
+import os.path as osp
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+BENCH = osp.join(REPO, 'tools', 'benchmarks')
+
+
+def script(name):
+    spec = importlib.util.spec_from_file_location(name, osp.join(BENCH, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_json(name, *args, timeout=600):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    proc = subprocess.run([sys.executable, osp.join(BENCH, f'{name}.py'), *args], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    return json.loads(out[min(i for i in (out.find('['), out.find('{')) if i >= 0):])
+
+
+def median_ratio(pairs):
+    return statistics.median(a / b for a, b in pairs)
+
+
+def test_report_pages_equal_their_json():
+    """Every rendered section of README.md, docs/results.md and
+    docs/local_learning.md equals the rendering of the committed JSON."""
+    report = script('report')
+    for page in report.PAGES:
+        with open(osp.join(REPO, page), encoding='utf-8') as f:
+            text = f.read()
+        assert report.MARK.search(text), f'{page} has no rendered section'
+        assert report.render_page(text) == text, (
+            f'{page} differs from docs/results/*.json: run python tools/benchmarks/report.py')
+    used = {m.group(2) for page in report.PAGES
+            for m in report.MARK.finditer(open(osp.join(REPO, page), encoding='utf-8').read())}
+    assert used == set(report.SECTIONS), set(report.SECTIONS) ^ used
+
+
+def test_report_renders_from_json_and_flags_drift(tmp_path, monkeypatch):
+    report = script('report')
+    text = '# x\n<!-- report:eclip -->\nstale 1.23\n<!-- /report:eclip -->\nafter\n'
+    out = report.render_page(text)
+    d = json.load(open(osp.join(REPO, 'docs/results/eclip_fmnist.json')))
+    mean, std = d['enn']['i2t/Recall@1']['mean'], d['enn']['i2t/Recall@1']['std']
+    assert f'{mean:.2f} ± {std:.2f}' in out and 'stale' not in out and out.endswith('after\n')
+    with pytest.raises(KeyError, match='unknown report section'):
+        report.render_page('<!-- report:nope -->\n<!-- /report:nope -->')
+
+
+def test_enn_overhead_paired_ratios():
+    """Tiny ResNet-18, 3 paired rounds, an interval mode measured over its
+    period: ratio = median of round-by-round ENN / dense."""
+    bench = script('enn_overhead')
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmpretrain')
+    records = bench.measure('resnet18', 'tiny', 3, intervals=(2, ))
+    modes = {r['mode']: r for r in records}
+    assert set(modes) == {'materialize', 'enn', 'penalty', 'retract', 'penalty@2', 'retract@2',
+                          'exported-inference'}
+    for mode, r in modes.items():
+        if mode == 'exported-inference':
+            assert r['param_ratio'] > 1
+            continue
+        assert len(r['samples']) == len(r['dense_samples']) == 3
+        ratios = [a / b for a, b in zip(r['samples'], r['dense_samples'])]
+        assert r['ratio'] == pytest.approx(statistics.median(ratios), abs=2e-3)
+        assert r['ratio_range'] == pytest.approx([min(ratios), max(ratios)], abs=2e-3)
+        assert r['steps_per_sample'] == (2 if '@' in mode else 1)
+        assert r['seconds'] == pytest.approx(statistics.median(r['samples']), abs=1e-4)
+
+
+def test_local_memory_paired_samples():
+    records = run_json('local_memory', '--arch', 'resnet18', '--size', '32', '--batch', '2',
+                       '--steps', '1', '--num-classes', '10', '--enn-only', '--splits', 'stage',
+                       '--repeats', '2')
+    (r, ) = records
+    assert (r['model'], r['split'], r['local_heads'], r['samples']) == \
+        ('enn-resnet18', 'stage', 'pool_linear', 2)
+    for name, key in (('memory_ratio', 'step_peak_mb'), ('rss_ratio', 'peak_rss_mb'),
+                      ('time_ratio', 'step_s')):
+        pairs = r['paired_samples'][key]
+        assert len(pairs) == 2
+        assert r[name] == pytest.approx(median_ratio(pairs), abs=2e-3)
+        lo, hi = r[name + '_range']
+        assert lo <= r[name] <= hi
+    assert r['rss_ratio'] < 1.5 and r['peak_rss_mb'] > 0
+
+
+def test_pipeline_speedup_even_baselines():
+    """Pipeline, sequential ENN-ℓ, BP on 2 threads and 2-process DDP BP, all
+    warmed for as long as the pipeline planned."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip('needs 2 cores')
+    r = run_json('pipeline_speedup', '--arch', 'resnet18', '--size', '32', '--batch', '4',
+                 '--steps', '2', '--warmup', '1', '--refine', '1', '--repeats', '1',
+                 '--dense', timeout=900)
+    ips = r['images_per_s']
+    assert set(ips) == {'sequential', 'bp_equal_cores', 'bp_ddp', 'pipeline'}
+    assert r['vs_bp_ddp'] == pytest.approx(ips['pipeline'] / ips['bp_ddp'], rel=0.01)
+    assert r['vs_sequential'] == pytest.approx(ips['pipeline'] / ips['sequential'], rel=0.01)
+    assert r['plan_s'] > 0 and len(r['assignment']) == 2
+    assert r['runs'][0]['vs_bp_ddp'] == pytest.approx(r['vs_bp_ddp'], abs=1e-3)
+
+
+def test_retrieval_benchmark_four_paths_agree():
+    records = run_json('retrieval_eval', '--galleries', '3000', '--queries', '40', '--dim', '16',
+                       '--classes', '10', '--repeats', '2')
+    (r, ) = records
+    assert set(r['seconds']) == {'faiss', 'torch', 'ours', 'mmpretrain'}
+    assert r['compared'] == ['faiss', 'torch', 'mmpretrain']
+    assert r['max_abs_diff'] < 1e-9 and r['max_abs_diff_per_query'] < 1e-9
+    assert r['ratio_vs_faiss_range'][0] <= r['ratio_vs_faiss'] <= r['ratio_vs_faiss_range'][1]
+    assert r['speedup'] == pytest.approx(r['seconds']['mmpretrain'] / r['seconds']['ours'],
+                                         rel=0.05, abs=0.1)
+
+
+def test_retrieval_benchmark_torch_path_matches_brute_force():
+    """The hand-written torch baseline (chunked matmul + merged top-k) returns
+    what a full argsort of the cosine matrix returns."""
+    import numpy as np
+    bench = script('retrieval_eval')
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((7, 5)).astype(np.float32)
+    g = rng.standard_normal((53, 5)).astype(np.float32)
+    cos = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ \
+        (g / np.linalg.norm(g, axis=1, keepdims=True)).T
+    want = np.argsort(-cos, axis=1, kind='stable')[:, :10]
+    np.testing.assert_array_equal(bench.search_torch(q, g, chunk=8), want)
+    np.testing.assert_array_equal(bench.search_faiss(q, g), want)
