@@ -3,8 +3,8 @@
     python tools/benchmarks/report.py           # rewrite the rendered sections in place
     python tools/benchmarks/report.py --check   # exit 1 if a page differs from its JSON
 
-Each rendered section of ``README.md``, ``docs/results.md`` and
-``docs/local_learning.md`` sits between two markers::
+Each rendered section of ``README.md``, ``docs/results.md``,
+``docs/local_learning.md`` and ``docs/retrieval.md`` sits between two markers::
 
     <!-- report:NAME -->
     ...generated text...
@@ -24,7 +24,7 @@ import sys
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 RESULTS = osp.join(REPO, 'docs', 'results')
-PAGES = ('README.md', 'docs/results.md', 'docs/local_learning.md')
+PAGES = ('README.md', 'docs/results.md', 'docs/local_learning.md', 'docs/retrieval.md')
 MARK = re.compile(r'(<!-- report:([\w-]+) -->\n)(.*?)(<!-- /report:\2 -->)', re.S)
 
 
