@@ -145,3 +145,55 @@ def test_retrieval_benchmark_torch_path_matches_brute_force():
     want = np.argsort(-cos, axis=1, kind='stable')[:, :10]
     np.testing.assert_array_equal(bench.search_torch(q, g, chunk=8), want)
     np.testing.assert_array_equal(bench.search_faiss(q, g), want)
+
+
+def test_accuracy_and_eclip_summaries_recompute_from_runs():
+    """The mean ± std the docs print are computed from the per-seed values
+    saved beside them."""
+    acc = script('accuracy')
+    curves = [[70.0, 86.0], [72.0, 85.0], [71.0, 88.0]]
+    s = acc.summarize('c.py', [0, 1, 2], curves, [1.0, 2.0, 3.0], [0.1, 0.2, 0.3])
+    assert s['final_top1'] == [86.0, 85.0, 88.0]
+    assert (s['mean'], s['std']) == (round(statistics.mean([86, 85, 88]), 2),
+                                     round(statistics.stdev([86, 85, 88]), 2))
+    assert s['best_epoch_top1']['epoch'] == [2, 2, 2]
+    eclip = script('eclip_fmnist')
+    runs = [{k: float(i + j) for j, k in enumerate(eclip.KEYS)} for i in range(3)]
+    out = eclip.summary(runs)
+    for k in eclip.KEYS:
+        values = [r[k] for r in runs]
+        assert out[k] == dict(mean=round(statistics.mean(values), 2),
+                              std=round(statistics.stdev(values), 2))
+    # the committed JSON holds what summary() gives for its own runs
+    saved = json.load(open(osp.join(REPO, 'docs/results/eclip_fmnist.json')))
+    for tower in ('dense', 'enn'):
+        again = eclip.summary(saved[tower]['runs'])
+        assert all(again[k] == saved[tower][k] for k in eclip.KEYS)
+
+
+def test_orthogonality_reads_the_diagnostics_log(tmp_path):
+    bench = script('orthogonality')
+    run = tmp_path / 'mode' / '20260101_000000' / 'vis_data'
+    run.mkdir(parents=True)
+    rows = [{'enn/ortho_err_max': 0.5 * i, 'enn/ortho_err_mean': 0.1 * i, 'step': 97 * i}
+            for i in (1, 2, 3)] + [{'loss': 1.0, 'step': 300}, {'accuracy/top1': 81.5, 'step': 2}]
+    (run / 'scalars.json').write_text('\n'.join(json.dumps(r) for r in rows) + '\n')
+    out = bench.parse('c.py', str(tmp_path / 'mode'), 2)
+    assert out['iters'] == [97, 194, 291] and out['log_interval'] == 97
+    assert out['ortho_err_max'] == [0.5, 1.0, 1.5] and out['final_ortho_err_max'] == 1.5
+    assert out['test_top1'] == 81.5
+    (run / 'scalars.json').write_text(json.dumps(rows[0]) + '\n')
+    with pytest.raises(FileNotFoundError, match='did not finish'):
+        bench.parse('c.py', str(tmp_path / 'mode'), 2)
+
+
+def test_plot_results_draws_the_committed_json(tmp_path):
+    import shutil
+    for name in ('enn_overhead.json', 'local_memory.json', 'pipeline_speedup.json',
+                 'pipeline_speedup_dense.json'):
+        shutil.copy(osp.join(REPO, 'docs/results', name), tmp_path / name)
+    proc = subprocess.run([sys.executable, osp.join(BENCH, 'plot_results.py'), '--dir',
+                           str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for png in ('overhead.png', 'memory.png', 'pipeline.png'):
+        assert (tmp_path / png).stat().st_size > 10_000

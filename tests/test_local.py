@@ -25,7 +25,8 @@ from conftest import REPO
 
 LOCAL_CFG = osp.join(REPO, 'configs/enn_local/resnet18w16_fmnist.py')
 LOCAL_DENSE_CFG = osp.join(REPO, 'configs/enn_local/resnet18w16_fmnist_dense.py')
-ENN_CFG = osp.join(REPO, 'configs/enn/resnet18w16_fmnist.py')
+# the paper's penalty: these tests follow loss_ortho through training
+ENN_CFG = osp.join(REPO, 'configs/enn/resnet18w16_fmnist_penalty.py')
 # weight_decay given: the ENN constructor's decay rules need a base value
 SGD = dict(constructor='ENNLocalOptimWrapperConstructor',
            optimizer=dict(type='SGD', lr=0.1, weight_decay=0.0))

@@ -19,8 +19,10 @@ from mmpretrain.structures import DataSample
 
 from conftest import REPO
 
-ENN_CFG = osp.join(REPO, 'configs/enn/resnet18w16_fmnist.py')
+# the paper's penalty: these tests follow loss_ortho through training
+ENN_CFG = osp.join(REPO, 'configs/enn/resnet18w16_fmnist_penalty.py')
 DENSE_CFG = osp.join(REPO, 'configs/baseline/resnet18w16_fmnist.py')
+DEFAULT_CFG = osp.join(REPO, 'configs/enn/resnet18w16_fmnist.py')  # the demo: the defaults
 
 
 def tiny_cfg(path, data_root, work_dir, epochs=2, **enn):
@@ -83,6 +85,30 @@ def test_training_lowers_loss_and_logs_loss_ortho(fmnist_root, tmp_path):
     assert decay['backbone.conv1.parametrizations.weight.original0'] == 0
     assert decay['backbone.conv1.parametrizations.weight.original2'] == 0
     assert decay['backbone.conv1.parametrizations.weight.original1'] == pytest.approx(0.05)
+
+
+def test_default_config_retracts_every_10th_step(fmnist_root, tmp_path):
+    """The demo config is ENN on the defaults: QR retraction after every 10th
+    optimizer step, no penalty in the loss."""
+    assert Config.fromfile(DEFAULT_CFG).model.enn == dict(ortho='retract', retract_interval=10)
+    options = enn_mm.ENNOptions()
+    assert (options.ortho, options.retract_interval, options.gamma) == ('retract', 10, 0.0)
+    errors = []
+    cfg = tiny_cfg(DEFAULT_CFG, fmnist_root, tmp_path, epochs=3)  # 12 steps
+    cfg.custom_hooks = []
+    runner = Runner.from_cfg(cfg)
+    step = runner.optim_wrapper.step
+
+    def recorded(*args, **kwargs):
+        step(*args, **kwargs)  # the retraction runs in the optimizer's post-step hook
+        errors.append(enn_mm.orthogonality_error(runner.model))
+    runner.optim_wrapper.step = recorded
+    runner.train()
+    assert 'train/loss_ortho' not in runner.message_hub.log_scalars
+    assert len(errors) == 12
+    assert errors[9] < 1e-5  # step 10: just retracted
+    assert min(errors[:9]) > 10 * errors[9]  # drifting before it (lr 3e-2 here)
+    assert errors[10] > errors[9]
 
 
 @pytest.mark.parametrize('enn', [dict(ortho='penalty'), dict(ortho='retract', retract_interval=3)])
