@@ -2,7 +2,7 @@
 # default orthonormality mode: Q and P kept exactly orthonormal by QR
 # retraction after every 10th optimizer step (docs/results.md#orthonormality).
 # The paper's penalty is resnet18w16_fmnist_penalty.py.
-_base_ = ['../_base_/fmnist_resnet18w16.py']
+_base_ = ['../baseline/resnet18w16_fmnist.py']
 
 custom_imports = dict(imports=['enn_mm'], allow_failed_imports=False)
 

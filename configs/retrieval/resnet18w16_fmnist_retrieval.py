@@ -8,7 +8,7 @@
 #
 #   python tools/train.py configs/retrieval/resnet18w16_fmnist_retrieval.py
 #   python tools/retrieval_eval.py configs/retrieval/resnet18w16_fmnist_retrieval.py CKPT
-_base_ = ['../_base_/fmnist_resnet18w16.py']
+_base_ = ['../baseline/resnet18w16_fmnist.py']
 
 custom_imports = dict(
     imports=['enn_mm', 'enn_mm.evaluation'], allow_failed_imports=False)

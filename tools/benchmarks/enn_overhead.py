@@ -63,7 +63,7 @@ MODELS_CFG = {
         backbone=dict(type='VisionTransformer', arch='b', img_size=224, patch_size=16),
         neck=None,
         head=dict(type='VisionTransformerClsHead', num_classes=1000, in_channels=768)),
-    'resnet18w16': dict(  # the demo network (configs/_base_/fmnist_resnet18w16.py), 1 channel
+    'resnet18w16': dict(  # the demo network (configs/_base_/models/resnet18w16_cifar.py), 1 channel
         type='ImageClassifier',
         backbone=dict(type='ResNet_CIFAR', depth=18, in_channels=1, stem_channels=16,
                       base_channels=16, num_stages=3, strides=(1, 2, 2), dilations=(1, 1, 1),

@@ -311,7 +311,7 @@ def main():
     results.setdefault(args.dataset, {})
     results['budget'] = dict(
         per_class=args.per_class, epochs=args.epochs, val_interval=args.val_interval,
-        schedule='the recipe of configs/_base_/fmnist_resnet18w16.py (AdamW, batch 128, '
+        schedule='configs/_base_/schedules/adamw_6e.py (AdamW, batch 128, '
                  '1 linear warm-up epoch then cosine to the last epoch)',
         threads='1 per run', jobs=args.jobs,
         data={d: DATA[d]['describe'] for d in DATA},
