@@ -415,7 +415,7 @@ def test_wrong_optimizer_setup_is_named():
 def test_retraction_keeps_every_block_orthonormal():
     init_default_scope('mmpretrain')
     cfg = tiny_cfg(LOCAL_CFG, '', '')
-    cfg.model.model.enn = dict(ortho='retract')
+    cfg.model.model.enn = dict(ortho='retract', retract_interval=1)
     model = MODELS.build(cfg.model)
     assert model.enn_options.gamma == 0
     with torch.no_grad():

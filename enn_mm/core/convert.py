@@ -8,8 +8,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .eigenbasis import Eigenbasis
+from .eigenbasis import Eigenbasis, enn_modules, factors, is_enn
 from .factored import enn_forward
+from .share import share_groups, tie_group
 
 __all__ = [
     'SUPPORTED_TYPES', 'convert_to_enn', 'export_dense', 'is_enn', 'enn_modules',
@@ -22,25 +23,6 @@ SUPPORTED_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _TYPE_NAMES = {t.__name__: t for t in SUPPORTED_TYPES}
 
 TypeSpec = Union[type, str]
-
-
-def is_enn(module: nn.Module) -> bool:
-    """Whether ``module.weight`` is parametrized by an :class:`Eigenbasis`."""
-    return (parametrize.is_parametrized(module, 'weight')
-            and isinstance(module.parametrizations.weight[0], Eigenbasis))
-
-
-def enn_modules(model: nn.Module) -> Iterator[Tuple[str, nn.Module]]:
-    """Yield ``(name, module)`` for every ENN layer of ``model``."""
-    for name, module in model.named_modules():
-        if is_enn(module):
-            yield name, module
-
-
-def factors(module: nn.Module) -> Tuple[Tensor, Tensor, Tensor]:
-    """The trainable ``(Q, λ, P)`` of an ENN layer."""
-    p = module.parametrizations.weight
-    return p.original0, p.original1, p.original2
 
 
 def _load_dense_weight(module, state_dict, prefix, local_metadata, strict,
@@ -234,7 +216,6 @@ def dense_view(model: nn.Module):
     is factored again by SVD *into the same Parameter objects*, so optimizers,
     DDP and EMA that already hold them stay valid.
     """
-    from .share import share_groups, tie_group
     groups = share_groups(model)
     saved = [(module, *_to_dense(module)) for _, module in list(enn_modules(model))]
     try:

@@ -13,12 +13,13 @@ depthwise conv factors each group's kernel separately, batched)::
 where ``d_out = out_channels / g`` and ``d_in = in_channels / g · prod(kernel)``.
 """
 import math
-from typing import Sequence, Tuple
+from typing import Iterator, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
-__all__ = ['Eigenbasis', 'factorize']
+__all__ = ['Eigenbasis', 'factorize', 'is_enn', 'enn_modules', 'factors']
 
 
 def factorize(weight: Tensor, groups: int = 1) -> Tuple[Tensor, Tensor, Tensor]:
@@ -82,3 +83,24 @@ class Eigenbasis(nn.Module):
     def extra_repr(self) -> str:
         return (f'shape={tuple(self.shape)}, groups={self.groups}, '
                 f'rank={self.rank}')
+
+
+# The basic lookups, next to the parametrization they look for: every other
+# core module builds on these and on nothing above them.
+def is_enn(module: nn.Module) -> bool:
+    """Whether ``module.weight`` is parametrized by an :class:`Eigenbasis`."""
+    return (parametrize.is_parametrized(module, 'weight')
+            and isinstance(module.parametrizations.weight[0], Eigenbasis))
+
+
+def enn_modules(model: nn.Module) -> Iterator[Tuple[str, nn.Module]]:
+    """Yield ``(name, module)`` for every ENN layer of ``model``."""
+    for name, module in model.named_modules():
+        if is_enn(module):
+            yield name, module
+
+
+def factors(module: nn.Module) -> Tuple[Tensor, Tensor, Tensor]:
+    """The trainable ``(Q, λ, P)`` of an ENN layer."""
+    p = module.parametrizations.weight
+    return p.original0, p.original1, p.original2

@@ -17,6 +17,8 @@ import math
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .eigenbasis import enn_modules
+
 __all__ = ['COMPUTE_MODES', 'enn_forward', 'set_compute', 'output_positions']
 
 COMPUTE_MODES = ('auto', 'materialize', 'factored')
@@ -80,7 +82,6 @@ def set_compute(model: nn.Module, mode: str) -> nn.Module:
     the cheaper of the two per call), ``'materialize'`` or ``'factored'``.
     Layers with a forward of their own (not torch's Conv/Linear forward)
     and convs with non-zero padding modes always materialize."""
-    from .convert import enn_modules
     if mode not in COMPUTE_MODES:
         raise ValueError(f'unknown ENN compute mode {mode!r}; choose one of {COMPUTE_MODES}.')
     for _, module in enn_modules(model):

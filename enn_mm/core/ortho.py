@@ -3,6 +3,8 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from .eigenbasis import enn_modules, factors
+
 __all__ = ['basis_penalty', 'basis_error', 'retract_']
 
 
@@ -93,7 +95,6 @@ def bases(model) -> list:
     A basis shared by several layers appears once, so the penalty and the
     retraction count it once.
     """
-    from .convert import enn_modules, factors
     seen, out = set(), []
     for _, module in enn_modules(model):
         Q, _, P = factors(module)
@@ -121,7 +122,6 @@ def orthogonality_error(model, reduction: str = 'max'):
             all bases (a float); ``'none'`` gives ``{layer name: error}`` with
             the worse of the layer's Q and P.
     """
-    from .convert import enn_modules, factors
     per_layer = {}
     for name, module in enn_modules(model):
         Q, _, P = factors(module)

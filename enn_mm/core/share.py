@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from .convert import enn_modules, factors
+from .eigenbasis import enn_modules, factors
 
 __all__ = ['share_bases', 'share_groups', 'tie_group']
 
