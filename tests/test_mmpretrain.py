@@ -97,12 +97,11 @@ def test_default_config_retracts_every_10th_step(fmnist_root, tmp_path):
     cfg = tiny_cfg(DEFAULT_CFG, fmnist_root, tmp_path, epochs=3)  # 12 steps
     cfg.custom_hooks = []
     runner = Runner.from_cfg(cfg)
-    step = runner.optim_wrapper.step
 
-    def recorded(*args, **kwargs):
-        step(*args, **kwargs)  # the retraction runs in the optimizer's post-step hook
-        errors.append(enn_mm.orthogonality_error(runner.model))
-    runner.optim_wrapper.step = recorded
+    class Record(Hook):  # after each step, its retraction (an optimizer post-step hook) done
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            errors.append(enn_mm.orthogonality_error(runner.model))
+    runner.register_hook(Record())
     runner.train()
     assert 'train/loss_ortho' not in runner.message_hub.log_scalars
     assert len(errors) == 12
@@ -240,6 +239,24 @@ def test_tools_test_export_and_vanilla_load(fmnist_root, tmp_path):
     dense_cfg = Config.fromfile(str(tmp_path / 'dense.py'))
     assert 'custom_imports' not in dense_cfg
     assert not any(h['type'].startswith('ENN') for h in dense_cfg.custom_hooks)
+    # the package function behind the tool: a failed output check is an error
+    from enn_mm.models import ExportCheckError, export_checkpoint
+    with pytest.raises(ExportCheckError, match='differs from the ENN model'):
+        export_checkpoint(cfg, ckpt, str(tmp_path / 'strict.pth'), tolerance=-1.0)
+
+
+def test_dense_config_is_the_baseline():
+    """The dense config of the ENN demo config is the dense baseline's
+    model and optimizer, without the plugin."""
+    from enn_mm.models import dense_config
+    dense = dense_config(Config.fromfile(DEFAULT_CFG))
+    base = Config.fromfile(DENSE_CFG)
+    assert dense.model == base.model and dense.optim_wrapper == base.optim_wrapper
+    assert 'custom_imports' not in dense and dense.custom_hooks == []
+    layers = Config(dict(model=dict(type='ENNModel', model=dict(
+        type='ImageClassifier', backbone=dict(type='ResNet', depth=18,
+                                              conv_cfg=dict(type='ENNConv2d'))))))
+    assert dense_config(layers).model.backbone.conv_cfg == dict(type='Conv2d')
 
 
 def test_safe_loading_is_narrow(fmnist_root, tmp_path):

@@ -50,6 +50,14 @@ def _enn_class(cls):
     return _mixed_classes[cls]
 
 
+def vanilla_class(model) -> type:
+    """The model's class without the ENN mixin (its own class if it has none)."""
+    for cls, mixed in _mixed_classes.items():
+        if type(model) is mixed:
+            return cls
+    return type(model)
+
+
 def ENNModel(model: dict, enn: Optional[dict] = None, data_preprocessor=None):
     """Build ``model`` from its config and convert it to ENN in place.
 
