@@ -150,16 +150,24 @@ def run_single(args) -> dict:
                 median_step_s=statistics.median(times))
 
 
-def run_stage(args) -> dict:
-    """One rank of the pipeline (RANK / WORLD_SIZE / MASTER_* from the env)."""
+def init_rank(args):
+    """Join the process group (RANK / WORLD_SIZE / MASTER_* from the env);
+    ``(rank, world size, device)``."""
     import torch
     import torch.distributed as dist
-    rank = int(os.environ['RANK'])
+    rank, world = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
     cuda = args.device == 'cuda'
     device = torch.device(f'cuda:{rank}' if cuda else 'cpu')
     if cuda:
         torch.cuda.set_device(device)
     dist.init_process_group('nccl' if cuda else 'gloo')
+    return rank, world, device
+
+
+def run_stage(args) -> dict:
+    """One rank of the pipeline."""
+    import torch.distributed as dist
+    _, _, device = init_rank(args)
     from enn_mm.local import ENNPipelineParallel
     model, optim = build(args, True, device)
     pipe = ENNPipelineParallel(model, stages=args.stages, timeout=600, refine=args.refine)
@@ -204,18 +212,12 @@ def run_stage(args) -> dict:
 
 
 def run_ddp(args) -> dict:
-    """One rank of data-parallel BP (RANK / WORLD_SIZE / MASTER_* from the env)."""
-    import torch
+    """One rank of data-parallel BP."""
     import torch.distributed as dist
     from mmengine.model import MMDistributedDataParallel
-    rank, world = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
-    cuda = args.device == 'cuda'
-    device = torch.device(f'cuda:{rank}' if cuda else 'cpu')
-    if cuda:
-        torch.cuda.set_device(device)
-    dist.init_process_group('nccl' if cuda else 'gloo')
+    rank, world, device = init_rank(args)
     model, optim = build(args, False, device)
-    ddp = MMDistributedDataParallel(model, device_ids=[rank] if cuda else None)
+    ddp = MMDistributedDataParallel(model, device_ids=[rank] if device.type == 'cuda' else None)
     ddp.train()
     data = batch(args, device)
     per_rank = args.batch // world
