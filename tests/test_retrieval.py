@@ -684,6 +684,7 @@ def test_retrieval_eval_tool(fmnist_root, tmp_path, monkeypatch, capsys):
     summary = json.loads((out / 'metrics.json').read_text())
     feats, labels = np.load(out / 'query_feats.npy'), np.load(out / 'query_labels.npy')
     assert feats.shape == (40, 64) and summary['exact']
+    assert summary['embed_seconds'] > 0 and summary['search_seconds'] > 0  # where time goes
     ref = ref_metrics(ref_scores(feats, feats, 'cosine'), label_sets(labels, labels),
                       (1, 5, 10, 30), exclude_self=True)
     assert_close(summary['metrics'], {k: ref[k] for k in summary['metrics']}, tol=1e-4)

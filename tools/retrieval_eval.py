@@ -26,7 +26,6 @@ import json
 import os
 import os.path as osp
 import sys
-import time
 
 import numpy as np
 import torch
@@ -54,33 +53,6 @@ def parse_args():
                         help='override config keys, e.g. '
                         'test_evaluator.index=IVF256,Flat')
     return parser.parse_args()
-
-
-def retrieval_metric_cfg(cfg):
-    """The FaissRetrievalMetric config of test_evaluator, or a default."""
-    evaluators = cfg.get('test_evaluator') or []
-    if isinstance(evaluators, dict):
-        evaluators = evaluators.get('metrics', [evaluators])
-    for ev in evaluators:
-        if ev.get('type', '').split('.')[-1] == 'FaissRetrievalMetric':
-            return dict(ev)
-    print('test_evaluator has no FaissRetrievalMetric: retrieving the test set '
-          'against itself by label, self-matches excluded')
-    return dict(type='FaissRetrievalMetric', topk=(1, 5, 10),
-                metric_names=('Recall', 'Precision', 'mAP', 'AP', 'mAP@R'))
-
-
-def embed(model, loader, title, sink, extract_kwargs, key):
-    from mmengine.utils import ProgressBar
-
-    from enn_mm.evaluation import embed_batch
-    print(f'{title}: {len(loader.dataset)} items')
-    bar = ProgressBar(len(loader))
-    for batch in loader:
-        sink(embed_batch(model, batch, extract_kwargs=extract_kwargs,
-                         keys={key}))
-        bar.update()
-    print()
 
 
 def save_gt(path_prefix, gt):
@@ -129,12 +101,9 @@ def main():
     args = parse_args()
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
-    from mmengine.runner import Runner, load_checkpoint
 
     import enn_mm  # noqa: F401  (registries, safe checkpoint loading)
-    import enn_mm.evaluation  # noqa: F401
-    from enn_mm.evaluation.functional import evaluate_rankings
-    from mmpretrain.registry import METRICS, MODELS
+    from enn_mm.evaluation import evaluate_checkpoint
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
@@ -144,64 +113,31 @@ def main():
     work_dir = args.work_dir or osp.join('work_dirs', 'retrieval_eval', name)
     os.makedirs(work_dir, exist_ok=True)
 
-    model = MODELS.build(cfg.model)
-    load_checkpoint(model, args.checkpoint, map_location='cpu', logger='silent')
-    model.to(args.device).eval()
-    extract_kwargs = (cfg.get('test_cfg') or {}).get('extract_kwargs')
-
-    metric = METRICS.build(retrieval_metric_cfg(cfg))
-    start = time.time()
-    query_loader = Runner.build_dataloader(cfg.test_dataloader, seed=0)
-    embed(model, query_loader, 'queries', lambda s: metric.process(None, s),
-          extract_kwargs, metric.feat_key)
-    if metric.gallery_dataloader is not None:
-        gallery_loader = Runner.build_dataloader(metric.gallery_dataloader, seed=0)
-        metric.reset_gallery(len(gallery_loader.dataset))
-        embed(model, gallery_loader, 'gallery', metric.add_gallery, extract_kwargs,
-              metric.feat_key)
-    embed_time = time.time() - start
-
-    start = time.time()  # search time: gathering, index building, search, metrics
-    data = metric.merge(metric.results, metric._gallery_parts,
-                        len(query_loader.dataset))
-    searcher = metric.build_searcher(data['gallery'], len(data['query']))
-    n_eff = searcher.ntotal - int(metric.exclude_self)
-    curve_k = min(args.curve_k, n_eff)
-    result = evaluate_rankings(searcher, data['query'], data['relevance'],
-                               metric.topk, metric.metric_names,
-                               metric.exclude_self, metric.query_chunk,
-                               curve_k=curve_k)
-    search_time = time.time() - start
-    curve = result.pop('recall_curve', None)
-
-    print(f'search: {searcher.description}')
-    print_table(result, metric.topk)
-    summary = dict(config=args.config, checkpoint=args.checkpoint,
-                   search=searcher.description, exact=searcher.exact,
-                   num_queries=len(data['query']), gallery_size=searcher.ntotal,
-                   exclude_self=metric.exclude_self, embed_seconds=embed_time,
-                   search_seconds=search_time, metrics=result)
+    out = evaluate_checkpoint(cfg, args.checkpoint, args.device, args.curve_k)
+    summary, data, searcher, curve = out['summary'], out['data'], out['searcher'], out['curve']
+    print(f"search: {summary['search']}")
+    print_table(summary['metrics'], data['topk'])
+    summary = dict(config=args.config, checkpoint=args.checkpoint, **summary)
     with open(osp.join(work_dir, 'metrics.json'), 'w') as f:
         json.dump(summary, f, indent=2)
-    if curve is not None and len(curve):
-        self_note = ', self excluded' if metric.exclude_self else ''
+    if curve is not None:
+        self_note = ', self excluded' if summary['exclude_self'] else ''
         save_curve(osp.join(work_dir, 'recall_curve.png'), curve,
-                   f'{name}\n{len(data["query"])} queries, gallery '
-                   f'{searcher.ntotal}{self_note}')
+                   f"{name}\n{summary['num_queries']} queries, gallery "
+                   f"{summary['gallery_size']}{self_note}")
         with open(osp.join(work_dir, 'recall_curve.json'), 'w') as f:
             json.dump({f'Recall@{k + 1}': float(v) for k, v in enumerate(curve)}, f)
     if args.save_feats:
         np.save(osp.join(work_dir, 'query_feats.npy'), data['query'])
         save_gt(osp.join(work_dir, 'query'), data['query_gt'])
-        if metric.gallery is not None:
-            np.save(osp.join(work_dir, 'gallery_feats.npy'),
-                    np.asarray(data['gallery']))
+        if data['has_gallery']:
+            np.save(osp.join(work_dir, 'gallery_feats.npy'), np.asarray(data['gallery']))
             save_gt(osp.join(work_dir, 'gallery'), data['gallery_gt'])
     if args.save_index:
         import faiss
         faiss.write_index(searcher.to_cpu_index(), osp.join(work_dir, 'gallery.index'))
-    print(f'embedding {embed_time:.1f} s, search + metrics {search_time:.2f} s; '
-          f'outputs in {work_dir}')
+    print(f"embedding {summary['embed_seconds']:.1f} s, search + metrics "
+          f"{summary['search_seconds']:.2f} s; outputs in {work_dir}")
 
 
 if __name__ == '__main__':

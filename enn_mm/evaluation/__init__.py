@@ -25,8 +25,9 @@ if importlib.util.find_spec('mmpretrain') is not None:
     from .retrieval_loop import (FaissRetrievalTestLoop, FaissRetrievalValLoop,
                                  embed_batch)
     from .retrieval_metric import FaissRetrievalMetric
+    from .evaluate import evaluate_checkpoint, retrieval_metric_cfg
     __all__ += [
         'FaissRetrievalMetric', 'FaissImageTextRetrievalMetric',
         'FaissRetrievalValLoop', 'FaissRetrievalTestLoop', 'ENNClassSubset',
-        'embed_batch'
+        'embed_batch', 'evaluate_checkpoint', 'retrieval_metric_cfg'
     ]

@@ -155,6 +155,11 @@ class FaissRetrievalMetric(BaseMetric):
             return self.gallery
         return None
 
+    @property
+    def gallery_parts(self) -> List[dict]:
+        """The embedded gallery batches kept by :meth:`add_gallery` (this rank's)."""
+        return self._gallery_parts
+
     def reset_gallery(self, size: int) -> None:
         """Start a new gallery of ``size`` items (the gallery dataset length)."""
         self._gallery_parts = []
