@@ -386,3 +386,12 @@ def test_share_groups_reject_bad_input():
         ENNOptions(share=[dict(name='one', include=['0'])]).apply(square_mlp())
     with pytest.raises(KeyError, match='unknown'):
         ENNOptions(share=[dict(include=['0', '2'], basis='P')]).apply(square_mlp())
+
+
+def test_penalty_weight_schedule():
+    """One schedule for ENNModel and ENN-ℓ: n·γ on every n-th step, else 0."""
+    opts = ENNOptions(ortho='penalty', gamma=1e-3, penalty_interval=4)
+    assert [opts.penalty_weight(s) for s in range(9)] == \
+        [4e-3, 0, 0, 0, 4e-3, 0, 0, 0, 4e-3]
+    assert ENNOptions().penalty_weight(0) == 0.0  # retraction: no penalty
+    assert ENNOptions(ortho='penalty').penalty_weight(3) == pytest.approx(1e-5)

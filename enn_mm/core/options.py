@@ -90,6 +90,14 @@ class ENNOptions:
                                f'{", ".join(valid)}.')
         return cls(**cfg)
 
+    def penalty_weight(self, step: int) -> float:
+        """The penalty's weight at training step ``step`` (0-based): ``n·γ``
+        on every n-th step (``penalty_interval`` n), else 0; 0 without a
+        penalty. ``ENNModel`` and ENN-ℓ's blocks both weigh it so."""
+        if self.gamma <= 0 or step % self.penalty_interval:
+            return 0.0
+        return self.gamma * self.penalty_interval
+
     def apply(self, model: nn.Module) -> nn.Module:
         """Convert ``model`` in place and arm retraction if asked for."""
         convert_to_enn(model, include=self.include, exclude=self.exclude, types=self.types)

@@ -108,11 +108,10 @@ class LocalLearningMixin:
     def _penalty_weight(self) -> Optional[float]:
         """γ for this step, as ``ENNModel`` weighs it: ``None`` without a
         penalty, ``n·γ`` on every n-th step (``penalty_interval``), else 0."""
-        interval = self._penalty_interval()
-        if interval is None:
+        if self._penalty_interval() is None:
             return None
         step = MessageHub.get_current_instance().get_info('iter', 0)
-        return self.enn_options.gamma * interval if step % interval == 0 else 0.0
+        return self.enn_options.penalty_weight(step)
 
     def _block_bases(self) -> List[list]:
         """The bases each block owns, in `orthogonality_penalty`'s order."""

@@ -27,10 +27,9 @@ class ENNModelMixin:
         if opts.gamma > 0:
             # the Runner's iteration counter: identical on every rank and
             # restored by --resume, so the schedule is too
-            step = MessageHub.get_current_instance().get_info('iter', 0)
-            if step % opts.penalty_interval == 0:
-                losses['loss_ortho'] = (opts.gamma * opts.penalty_interval *
-                                        orthogonality_penalty(self))
+            weight = opts.penalty_weight(MessageHub.get_current_instance().get_info('iter', 0))
+            if weight:
+                losses['loss_ortho'] = weight * orthogonality_penalty(self)
             else:
                 losses['loss_ortho'] = torch.zeros((), device=next(self.parameters()).device)
         return losses
