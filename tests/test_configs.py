@@ -1,6 +1,6 @@
 """The shipped configs: MMPretrain's _base_ layout, rendered as recorded.
 
-``tests/data/rendered_configs.json`` holds every config under ``configs/``
+``tests/rendered_configs.json`` holds every config under ``configs/``
 as mmengine renders it (bases merged, ``{{_base_.x}}`` substituted). A config
 change that alters what the Runner receives shows up here; after an intended
 change, refresh the record with ``python tests/test_configs.py --update``.
@@ -14,7 +14,7 @@ import pytest
 from mmengine.config import Config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-RECORD = osp.join(REPO, 'tests', 'data', 'rendered_configs.json')
+RECORD = osp.join(REPO, 'tests', 'rendered_configs.json')
 # Module-level helper variables of the _base_ files: never read by the Runner.
 HELPERS = {'dataset_type', 'data_root', 'train_pipeline', 'test_pipeline'}
 
