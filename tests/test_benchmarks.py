@@ -54,7 +54,7 @@ def test_report_pages_equal_their_json():
     assert used == set(report.SECTIONS), set(report.SECTIONS) ^ used
 
 
-def test_report_renders_from_json_and_flags_drift(tmp_path, monkeypatch):
+def test_report_renders_from_json_and_flags_drift():
     report = script('report')
     text = '# x\n<!-- report:eclip -->\nstale 1.23\n<!-- /report:eclip -->\nafter\n'
     out = report.render_page(text)

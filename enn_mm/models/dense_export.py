@@ -16,6 +16,7 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.runner import load_checkpoint
 
+from .. import __version__
 from ..core import enn_modules, export_dense, orthogonality_error
 from .enn_model import vanilla_class
 
@@ -135,9 +136,8 @@ def export_checkpoint(cfg: Config, checkpoint: str, out: str, check: bool = True
     model.__class__ = vanilla_class(model)
     dense_cfg = dense_config(cfg)
     meta = dict(dataset_meta=ckpt.get('meta', {}).get('dataset_meta'),
-                enn_mm=dict(source=osp.abspath(checkpoint), orthogonality_error=ortho_err))
-    from .. import __version__
-    meta['enn_mm']['version'] = __version__
+                enn_mm=dict(version=__version__, source=osp.abspath(checkpoint),
+                            orthogonality_error=ortho_err))
     torch.save(dict(state_dict=model.state_dict(), meta=meta), out)
     cfg_out = osp.splitext(out)[0] + '.py'
     dense_cfg.dump(cfg_out)

@@ -23,6 +23,7 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
+from report import overhead_records  # noqa: E402  (this folder is on sys.path)
 
 
 def load(folder, name):
@@ -31,16 +32,6 @@ def load(folder, name):
         return None
     with open(path) as f:
         return json.load(f)
-
-
-def merged_overhead(folder):
-    """enn_overhead.json with re-measured groups replaced (as the docs' table)."""
-    records = []
-    for name in ('enn_overhead.json', 'enn_overhead_resnet50_realistic.json'):
-        new = load(folder, name) or []
-        groups = {(r['model'], r['setting']) for r in new}
-        records = [r for r in records if (r['model'], r['setting']) not in groups] + new
-    return records
 
 
 def overhead(records, out):
@@ -137,7 +128,7 @@ def main():
                           ('local_memory.json', memory, 'memory.png')):
         data = load(args.dir, name)
         if name == 'enn_overhead.json' and data is not None:
-            data = merged_overhead(args.dir)
+            data = overhead_records(args.dir)  # as the docs' table
         if data is not None:
             fn(data, osp.join(args.dir, png))
             done.append(png)

@@ -295,10 +295,8 @@ def gb(x):
 
 
 def median_range(values, digits=4):
-    values = sorted(values)
-    mid = values[len(values) // 2] if len(values) % 2 else \
-        (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
-    return round(mid, digits), [round(values[0], digits), round(values[-1], digits)]
+    return (round(statistics.median(values), digits),
+            [round(min(values), digits), round(max(values), digits)])
 
 
 def max_diff(a, b):
