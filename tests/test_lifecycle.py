@@ -1,4 +1,5 @@
-"""ENN under the training features users already rely on: DDP, EMA."""
+"""ENN under the training features users already rely on: DDP, EMA, and
+the ENN-ℓ checkpoint export (``tools/export_local.py``)."""
 import copy
 import os
 import os.path as osp
@@ -6,11 +7,19 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, load_checkpoint
 
 import enn_mm
+import enn_mm.local.export
 from conftest import REPO
+from enn_mm.local.plain import plain_checkpoint
+from enn_mm.models import ExportCheckError
+from enn_mm.models.dense_export import export_cli
+from mmpretrain.registry import MODELS
 from test_mmpretrain import ENN_CFG, logits, tiny_cfg
 
 
@@ -85,3 +94,102 @@ def test_ema_model_is_a_valid_enn_model_and_exports(fmnist_root, tmp_path):
     model = copy.deepcopy(runner.model)
     load_checkpoint(model, str(tmp_path / 'epoch_2.pth'), strict=True)
     assert torch.isfinite(logits(model, x)).all()
+
+
+LOCAL_CFG = osp.join(REPO, 'configs/enn_local/resnet18w16_fmnist.py')
+LOCAL_KEYS = ('local_heads.', 'local_loss.', 'local_objectives.')
+
+
+def local_checkpoint(tmp_path):
+    """The ENN-ℓ config (inner ENN ResNet shrunk to width 8, two stages) and
+    a checkpoint of it with random BN statistics: (config path, checkpoint)."""
+    cfg = Config.fromfile(LOCAL_CFG)
+    inner = cfg.model.model.model  # ENNLocalClassifier > ENNModel > ImageClassifier
+    inner.backbone.update(stem_channels=8, base_channels=8, num_stages=2, strides=(1, 2),
+                          dilations=(1, 1), out_indices=(1, ))
+    inner.head.in_channels = 16
+    cfg_path, ckpt = str(tmp_path / 'local.py'), str(tmp_path / 'local.pth')
+    cfg.dump(cfg_path)
+    init_default_scope('mmpretrain')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+    torch.save(dict(state_dict=model.state_dict(),
+                    meta=dict(dataset_meta=dict(classes=[str(i) for i in range(10)]))), ckpt)
+    return cfg_path, ckpt
+
+
+def test_plain_checkpoint_computes_what_the_local_model_computes(tmp_path, monkeypatch):
+    cfg_path, ckpt = local_checkpoint(tmp_path)
+    out = str(tmp_path / 'plain.pth')
+    result = plain_checkpoint(cfg_path, ckpt, out)
+    source = torch.load(ckpt, map_location='cpu', weights_only=True)['state_dict']
+    n_local = sum(k.startswith(LOCAL_KEYS) for k in source)
+    assert n_local > 0
+    assert result == dict(checkpoint=out, config=str(tmp_path / 'plain.py'), dropped=n_local)
+
+    # reference: the ENN-ℓ model itself, built and loaded here; the plain
+    # model only from the written files, loaded safely
+    init_default_scope('mmpretrain')
+    enn_local = MODELS.build(Config.fromfile(cfg_path).model).eval()
+    load_checkpoint(enn_local, ckpt, map_location='cpu', strict=True)
+    exported = Config.fromfile(result['config'])
+    assert exported.model.type == 'ENNModel' and exported.load_from is None
+    assert exported.optim_wrapper.constructor == 'ENNOptimWrapperConstructor'
+    saved = torch.load(out, map_location='cpu', weights_only=True)
+    assert not any(k.startswith(LOCAL_KEYS) for k in saved['state_dict'])
+    assert len(saved['state_dict']) == len(source) - n_local
+    assert saved['meta']['dataset_meta']['classes'][3] == '3'
+    assert saved['meta']['enn_local']['source'] == osp.abspath(ckpt)
+    plain = MODELS.build(exported.model).eval()
+    plain.load_state_dict(saved['state_dict'], strict=True)
+    assert not any('local' in n for n, _ in plain.named_modules())
+    x = torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(plain(x, mode='tensor'), enn_local(x, mode='tensor'))
+
+    # a plain model that computes something else fails the check
+    from enn_mm.local import plain as plain_module
+    strip = plain_module.strip_local_heads
+
+    def tampered(state_dict):
+        state = strip(state_dict)
+        key = next(k for k in state if k.endswith('head.fc.bias'))
+        state[key] = state[key] + 1e-3
+        return state
+
+    monkeypatch.setattr(plain_module, 'strip_local_heads', tampered)
+    with pytest.raises(ExportCheckError, match='differs from the ENN-ℓ model'):
+        plain_checkpoint(cfg_path, ckpt, str(tmp_path / 'tampered.pth'))
+    monkeypatch.undo()
+    # a config without ENN-ℓ has no heads to drop: an error, on the CLI too
+    with pytest.raises(ValueError, match='not an ENNLocalClassifier'):
+        plain_checkpoint(cfg_path, ckpt, str(tmp_path / 'x.pth'),
+                         cfg_options={'model': dict(_delete_=True, type='ImageClassifier')})
+    with pytest.raises(SystemExit, match='not an ENNLocalClassifier'):
+        export_cli(plain_checkpoint, 'export', [ENN_CFG, ckpt, str(tmp_path / 'x.pth')])
+
+
+def test_export_local_tool_and_deprecated_module(tmp_path, monkeypatch):
+    cfg_path, ckpt = local_checkpoint(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, 'tools/export_local.py', cfg_path, ckpt, str(tmp_path / 'tool.pth'),
+         '--cfg-options', 'log_level=INFO'],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert 'local-head entries dropped' in proc.stdout + proc.stderr
+    # python -m enn_mm.local.export: the same files, with a deprecation warning
+    monkeypatch.setattr(sys, 'argv', ['export', cfg_path, ckpt, str(tmp_path / 'old.pth')])
+    with pytest.warns(DeprecationWarning, match='tools/export_local.py'):
+        enn_mm.local.export.main()
+    tool, old = (torch.load(tmp_path / f'{n}.pth', map_location='cpu', weights_only=True)
+                 for n in ('tool', 'old'))
+    assert tool['state_dict'].keys() == old['state_dict'].keys()
+    assert all(torch.equal(v, old['state_dict'][k]) for k, v in tool['state_dict'].items())
+    assert Config.fromfile(str(tmp_path / 'tool.py')).model == \
+        Config.fromfile(str(tmp_path / 'old.py')).model

@@ -30,3 +30,22 @@ def _init_dist_pytorch_cpu(backend='gloo', init_backend='torch', **kwargs) -> No
 
 if not torch.cuda.is_available():
     dist_utils._init_dist_pytorch = _init_dist_pytorch_cpu
+
+
+def run_mmpretrain_tool(name: str) -> None:
+    """Run MMPretrain's own ``tools/<name>`` (the copy installed with it,
+    under ``.mim``) as ``__main__`` in this process, then leave the process
+    group cleanly: torn down at interpreter exit, gloo's threads can abort a
+    rank that finished last ("terminate called ...").
+
+    ``tools/train.py`` and ``tools/test.py`` are this with ``enn_mm`` loaded
+    (registries, safe checkpoint loading, the CPU launch above).
+    """
+    import runpy
+
+    import mmpretrain
+    runpy.run_path(os.path.join(os.path.dirname(mmpretrain.__file__), '.mim', 'tools', name),
+                   run_name='__main__')
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()

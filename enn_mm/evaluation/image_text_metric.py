@@ -2,14 +2,13 @@
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
-from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
 from mmpretrain.registry import METRICS
-from .functional import check_topk, image_text_retrieval_metrics
+from .functional import image_text_retrieval_metrics
 from .gather import collect_parts, compute_on_main, merge_parts
-from .retrieval_metric import LOOP_HINT, features_of, indices_of
-from .search import SIMILARITIES, to_numpy, topk_of_scores
+from .retrieval_metric import LOOP_HINT, FaissMetricBase, features_of, indices_of
+from .search import to_numpy, topk_of_scores
 
 # MMPretrain registers its retrieval datasets only when `transformers` is
 # installed (for its own text models); they need nothing of it, and dual
@@ -26,7 +25,7 @@ def _texts_of(sample) -> list:
 
 
 @METRICS.register_module()
-class FaissImageTextRetrievalMetric(BaseMetric):
+class FaissImageTextRetrievalMetric(FaissMetricBase):
     """Image-to-text and text-to-image Recall@K, several captions per image.
 
     The Karpathy COCO 5k / Flickr30k 1k protocol: an image query hits at K
@@ -64,7 +63,6 @@ class FaissImageTextRetrievalMetric(BaseMetric):
         float16 (bool): float16 gallery storage (approximate).
         collect_device, prefix, collect_dir: As in mmengine's BaseMetric.
     """
-    default_prefix: Optional[str] = 'retrieval'
 
     def __init__(self,
                  topk: Union[int, Sequence[int]] = (1, 5, 10),
@@ -77,15 +75,11 @@ class FaissImageTextRetrievalMetric(BaseMetric):
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None,
                  collect_dir: Optional[str] = None) -> None:
-        super().__init__(collect_device=collect_device, prefix=prefix,
-                         collect_dir=collect_dir)
-        self.topk = check_topk(topk)
-        if similarity not in SIMILARITIES:
-            raise ValueError(f'similarity must be one of {SIMILARITIES}')
+        super().__init__(topk, dict(similarity=similarity, index=index, device=device,
+                                    float16=float16),
+                         collect_device, prefix, collect_dir)
         self.image_key = image_key
         self.text_key = text_key
-        self.search_cfg = dict(similarity=similarity, index=index, device=device,
-                               float16=float16)
         self.text_size: Optional[int] = None  # set by the loop, checked
         self._mode: Optional[str] = None
 
@@ -171,18 +165,29 @@ class FaissImageTextRetrievalMetric(BaseMetric):
         return {f'Recall@{k}': 100.0 * float(np.mean(hit & (first_hit <= k)))
                 for k in self.topk}
 
-    def compute_from_parts(self, items: list, size: Optional[int]) -> dict:
-        """Merge gathered images and captions and run both searches."""
+    def merge_images_texts(self, items: list, size: Optional[int]) -> tuple:
+        """Gathered ``('i', part)`` / ``('t', part)`` items -> ``(images,
+        texts, pos)``: the merged image and caption entries (each sorted by
+        id, padding repeats dropped) and, for each caption, the row of its
+        image in ``images``.
+
+        Raises:
+            RuntimeError: A caption's image was not gathered.
+        """
         images = merge_parts([p for tag, p in items if tag == 'i'], size, 'image',
                              contiguous=False)
         texts = merge_parts([p for tag, p in items if tag == 't'], self.text_size,
                             'caption', contiguous=False)
-        # the row of each caption's image in the sorted image list
         pos = np.searchsorted(images['idx'], texts['owner'])
         pos = np.minimum(pos, len(images['idx']) - 1)
         if (images['idx'][pos] != texts['owner']).any():
             raise RuntimeError('some captions belong to images that were not '
                                'gathered')
+        return images, texts, pos
+
+    def compute_from_parts(self, items: list, size: Optional[int]) -> dict:
+        """Merge gathered images and captions and run both searches."""
+        images, texts, pos = self.merge_images_texts(items, size)
         print_log(f'{type(self).__name__}: {len(images["idx"])} images, '
                   f'{len(texts["idx"])} captions, faiss '
                   f'{self.search_cfg["index"]} search', logger='current')

@@ -87,10 +87,15 @@ def embed_batch(model, data_batch: dict, with_texts: bool = False,
 
 
 class _RetrievalLoopMixin:
-    """What both loops share: gallery embedding and the per-batch step."""
+    """Everything of the two loops but mmengine's base (``ValLoop`` or
+    ``TestLoop``, next in the MRO) and the hook names, ``before_{_phase}``
+    etc.: the constructor, gallery embedding, ``run`` and the per-batch
+    step."""
     _phase = 'val'
 
-    def _init_retrieval(self, extract_kwargs, progress):
+    def __init__(self, runner, dataloader, evaluator, fp16: bool = False,
+                 extract_kwargs: Optional[dict] = None, progress: bool = True):
+        super().__init__(runner, dataloader, evaluator, fp16)
         self.extract_kwargs = extract_kwargs or {}
         self.progress = progress
         self.with_texts = any(getattr(m, 'needs_texts', False)
@@ -125,7 +130,8 @@ class _RetrievalLoopMixin:
             if bar is not None:
                 print()
 
-    def _run(self) -> dict:
+    def run(self) -> dict:
+        """Embed galleries and queries, then evaluate."""
         self.runner.call_hook(f'before_{self._phase}')
         self.runner.call_hook(f'before_{self._phase}_epoch')
         self.runner.model.eval()
@@ -165,15 +171,6 @@ class FaissRetrievalValLoop(_RetrievalLoopMixin, ValLoop):
     """
     _phase = 'val'
 
-    def __init__(self, runner, dataloader, evaluator, fp16: bool = False,
-                 extract_kwargs: Optional[dict] = None, progress: bool = True):
-        super().__init__(runner, dataloader, evaluator, fp16)
-        self._init_retrieval(extract_kwargs, progress)
-
-    def run(self) -> dict:
-        """Embed galleries and queries, then evaluate."""
-        return self._run()
-
 
 @LOOPS.register_module()
 class FaissRetrievalTestLoop(_RetrievalLoopMixin, TestLoop):
@@ -181,12 +178,3 @@ class FaissRetrievalTestLoop(_RetrievalLoopMixin, TestLoop):
     ``FaissImageTextRetrievalMetric``; arguments as
     :class:`FaissRetrievalValLoop`."""
     _phase = 'test'
-
-    def __init__(self, runner, dataloader, evaluator, fp16: bool = False,
-                 extract_kwargs: Optional[dict] = None, progress: bool = True):
-        super().__init__(runner, dataloader, evaluator, fp16)
-        self._init_retrieval(extract_kwargs, progress)
-
-    def run(self) -> dict:
-        """Embed galleries and queries, then evaluate."""
-        return self._run()

@@ -48,8 +48,32 @@ def labels_of(data_samples: Sequence, key: str = 'gt_label') -> list:
     return out
 
 
+class FaissMetricBase(BaseMetric):
+    """What the faiss retrieval metrics share: the checked cut-offs
+    (``self.topk``) and search settings (``self.search_cfg``, the keyword
+    arguments of the search), and mmengine's collection arguments.
+
+    Args:
+        topk (int | Sequence[int]): Cut-offs K.
+        search_cfg (dict): ``similarity`` (checked against ``SIMILARITIES``),
+            ``index``, ``device``, ``float16`` and any further search option.
+        collect_device, prefix, collect_dir: As in mmengine's BaseMetric.
+    """
+    default_prefix: Optional[str] = 'retrieval'
+
+    def __init__(self, topk: Union[int, Sequence[int]], search_cfg: dict,
+                 collect_device: str = 'cpu', prefix: Optional[str] = None,
+                 collect_dir: Optional[str] = None) -> None:
+        super().__init__(collect_device=collect_device, prefix=prefix,
+                         collect_dir=collect_dir)
+        self.topk = check_topk(topk)
+        if search_cfg.get('similarity') not in SIMILARITIES:
+            raise ValueError(f'similarity must be one of {SIMILARITIES}')
+        self.search_cfg = search_cfg
+
+
 @METRICS.register_module()
-class FaissRetrievalMetric(BaseMetric):
+class FaissRetrievalMetric(FaissMetricBase):
     """Image-to-image retrieval metrics with an exact faiss search.
 
     Queries are the evaluation dataloader's samples, embedded by the loop
@@ -97,7 +121,6 @@ class FaissRetrievalMetric(BaseMetric):
         prefix (str, optional): Defaults to 'retrieval'.
         collect_dir (str, optional): As in mmengine's BaseMetric.
     """
-    default_prefix: Optional[str] = 'retrieval'
 
     def __init__(self,
                  topk: Union[int, Sequence[int]] = (1, 5, 10),
@@ -115,9 +138,9 @@ class FaissRetrievalMetric(BaseMetric):
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None,
                  collect_dir: Optional[str] = None) -> None:
-        super().__init__(collect_device=collect_device, prefix=prefix,
-                         collect_dir=collect_dir)
-        self.topk = check_topk(topk)
+        super().__init__(topk, dict(similarity=similarity, index=index, device=device,
+                                    float16=float16, shard_rows=shard_rows),
+                         collect_device, prefix, collect_dir)
         # (not `metrics`: mmengine reads an evaluator config with a `metrics`
         # key as an Evaluator, not a metric)
         self.metric_names = check_metric_names(metric_names)
@@ -138,10 +161,6 @@ class FaissRetrievalMetric(BaseMetric):
                              f'{relevance!r}')
         self.relevance = relevance
         self.feat_key = feat_key
-        if similarity not in SIMILARITIES:
-            raise ValueError(f'similarity must be one of {SIMILARITIES}')
-        self.search_cfg = dict(similarity=similarity, index=index, device=device,
-                               float16=float16, shard_rows=shard_rows)
         self.query_chunk = query_chunk
         self._gallery_parts: List[dict] = []
         self._gallery_size: Optional[int] = None

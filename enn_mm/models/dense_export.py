@@ -6,27 +6,138 @@ PyTorch). This module adds what the MMPretrain side needs around it: the
 config without the ENN lines (:func:`dense_config`) and the whole checkpoint
 conversion with its output check (:func:`export_checkpoint`), which
 ``tools/export_dense.py`` calls.
+
+The steps every checkpoint export takes (this one and ENN-ℓ's
+:func:`enn_mm.local.plain_checkpoint`) are the helpers :func:`load_model`,
+:func:`export_meta`, :func:`save_export`, :func:`check_export` and the
+command line :func:`export_cli`.
 """
+import argparse
 import copy
 import os.path as osp
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
+from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
 from .. import __version__
 from ..core import enn_modules, export_dense, orthogonality_error
 from .enn_model import vanilla_class
 
-__all__ = ['dense_config', 'export_checkpoint', 'ExportCheckError']
+__all__ = ['dense_config', 'export_checkpoint', 'ExportCheckError', 'load_model',
+           'export_meta', 'save_export', 'check_export', 'export_cli']
 
 ENN_LAYER_TYPES = {'ENNConv2d': 'Conv2d', 'ENNLinear': 'Linear'}
 
 
 class ExportCheckError(RuntimeError):
-    """The exported dense model does not compute what the ENN model computes."""
+    """An exported model does not compute what its source model computes."""
+
+
+# --------------------------------------------- the steps every export takes
+def load_model(cfg: Config, checkpoint: str) -> tuple:
+    """Build ``cfg.model``, load ``checkpoint`` into it strictly on the CPU.
+
+    Returns:
+        tuple: The model (in eval mode) and the loaded checkpoint dict.
+    """
+    from mmpretrain.registry import MODELS
+    model = MODELS.build(cfg.model)
+    ckpt = load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+    return model.eval(), ckpt
+
+
+def export_meta(ckpt: dict, checkpoint: str, key: str, **info) -> dict:
+    """The meta of an exported checkpoint: the source's ``dataset_meta`` and,
+    under ``key``, the source's absolute path and ``info``."""
+    return {'dataset_meta': ckpt.get('meta', {}).get('dataset_meta'),
+            key: dict(source=osp.abspath(checkpoint), **info)}
+
+
+def save_export(out: str, state_dict: dict, meta: dict, cfg: Config) -> str:
+    """Write ``out`` (``state_dict`` and ``meta``) and ``cfg`` next to it as
+    ``out`` with ``.py``; returns the config's path."""
+    torch.save(dict(state_dict=state_dict, meta=meta), out)
+    cfg_out = osp.splitext(out)[0] + '.py'
+    cfg.dump(cfg_out)
+    return cfg_out
+
+
+def check_export(model_cfg: dict, out: str, inputs, ref, tolerance: float,
+                 name: str, reference: str) -> Optional[float]:
+    """Check a written export independently of the model it came from.
+
+    Builds a fresh model from ``model_cfg`` (the exported config's), loads
+    ``out`` into it safely (``weights_only=True``) and strictly, and, if
+    ``inputs`` is given, compares its ``'tensor'`` output (the last stage of
+    a tuple) with ``ref``, the source model's on the same inputs.
+
+    Args:
+        model_cfg (dict): The exported model config.
+        out (str): The exported checkpoint.
+        inputs (Tensor, optional): Model inputs; None: load check only.
+        ref: The source model's output on ``inputs``.
+        tolerance (float): Largest relative difference (largest absolute
+            difference over the largest absolute reference value) accepted;
+            0: the outputs must be equal.
+        name (str): The export, for the log line ('dense export').
+        reference (str): The source model, for the log line and the error
+            ('ENN model').
+
+    Returns:
+        float | None: The relative difference (None without ``inputs``).
+
+    Raises:
+        ExportCheckError: The difference is above ``tolerance`` (or NaN).
+    """
+    from mmpretrain.registry import MODELS
+    model = MODELS.build(copy.deepcopy(model_cfg)).eval()
+    state = torch.load(out, map_location='cpu', weights_only=True)['state_dict']
+    model.load_state_dict(state, strict=True)
+    if inputs is None:
+        return None
+    with torch.no_grad():
+        got = model(inputs, mode='tensor')
+    got, want = (o[-1] if isinstance(o, (tuple, list)) else o for o in (got, ref))
+    diff = ((got - want).abs().max() / want.abs().max().clamp_min(1e-12)).item()
+    print_log(f'{name} vs {reference}: max relative output difference {diff:.2e}',
+              logger='current')
+    if not diff <= tolerance:  # NaN included
+        raise ExportCheckError(f'the exported model differs from the {reference} '
+                               f'(relative difference {diff:.2e} > {tolerance:g})')
+    return diff
+
+
+def export_cli(export: Callable[[Config, str, str], dict], description: str,
+               argv: Optional[Sequence[str]] = None) -> dict:
+    """The command line of the export tools: ``CONFIG CHECKPOINT OUT.pth
+    [--cfg-options ...]``; calls ``export(cfg, checkpoint, out)`` in the
+    config's default scope and logs where the files went.
+
+    Raises:
+        SystemExit: ``export`` raised ``ValueError`` or
+            :class:`ExportCheckError` (the message names both inputs).
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('config')
+    parser.add_argument('checkpoint')
+    parser.add_argument('out', help='output checkpoint path (.pth)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    args = parser.parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    try:
+        result = export(cfg, args.checkpoint, args.out)
+    except (ValueError, ExportCheckError) as err:
+        raise SystemExit(f'{args.checkpoint} / {args.config}: {err}')
+    print_log(f"exported {args.checkpoint} -> {args.out} (config {result['config']})",
+              logger='current')
+    return result
 
 
 def _is_plugin(type_name) -> bool:
@@ -120,10 +231,7 @@ def export_checkpoint(cfg: Config, checkpoint: str, out: str, check: bool = True
         ValueError: The model has no ENN layer.
         ExportCheckError: The dense model computes something else.
     """
-    from mmpretrain.registry import MODELS
-    model = MODELS.build(cfg.model)
-    ckpt = load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
-    model.eval()
+    model, ckpt = load_model(cfg, checkpoint)
     if not any(True for _ in enn_modules(model)):
         raise ValueError(f'{checkpoint}: the model has no ENN layers, there is nothing to '
                          'export.')
@@ -135,26 +243,11 @@ def export_checkpoint(cfg: Config, checkpoint: str, out: str, check: bool = True
     export_dense(model)
     model.__class__ = vanilla_class(model)
     dense_cfg = dense_config(cfg)
-    meta = dict(dataset_meta=ckpt.get('meta', {}).get('dataset_meta'),
-                enn_mm=dict(version=__version__, source=osp.abspath(checkpoint),
-                            orthogonality_error=ortho_err))
-    torch.save(dict(state_dict=model.state_dict(), meta=meta), out)
-    cfg_out = osp.splitext(out)[0] + '.py'
-    dense_cfg.dump(cfg_out)
-
+    meta = export_meta(ckpt, checkpoint, 'enn_mm', version=__version__,
+                       orthogonality_error=ortho_err)
+    cfg_out = save_export(out, model.state_dict(), meta, dense_cfg)
     diff: Optional[float] = None
     if check:  # independent of the model above: built from the dense config
-        vanilla = MODELS.build(dense_cfg.model).eval()
-        state = torch.load(out, map_location='cpu', weights_only=True)['state_dict']
-        vanilla.load_state_dict(state, strict=True)
-        if ref is not None:
-            with torch.no_grad():
-                got = vanilla(inputs, mode='tensor')
-            got, want = (o[-1] if isinstance(o, (tuple, list)) else o for o in (got, ref))
-            diff = ((got - want).abs().max() / want.abs().max().clamp_min(1e-12)).item()
-            print_log(f'dense export vs ENN model: max relative output difference {diff:.2e}',
-                      logger='current')
-            if diff > tolerance:
-                raise ExportCheckError(f'the exported model differs from the ENN model '
-                                       f'(relative difference {diff:.2e} > {tolerance:g})')
+        diff = check_export(dense_cfg.model, out, inputs, ref, tolerance,
+                            'dense export', 'ENN model')
     return dict(config=cfg_out, orthogonality_error=ortho_err, max_relative_difference=diff)

@@ -7,7 +7,6 @@ from mmengine.logging import print_log
 from mmpretrain.registry import METRICS
 from ..evaluation import FaissImageTextRetrievalMetric, retrieval_metrics
 from ..evaluation.functional import check_metric_names
-from ..evaluation.gather import merge_parts
 from ..evaluation.retrieval_metric import labels_of
 
 __all__ = ['ENNClassImageTextRetrievalMetric']
@@ -57,14 +56,7 @@ class ENNClassImageTextRetrievalMetric(FaissImageTextRetrievalMetric):
 
     def compute_from_parts(self, items: list, size) -> dict:
         """Merge images (with labels) and captions, search both ways."""
-        images = merge_parts([p for tag, p in items if tag == 'i'], size, 'image',
-                             contiguous=False)
-        texts = merge_parts([p for tag, p in items if tag == 't'], self.text_size,
-                            'caption', contiguous=False)
-        pos = np.searchsorted(images['idx'], texts['owner'])
-        pos = np.minimum(pos, len(images['idx']) - 1)
-        if (images['idx'][pos] != texts['owner']).any():
-            raise RuntimeError('some captions belong to images that were not gathered')
+        images, texts, pos = self.merge_images_texts(items, size)
         img_labels, txt_labels = images['label'], images['label'][pos]
         print_log(f'{type(self).__name__}: {len(img_labels)} images, '
                   f'{len(txt_labels)} captions, {len(np.unique(img_labels))} '
