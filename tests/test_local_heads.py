@@ -257,7 +257,7 @@ def test_reconstruction_needs_an_image_and_a_feature_map():
 
 
 def test_stage_planning_counts_heads_and_decoders():
-    from enn_mm.local.segment import local_head_costs
+    from enn_mm.local.planning import local_head_costs
     model = local(cuts='resnet_block', local_head=dict(type='pool_linear'))
     # a pooled FC: C·classes multiply-adds a sample, forward + backward = 3x
     channels = [s[0] for s in model.local_partition.shapes]

@@ -14,9 +14,10 @@ from mmengine.runner import Runner
 from torch import nn
 
 from enn_mm.local import ENNPipelineParallel, plan_stages, probe_partition
-from enn_mm.local.local_model import LocalStep
-from enn_mm.local.segment import (check_segments, measure_block_times, penalty_period_mean,
-                                  record_calls, refine_split)
+from enn_mm.local.planning import (measure_block_times, penalty_period_mean, record_calls,
+                                   refine_split)
+from enn_mm.local.stage import check_segments
+from enn_mm.local.step import LocalStep
 from mmpretrain.registry import MODELS
 from conftest import REPO
 from test_lifecycle import free_port

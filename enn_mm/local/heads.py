@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from mmpretrain.registry import MODELS
 from ..core import export_dense
+from .partition import probing
 
 __all__ = ['FrozenLinearHead', 'PoolLinearHead', 'ConvAuxHead', 'AuxNetHead', 'DownstreamHead',
            'build_local_head', 'HEAD_TYPES', 'LocalNetwork']
@@ -245,18 +246,12 @@ class LocalNetwork:
         """One forward pass of a random input in eval mode (running statistics
         untouched, its own random stream) for the hooks ``handles``, which
         are removed after."""
-        from .partition import own_rng
-        training = self.model.training
-        param = next(self.model.parameters())
-        self.model.eval()
         try:
-            with own_rng(param.device), torch.no_grad():
-                self.model(torch.randn(1, *self.input_shape, device=param.device),
-                           mode='tensor')
+            with probing(self.model) as device, torch.no_grad():
+                self.model(torch.randn(1, *self.input_shape, device=device), mode='tensor')
         finally:
             for h in handles:
                 h.remove()
-            self.model.train(training)
 
     def order(self, names: Sequence[str]) -> Dict[str, int]:
         """``(name, position)`` of the first call of each module in ``names``

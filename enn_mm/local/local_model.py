@@ -12,45 +12,32 @@ Prediction, testing and ``mode='tensor'`` are the plain network's: the heads
 are only used in ``train_step``.
 """
 import copy
-from collections import OrderedDict
+import warnings
 from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
-from mmengine.logging import MessageHub, print_log
+from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from torch import Tensor, nn
 
 from mmpretrain.models import ImageClassifier
 from mmpretrain.registry import MODELS
 from ..core import bases
-from ..core.ortho import basis_penalty
+from ..models.mixin import mix_in, runner_iteration
 from .heads import LocalNetwork, build_local_head
 from .objectives import build_objectives
 from .partition import Partition, detach_output, main_tensor, probe_partition, resolve_cuts
+from .step import HEADS_KEY, OBJECTIVES_KEY, LocalStep, block_key, targets_of
 
-__all__ = ['ENNLocalClassifier', 'LocalLearningMixin', 'LocalStep', 'block_key']
-
-HEADS_KEY = 'local_heads'
-OBJECTIVES_KEY = 'local_objectives'
-
-
-def block_key(k: int) -> str:
-    """Name of block ``k``'s optimizer wrapper, scheduler list and logs."""
-    return f'block{k}'
-
-
-def _targets(data_samples):
-    # As MMPretrain's ClsHead: soft scores (mixup, cutmix) win over labels.
-    if 'gt_score' in data_samples[0]:
-        return torch.stack([s.gt_score for s in data_samples])
-    return torch.cat([s.gt_label for s in data_samples])
+__all__ = ['enn_local_classifier', 'ENNLocalClassifier', 'LocalLearningMixin', 'LocalStep',
+           'block_key']
 
 
 class LocalLearningMixin:
     """ENN-ℓ training for an MMPretrain ``ImageClassifier``.
 
-    Set by :func:`ENNLocalClassifier`: ``local_heads`` (an ``nn.ModuleDict``
+    Set by :func:`enn_local_classifier`: ``local_heads`` (an ``nn.ModuleDict``
     keyed ``block0`` ... ``block{K-2}``), ``local_objectives`` (per block, an
     ``nn.ModuleList`` of its objectives, see :mod:`.objectives`) with
     ``local_objective_names`` and ``local_objective_weights`` (a
@@ -97,24 +84,25 @@ class LocalLearningMixin:
         own = self._modules.get('local_loss')
         return own if own is not None else self.head.loss_module
 
-    def _penalty_interval(self) -> Optional[int]:
-        """Steps between orthogonality penalties (``penalty_interval``);
-        ``None`` without a penalty."""
+    @property
+    def penalty_interval(self) -> Optional[int]:
+        """Steps between orthogonality penalties (``penalty_interval`` of
+        the ENN options); ``None`` without a penalty."""
         options = getattr(self, 'enn_options', None)
         if options is None or options.gamma <= 0:
             return None
-        return getattr(options, 'penalty_interval', 1)
+        return options.penalty_interval
 
-    def _penalty_weight(self) -> Optional[float]:
-        """γ for this step, as ``ENNModel`` weighs it: ``None`` without a
-        penalty, ``n·γ`` on every n-th step (``penalty_interval``), else 0."""
-        if self._penalty_interval() is None:
+    def penalty_weight(self, step: int) -> Optional[float]:
+        """γ for training step ``step``, as ``ENNModel`` weighs it: ``None``
+        without a penalty, ``n·γ`` on every n-th step (``penalty_interval``),
+        else 0."""
+        if self.penalty_interval is None:
             return None
-        step = MessageHub.get_current_instance().get_info('iter', 0)
         return self.enn_options.penalty_weight(step)
 
-    def _block_bases(self) -> List[list]:
-        """The bases each block owns, in `orthogonality_penalty`'s order."""
+    def block_bases(self) -> List[list]:
+        """The bases each block owns, in ``orthogonality_penalty``'s order."""
         params = dict(self.named_parameters())
         owner = {id(params[n]): k for k, names in enumerate(self.local_partition.params)
                  for n in names}
@@ -124,14 +112,9 @@ class LocalLearningMixin:
                 out[owner[id(B)]].append(B)
         return out
 
-    @staticmethod
-    def _block_penalty(block_bases: list) -> Optional[Tensor]:
-        # Same order and arithmetic as `orthogonality_penalty`, restricted to
-        # the bases the block owns: with one block the two agree bit for bit.
-        terms = [basis_penalty(B) for B in block_bases]
-        return torch.stack(terms).sum() if terms else None
-
-    def _wrappers(self, optim_wrapper) -> List[OptimWrapper]:
+    def block_wrappers(self, optim_wrapper) -> List[OptimWrapper]:
+        """The optimizer wrapper of each block, in block order, from the
+        ``OptimWrapperDict`` that ``ENNLocalOptimWrapperConstructor`` builds."""
         keys = [block_key(k) for k in range(self.num_blocks)]
         if not isinstance(optim_wrapper, OptimWrapperDict) or list(optim_wrapper.keys()) != keys:
             got = list(optim_wrapper.keys()) if isinstance(optim_wrapper, OptimWrapperDict) \
@@ -156,21 +139,29 @@ class LocalLearningMixin:
             dict: ``block{k}.loss`` and ``block{k}.top1`` for every block, and
             the model's own loss items (``loss`` is the last block's loss).
         """
-        wrappers = self._wrappers(optim_wrapper)
+        wrappers = self.block_wrappers(optim_wrapper)
         with wrappers[-1].optim_context(self):
             data = self.data_preprocessor(data, True)
         inputs, samples = data['inputs'], data['data_samples']
-        target = _targets(samples)
-        step = LocalStep(self, wrappers, target, image=inputs)
+        step = LocalStep(self, wrappers, targets_of(samples),
+                         penalty_weight=self.penalty_weight(runner_iteration()), image=inputs)
 
-        with self._cut_hooks(step.local_update), wrappers[-1].optim_context(self):
+        with self.cut_hooks(step.local_update), wrappers[-1].optim_context(self):
             losses = step.final_losses(inputs, samples)
         return step.final_update(losses)
 
     @contextmanager
-    def _cut_hooks(self, local_update, blocks: Optional[Sequence[int]] = None):
-        """Forward hooks on the cut points of ``blocks`` (default: all):
-        update block k, hand on z_k.detach()."""
+    def cut_hooks(self, local_update, blocks: Optional[Sequence[int]] = None):
+        """Within the context, a forward hook on the cut point of each of
+        ``blocks`` (default: all) calls ``local_update(k, z_k)`` and hands on
+        ``z_k.detach()``: no gradient crosses the cut.
+
+        Args:
+            local_update (callable): ``(k, z_k) -> None``, e.g.
+                :meth:`LocalStep.local_update`.
+            blocks (Sequence[int], optional): The blocks whose cut points
+                are hooked.
+        """
         modules = dict(self.named_modules())
 
         def hook_for(k, name):
@@ -188,111 +179,8 @@ class LocalLearningMixin:
             for h in handles:
                 h.remove()
 
-    @staticmethod
-    def _log_block(log_vars, k, loss, logits, target):
-        log_vars[f'{block_key(k)}.loss'] = loss.detach()
-        if logits is not None and target.dim() == 1:
-            with torch.no_grad():
-                top1 = (logits.argmax(dim=1) == target).float().mean() * 100
-            log_vars[f'{block_key(k)}.top1'] = top1
 
-
-class LocalStep:
-    """The updates of one ENN-ℓ training step, block by block.
-
-    Shared by the single-process ``train_step`` and the pipeline stages:
-    ``local_update(k, z)`` trains block ``k`` (not the last) on its output,
-    ``final_losses`` runs the forward to the model's own loss and
-    ``final_update`` trains the last block.
-
-    Args:
-        model (LocalLearningMixin): The model.
-        wrappers (list[OptimWrapper]): One per block.
-        target (Tensor): Labels ``(B,)`` or soft scores ``(B, C)``.
-        grad_sync (callable, optional): Called with a block index after that
-            block's backward and before its step (averages gradients over
-            data-parallel replicas); ``None`` steps at once.
-        image (Tensor, optional): The network input after the data
-            preprocessor, for objectives that read it (reconstruction).
-    """
-
-    def __init__(self, model, wrappers, target, grad_sync=None, image=None):
-        self.model, self.wrappers, self.target = model, wrappers, target
-        self.grad_sync = grad_sync
-        self.image = image
-        self.gamma = model._penalty_weight()
-        # One walk over the model per step, not one per block.
-        self.bases = model._block_bases() if self.gamma else None
-        self.log_vars = OrderedDict()
-        self._final_logits = []
-
-    def _step(self, k: int, loss: Tensor) -> None:
-        wrapper = self.wrappers[k]
-        if self.grad_sync is None:
-            wrapper.update_params(loss)
-            return
-        wrapper.backward(wrapper.scale_loss(loss))
-        if wrapper.should_update():
-            self.grad_sync(k)
-            wrapper.step()
-            wrapper.zero_grad()
-
-    def local_update(self, k: int, z: Tensor) -> None:
-        """Loss of block ``k``'s local head on ``z``, backward, step."""
-        model = self.model
-        logits = getattr(model, HEADS_KEY)[block_key(k)](z)
-        loss, terms = None, model.block_objectives(k)
-        for name, weight, objective in terms:
-            term = objective(z, self.target, logits, self.image, model.local_loss_module)
-            if len(terms) > 1:
-                self.log_vars[f'{block_key(k)}.loss_{name}'] = term.detach()
-            term = term if weight == 1 else weight * term
-            loss = term if loss is None else loss + term
-        penalty = model._block_penalty(self.bases[k]) if self.gamma else None
-        if penalty is not None:
-            loss = loss + self.gamma * penalty
-        # backward outside autocast, as after any forward under AMP
-        with torch.autocast(z.device.type, enabled=False):
-            self._step(k, loss)
-        model._log_block(self.log_vars, k, loss, logits, self.target)
-
-    def final_losses(self, inputs: Tensor, samples) -> Dict[str, Tensor]:
-        """The forward pass to the model head's loss dict."""
-        model = self.model
-        handle = model.head.register_forward_hook(
-            lambda m, a, out: self._final_logits.append(main_tensor(out)))
-        try:
-            return model.head.loss(model.extract_feat(inputs), samples)
-        finally:
-            handle.remove()
-
-    def final_update(self, losses: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        """Train the last block on the model's own loss; return the logs."""
-        model = self.model
-        k = model.num_blocks - 1
-        penalty = model._block_penalty(self.bases[k]) if self.gamma else None
-        if penalty is not None:  # the last block's own bases only
-            losses['loss_ortho'] = self.gamma * penalty
-        elif self.gamma is not None:  # logged every step, as ENNModel does
-            losses['loss_ortho'] = self.target.new_zeros((), dtype=torch.float)
-        loss, final_vars = model.parse_losses(losses)
-        self._step(k, loss)
-        model._log_block(self.log_vars, k, loss,
-                         self._final_logits[-1] if self._final_logits else None, self.target)
-        final_vars.update(self.log_vars)
-        return final_vars
-
-
-_local_classes = {}
-
-
-def _local_class(cls):
-    if cls not in _local_classes:
-        _local_classes[cls] = type(f'Local{cls.__name__}', (LocalLearningMixin, cls), {})
-    return _local_classes[cls]
-
-
-def ENNLocalClassifier(model: dict,
+def enn_local_classifier(model: dict,
                        cuts: Union[str, dict, Sequence[str]],
                        input_shape: Sequence[int],
                        local_head: Union[dict, Sequence[dict]] = dict(type='frozen_linear'),
@@ -386,7 +274,7 @@ def ENNLocalClassifier(model: dict,
     setattr(built, HEADS_KEY, heads.to(device))
     setattr(built, OBJECTIVES_KEY, objectives.to(device))
     built.local_objective_names, built.local_objective_weights = names, weights
-    built.__class__ = _local_class(type(built))
+    mix_in(built, LocalLearningMixin, 'Local')
     built.local_partition = partition
     built.local_input_shape = tuple(input_shape)
     if local_loss is not None:
@@ -400,4 +288,13 @@ def ENNLocalClassifier(model: dict,
     return built
 
 
-MODELS.register_module(name='ENNLocalClassifier', module=ENNLocalClassifier)
+MODELS.register_module(name='ENNLocalClassifier', module=enn_local_classifier)
+
+
+def ENNLocalClassifier(*args, **kwargs):
+    """Deprecated name of :func:`enn_local_classifier` (configs keep
+    ``type='ENNLocalClassifier'``)."""
+    warnings.warn('enn_mm.local.ENNLocalClassifier(...) is deprecated: call '
+                  "enn_local_classifier(...) (configs keep type='ENNLocalClassifier').",
+                  DeprecationWarning, stacklevel=2)
+    return enn_local_classifier(*args, **kwargs)

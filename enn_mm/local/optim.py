@@ -9,7 +9,8 @@ from mmengine.optim import OptimWrapperDict
 from mmpretrain.registry import (OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS,
                                  OPTIMIZERS)
 from ..core import enn_modules
-from .local_model import LocalLearningMixin, block_key
+from .local_model import LocalLearningMixin
+from .step import block_key
 from .pipeline import ENNPipelineParallel
 
 __all__ = ['ENNLocalOptimWrapperConstructor', 'ENNLocalOptimWrapperDict']

@@ -11,6 +11,7 @@ partition can be wrong (a name that does not exist, cut points out of
 forward order, parameters that no block trains, parameters two blocks share).
 """
 import difflib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Sequence, Tuple, Union
 
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 __all__ = [
     'Partition', 'CUT_PRESETS', 'resolve_cuts', 'probe_partition', 'main_tensor',
-    'detach_output'
+    'detach_output', 'own_rng', 'probing'
 ]
 
 
@@ -28,6 +29,22 @@ def own_rng(device: torch.device):
     ``device``'s if it is a GPU) as they were: planning and probing must not
     change what training draws."""
     return torch.random.fork_rng(devices=[device] if device.type == 'cuda' else [])
+
+
+@contextmanager
+def probing(model: nn.Module):
+    """Set up a probe pass of ``model``: eval mode (running statistics
+    untouched) and random draws that leave the global streams as they were;
+    the mode is restored after. Yields the model's device."""
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device('cpu')
+    training = model.training
+    model.eval()
+    try:
+        with own_rng(device):
+            yield device
+    finally:
+        model.train(training)
 
 
 # ------------------------------------------------------------------- presets
@@ -205,18 +222,12 @@ def probe_partition(model: nn.Module, cuts: Sequence[str],
         return hook
 
     handles = [modules[c].register_forward_hook(hook_for(c)) for c in cuts]
-    training = model.training
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device('cpu')
-    model.eval()
     try:
-        with own_rng(device), torch.enable_grad():
-            x = torch.randn(2, *input_shape, device=device)
-            out = model(x, mode='tensor')
+        with probing(model) as device, torch.enable_grad():
+            out = model(torch.randn(2, *input_shape, device=device), mode='tensor')
     finally:
         for h in handles:
             h.remove()
-        model.train(training)
 
     order = [name for name, _ in fired]
     for name in cuts:

@@ -18,11 +18,12 @@ Each rank holds the whole model but trains only its stage's blocks;
 buffers and optimizer state from the rank that trains it to all ranks, so
 validation and checkpoints see the whole trained model (the checkpoint is the
 same as a single-process ENN-ℓ one: ``tools/test.py`` and export take it).
+Planning (:mod:`.planning`), running a stage (:mod:`.stage`) and the messages
+(:mod:`.transport`) live in their own modules; this one holds the layout,
+the collectives around planning, ``train_step``, gradient sync and assembly.
 Use with ``ENNPipelineTrainLoop``; see ``docs/local_learning.md``.
 """
-import datetime
 import gc
-import re
 import time
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence
@@ -35,27 +36,15 @@ from torch import Tensor, nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from mmpretrain.registry import MODEL_WRAPPERS
-from mmpretrain.structures import DataSample
-from .local_model import (HEADS_KEY, OBJECTIVES_KEY, LocalLearningMixin, LocalStep, _targets,
-                          block_key)
-from .partition import main_tensor, own_rng
-from .segment import (StageDone, at_iteration, block_costs, check_segments, exit_at,
-                      local_head_costs, measure_block_times, model_input,
-                      penalty_period_mean, plan_stages,
-                      record_calls, refine_split, stub_prefix, training_twin)
+from ..models.mixin import runner_iteration
+from .local_model import LocalLearningMixin
+from .planning import (block_costs, local_head_costs, measure_block_times, plan_stages,
+                       record_calls, refine_split, time_stage, training_twin)
+from .stage import check_segments, run_blocks
+from .step import HEADS_KEY, OBJECTIVES_KEY, block_key, targets_of
+from .transport import StageLink, comm_device
 
 __all__ = ['ENNPipelineParallel']
-
-_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64]
-# int64 slots: ndim, dtype, target ndim, target dtype, 8 + 4 sizes, then the
-# network input's ndim (0: not sent), dtype and 6 sizes
-_HEADER = 24
-
-
-def _first_sentence(error: Exception) -> str:
-    # gloo's messages start with a source location and end with advice
-    text = re.sub(r'^\[[^\]]*\]\s*', '', str(error).splitlines()[0])
-    return text.split('. ')[0].rstrip('.')
 
 
 def _split_name(blocks) -> str:
@@ -133,7 +122,7 @@ class ENNPipelineParallel(nn.Module):
         self.module = module
         self.num_stages, self.replicas = stages, world // stages
         self.stage, self.replica, self.rank = rank % stages, rank // stages, rank
-        self.timeout, self.max_inflight = float(timeout), int(max_inflight)
+        self.link = StageLink(self.stage, rank, timeout, max_inflight)
         self._assignment = [list(b) for b in assignment] if assignment is not None else None
         self._groups = None
         if self.replicas > 1:  # every rank creates every group, in one order
@@ -142,14 +131,20 @@ class ENNPipelineParallel(nn.Module):
             self._groups = groups
         self.record = record_calls(module, module.local_partition, module.local_input_shape)
         self.blocks: Optional[List[List[int]]] = None
-        self._pending: List = []
         self.stats = dict(steps=0, busy_s=0.0, wait_s=0.0)
 
     # ---------------------------------------------------------------- layout
+    def start(self, batch_size: int) -> List[List[int]]:
+        """Make every rank's model rank 0's and plan the stages (once).
+        Collective. ``ENNPipelineHook`` calls it before training; otherwise
+        the first ``train_step`` does, at that batch's size."""
+        if self.blocks is None:
+            self.broadcast_from(0)
+        return self.plan(batch_size)
+
     def plan(self, batch_size: int) -> List[List[int]]:
         """Assign blocks to stages (once), check that each stage runs on its
-        own, and print the assignment. Collective: every rank calls it before
-        training (``ENNPipelineTrainLoop`` does).
+        own, and print the assignment. Collective: every rank calls it.
 
         Args:
             batch_size (int): Micro-batch size, for balancing the stages.
@@ -221,42 +216,16 @@ class ENNPipelineParallel(nn.Module):
             del twin, wrappers
             gc.collect()  # a copy holds reference cycles; left alive it slows training
 
-    def _stage_times(self, twin, wrappers, blocks, batch_size: int, steps: int = 3):
+    def _stage_times(self, twin, wrappers, blocks, batch_size: int) -> List[float]:
         """Seconds per step of each stage of ``blocks``, all stages training
-        at once (each rank its own stage, on ``twin``); mean over replicas."""
-        model, g = twin, blocks[self.stage]
-        device = next(model.parameters()).device
-        with own_rng(device):
-            torch.manual_seed(self.rank)
-            target = torch.randint(model.head.num_classes, (batch_size,), device=device)
-            if g[0] == 0:
-                x = torch.randn(batch_size, *model.local_input_shape, device=device)
-                kwargs = dict(inputs=x, samples=[DataSample().set_gt_label(t) for t in target],
-                              image=x)
-            else:
-                z = torch.randn(batch_size, *model.local_partition.shapes[g[0] - 1],
-                                device=device)
-                kwargs = dict(z=z)
-                if model.needs_image(g):
-                    kwargs['image'] = torch.randn(batch_size, *model.local_input_shape,
-                                                  device=device)
-
-            def timed(iteration: int) -> float:
-                dist.barrier()  # the stages run at once, as in training
-                with at_iteration(iteration):
-                    start = time.perf_counter()
-                    for _ in range(steps):
-                        self._run_blocks(model, wrappers, g, target, **kwargs)
-                    if device.type == 'cuda':
-                        torch.cuda.synchronize(device)
-                return (time.perf_counter() - start) / steps
-
-            with at_iteration(0):
-                self._run_blocks(model, wrappers, g, target, **kwargs)  # warm-up
-            mine, = penalty_period_mean(lambda i: [timed(i)], model._penalty_interval() or 1)
+        at once (each rank its own stage, on ``twin``); mean over replicas,
+        the same on every rank."""
+        mine = time_stage(twin, self.record, wrappers, blocks[self.stage], batch_size,
+                          seed=self.rank, before=dist.barrier)
+        device = next(twin.parameters()).device
         times = torch.zeros(self.num_stages, dtype=torch.float64)
         times[self.stage] = mine / self.replicas
-        times = times.to(self._comm_device(device))
+        times = times.to(comm_device(device))
         dist.all_reduce(times)
         dist.broadcast(times, 0)  # bitwise the same plan on every rank
         return times.cpu().tolist()
@@ -275,78 +244,11 @@ class ENNPipelineParallel(nn.Module):
         """Block -> stage that trains it."""
         return {b: s for s, g in enumerate(self.blocks) for b in g}
 
-    def _peer(self, offset: int) -> int:
-        return self.replica * self.num_stages + self.stage + offset
-
-    # ----------------------------------------------------------- messaging
-    def _comm_device(self, device):
-        return device if dist.get_backend() == 'nccl' else torch.device('cpu')
-
-    def _wait(self, work, peer_stage: int, what: str) -> float:
-        t = time.perf_counter()
-        try:
-            done = work.wait(timeout=datetime.timedelta(seconds=self.timeout))
-        except RuntimeError as e:
-            raise RuntimeError(
-                f'ENN-ℓ pipeline stage {self.stage} (rank {self.rank}) could not {what} '
-                f'stage {peer_stage} (rank {self._peer(peer_stage - self.stage)}): '
-                f'{_first_sentence(e)}. Stage {peer_stage} stopped or hung; see its '
-                f'log. (timeout: {self.timeout:.0f} s)') from None
-        if done is False:
-            raise TimeoutError(f'ENN-ℓ pipeline stage {self.stage}: stage {peer_stage} sent '
-                               f'nothing for {self.timeout:.0f} s.')
-        return time.perf_counter() - t
-
-    def _send(self, z: Tensor, target: Tensor, image: Optional[Tensor] = None) -> float:
-        dev = self._comm_device(z.device)
-        z, target = z.detach().to(dev).contiguous(), target.to(dev).contiguous()
-        header = torch.zeros(_HEADER, dtype=torch.int64)
-        header[:4] = torch.tensor([z.dim(), _DTYPES.index(z.dtype), target.dim(),
-                                   _DTYPES.index(target.dtype)])
-        header[4:4 + z.dim()] = torch.tensor(z.shape)
-        header[12:12 + target.dim()] = torch.tensor(target.shape)
-        sent = [z, target]
-        if image is not None:  # a later stage's objective reads the network input
-            image = image.detach().to(dev).contiguous()
-            header[16:18] = torch.tensor([image.dim(), _DTYPES.index(image.dtype)])
-            header[18:18 + image.dim()] = torch.tensor(image.shape)
-            sent.append(image)
-        header = header.to(dev)
-        dst = self._peer(1)
-        works = [dist.isend(t, dst) for t in (header, *sent)]
-        self._pending.append((works, (header, *sent)))
-        waited = 0.0
-        while len(self._pending) > self.max_inflight:
-            waited += self._wait_sent(self._pending.pop(0))
-        return waited
-
-    def _wait_sent(self, item) -> float:
-        return sum(self._wait(w, self.stage + 1, 'send to') for w in item[0])
-
     def flush(self) -> float:
         """Wait until the next stage has received everything sent so far."""
-        waited = 0.0
-        while self._pending:
-            waited += self._wait_sent(self._pending.pop(0))
-        return waited
+        return self.link.flush()
 
-    def _recv(self, device):
-        dev = self._comm_device(device)
-        src, prev = self._peer(-1), self.stage - 1
-        header = torch.empty(_HEADER, dtype=torch.int64, device=dev)
-        waited = self._wait(dist.irecv(header, src), prev, 'receive from')
-        h = header.cpu().tolist()
-        z = torch.empty(h[4:4 + h[0]], dtype=_DTYPES[h[1]], device=dev)
-        target = torch.empty(h[12:12 + h[2]], dtype=_DTYPES[h[3]], device=dev)
-        waited += self._wait(dist.irecv(z, src), prev, 'receive from')
-        waited += self._wait(dist.irecv(target, src), prev, 'receive from')
-        image = None
-        if h[16]:
-            image = torch.empty(h[18:18 + h[16]], dtype=_DTYPES[h[17]], device=dev)
-            waited += self._wait(dist.irecv(image, src), prev, 'receive from')
-            image = image.to(device)
-        return z.to(device), target.to(device), image, waited
-
+    # ------------------------------------------------------------- training
     def _grad_sync(self, k: int) -> None:
         params = self._block_params[k]
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
@@ -359,7 +261,6 @@ class ENNPipelineParallel(nn.Module):
             else:
                 p.grad.copy_(g)
 
-    # ------------------------------------------------------------- training
     def train_step(self, data, optim_wrapper) -> Dict[str, Tensor]:
         """This stage's part of one ENN-ℓ step.
 
@@ -374,19 +275,21 @@ class ENNPipelineParallel(nn.Module):
         """
         start = time.perf_counter()
         model = self.module
-        wrappers = model._wrappers(optim_wrapper)
+        wrappers = model.block_wrappers(optim_wrapper)
         device = next(model.parameters()).device
         waited = 0.0
         if self.stage == 0:
             with wrappers[-1].optim_context(model):
                 data = model.data_preprocessor(data, True)
             inputs, samples = data['inputs'], data['data_samples']
-            target, z, image = _targets(samples), None, data['inputs']
-        else:
-            z, target, image, waited = self._recv(device)
-        if self.blocks is None:
-            raise RuntimeError('call plan(batch_size) on every rank before training: it '
-                               'assigns the blocks to stages (ENNPipelineTrainLoop does).')
+            target, z, image = targets_of(samples), None, data['inputs']
+        if self.blocks is None:  # no ENNPipelineHook planned: plan at this batch size
+            size = torch.tensor([len(target) if self.stage == 0 else 0])
+            if _is_dist():
+                dist.all_reduce(size, op=dist.ReduceOp.MAX)
+            self.start(int(size))
+        if self.stage > 0:
+            z, target, image, waited = self.link.recv(device)
         blocks = self.blocks[self.stage]
         if z is not None:
             want = model.local_partition.shapes[blocks[0] - 1]
@@ -397,52 +300,19 @@ class ENNPipelineParallel(nn.Module):
                                  f'{want}: pipelining needs the input size given as '
                                  f'input_shape {model.local_input_shape}.')
             inputs, samples = None, None
-        log_vars, out = self._run_blocks(
-            model, wrappers, blocks, target, inputs=inputs, samples=samples, z=z,
-            grad_sync=self._grad_sync if self.replicas > 1 else None, image=image)
+        log_vars, out = run_blocks(
+            model, self.record, wrappers, blocks, target,
+            penalty_weight=model.penalty_weight(runner_iteration()), inputs=inputs,
+            samples=samples, z=z, grad_sync=self._grad_sync if self.replicas > 1 else None,
+            image=image)
         if out is not None:
             later = [b for g in self.blocks[self.stage + 1:] for b in g]
-            waited += self._send(out, target, image if model.needs_image(later) else None)
+            waited += self.link.send(out, target, image if model.needs_image(later) else None)
         elapsed = time.perf_counter() - start
         self.stats['steps'] += 1
         self.stats['wait_s'] += waited
         self.stats['busy_s'] += elapsed - waited
         return log_vars
-
-    def _run_blocks(self, model, wrappers, blocks, target, inputs=None, samples=None, z=None,
-                    grad_sync=None, image=None):
-        """Train ``blocks`` (contiguous) of ``model`` on one micro-batch: from
-        the network input (``inputs``, ``samples``) or from the feature ``z``
-        at the cut point before them (``image``: the network input, for
-        objectives that read it). Returns the logs and, unless the blocks end
-        with the model's own head, the feature to hand on."""
-        cuts = model.local_partition.cuts
-        first, final = blocks[0], blocks[-1]
-        entry = cuts[first - 1] if first > 0 else None
-        exit_cut = cuts[final] if final < len(cuts) else None
-        if z is not None:
-            inputs = model_input(self.record, z.size(0), z.device)
-            if exit_cut is None:
-                samples = [DataSample().set_gt_score(t) if target.dim() > 1
-                           else DataSample().set_gt_label(t) for t in target]
-        step = LocalStep(model, wrappers, target, grad_sync=grad_sync, image=image)
-        out = None
-        with model._cut_hooks(step.local_update, blocks), \
-                stub_prefix(model, self.record, entry, target.size(0), z), \
-                exit_at(model, exit_cut), wrappers[-1].optim_context(model):
-            try:
-                if exit_cut is None:
-                    losses = step.final_losses(inputs, samples)
-                else:
-                    model.extract_feat(inputs)
-            except StageDone as done:
-                out = done.output
-        if exit_cut is None:
-            return step.final_update(losses), None
-        if out is None:
-            raise RuntimeError(f'stage {self.stage} never reached its last cut point '
-                               f'{exit_cut!r}.')
-        return step.log_vars, main_tensor(out)
 
     # ------------------------------------------------------------ assembly
     def _block_state(self, k: int) -> List[Tensor]:
@@ -470,7 +340,7 @@ class ENNPipelineParallel(nn.Module):
         for t in tensors:
             by_dtype.setdefault((t.dtype, t.device), []).append(t)
         for (_, device), group in by_dtype.items():
-            dev = self._comm_device(device)
+            dev = comm_device(device)
             flat = _flatten_dense_tensors([t.to(dev) for t in group])
             dist.broadcast(flat, src)
             if self.rank != src:
@@ -487,7 +357,8 @@ class ENNPipelineParallel(nn.Module):
         if not _is_dist() or dist.get_world_size() == 1:
             return
         self.flush()
-        wrappers = self.module._wrappers(optim_wrapper) if optim_wrapper is not None else None
+        wrappers = (self.module.block_wrappers(optim_wrapper)
+                    if optim_wrapper is not None else None)
         for k, s in self.owner.items():
             self._broadcast(self._block_state(k), s)  # replica 0 of stage s
             if wrappers is not None:

@@ -1,6 +1,7 @@
 from . import layers  # noqa: F401  (registers ENNConv2d / ENNLinear)
 from .dense_export import ExportCheckError, dense_config, export_checkpoint
-from .enn_model import ENNModel, ENNModelMixin, vanilla_class
+from .enn_model import ENNModel, ENNModelMixin, enn_model
+from .mixin import mix_in, runner_iteration, vanilla_class
 
-__all__ = ['ENNModel', 'ENNModelMixin', 'vanilla_class', 'dense_config', 'export_checkpoint',
+__all__ = ['enn_model', 'ENNModel', 'ENNModelMixin', 'mix_in', 'vanilla_class', 'runner_iteration', 'dense_config', 'export_checkpoint',
            'ExportCheckError']

@@ -1,14 +1,16 @@
 """``ENNModel``: put any MMPretrain model through the eigenbasis method."""
 import copy
+import warnings
 from typing import Optional
 
 import torch
-from mmengine.logging import MessageHub, print_log
+from mmengine.logging import print_log
 
 from mmpretrain.registry import MODELS
 from ..core import ENNOptions, dense_view, enn_modules, orthogonality_penalty
+from .mixin import mix_in, runner_iteration, vanilla_class
 
-__all__ = ['ENNModel', 'ENNModelMixin']
+__all__ = ['enn_model', 'ENNModel', 'ENNModelMixin', 'vanilla_class']
 
 
 class ENNModelMixin:
@@ -25,9 +27,7 @@ class ENNModelMixin:
         losses = super().loss(*args, **kwargs)
         opts = self.enn_options
         if opts.gamma > 0:
-            # the Runner's iteration counter: identical on every rank and
-            # restored by --resume, so the schedule is too
-            weight = opts.penalty_weight(MessageHub.get_current_instance().get_info('iter', 0))
+            weight = opts.penalty_weight(runner_iteration())
             if weight:
                 losses['loss_ortho'] = weight * orthogonality_penalty(self)
             else:
@@ -39,25 +39,7 @@ class ENNModelMixin:
             super().init_weights()
 
 
-_mixed_classes = {}
-
-
-def _enn_class(cls):
-    # One derived class per model class, named so logs and reprs say ENN.
-    if cls not in _mixed_classes:
-        _mixed_classes[cls] = type(f'ENN{cls.__name__}', (ENNModelMixin, cls), {})
-    return _mixed_classes[cls]
-
-
-def vanilla_class(model) -> type:
-    """The model's class without the ENN mixin (its own class if it has none)."""
-    for cls, mixed in _mixed_classes.items():
-        if type(model) is mixed:
-            return cls
-    return type(model)
-
-
-def ENNModel(model: dict, enn: Optional[dict] = None, data_preprocessor=None):
+def enn_model(model: dict, enn: Optional[dict] = None, data_preprocessor=None):
     """Build ``model`` from its config and convert it to ENN in place.
 
     The returned object is the model itself (same state-dict keys apart from
@@ -89,7 +71,7 @@ def ENNModel(model: dict, enn: Optional[dict] = None, data_preprocessor=None):
                         'wraps MMPretrain models trained through `loss`.')
     dense_params = sum(p.numel() for p in built.parameters())
     options.apply(built)
-    built.__class__ = _enn_class(type(built))
+    mix_in(built, ENNModelMixin, 'ENN')
     built.enn_options = options
     n_layers = sum(1 for _ in enn_modules(built))
     enn_params = sum(p.numel() for p in built.parameters())
@@ -102,4 +84,11 @@ def ENNModel(model: dict, enn: Optional[dict] = None, data_preprocessor=None):
     return built
 
 
-MODELS.register_module(name='ENNModel', module=ENNModel)
+MODELS.register_module(name='ENNModel', module=enn_model)
+
+
+def ENNModel(*args, **kwargs):
+    """Deprecated name of :func:`enn_model` (configs keep ``type='ENNModel'``)."""
+    warnings.warn('enn_mm.models.ENNModel(...) is deprecated: call enn_model(...) '
+                  "(configs keep type='ENNModel').", DeprecationWarning, stacklevel=2)
+    return enn_model(*args, **kwargs)

@@ -1,0 +1,237 @@
+"""Run a contiguous range of ENN-ℓ blocks of a model on its own: one
+pipeline stage.
+
+A stage owns blocks ``a..b`` of a partitioned classifier. It runs the model's
+*own* forward code, so no model needs rewriting, with two changes:
+
+- every module that finishes before cut point ``a - 1`` is *stubbed*: it
+  returns a placeholder of the shape it returned in a probe pass (zeros,
+  batch size of the current micro-batch) instead of computing, and the cut
+  point itself returns the received feature ``z_{a-1}``;
+- the forward stops (:class:`StageDone`) right after cut point ``b``.
+
+Which modules finish before a cut point and what they return come from the
+planner's probe record (:func:`enn_mm.local.planning.record_calls`).
+:func:`check_segments` replays every stage from the cut outputs of a plain
+forward pass and refuses a split whose stages do not reproduce it (e.g. a
+forward that carries something other than the cut output past a cut point):
+pipelining is exact or refused, never silently wrong.
+"""
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from mmpretrain.structures import DataSample
+from .partition import Partition, main_tensor, probing
+from .step import LocalStep
+
+__all__ = ['StageDone', 'TensorSpec', 'PROBE_BATCH', 'materialize', 'stub_prefix',
+           'model_input', 'exit_at', 'check_segments', 'run_blocks']
+
+PROBE_BATCH = 3
+
+
+class StageDone(Exception):
+    """Raised from the last cut point of a stage to end its forward pass."""
+
+    def __init__(self, output):
+        super().__init__('stage done')
+        self.output = output
+
+
+@dataclass
+class TensorSpec:
+    """Shape (batch dimension marked ``None``) and dtype of a probed tensor."""
+    shape: Tuple[Optional[int], ...]
+    dtype: torch.dtype
+
+
+def materialize(spec, batch: int, device, inject: Optional[Tensor] = None,
+                 cache: Optional[dict] = None):
+    """A placeholder of ``spec``'s structure; the first floating tensor is
+    ``inject`` when given (the received feature at a cut point). Zeros, reused
+    from ``cache`` (one tensor per probed output) when given."""
+    injected = [inject is None]
+
+    def build(s):
+        if isinstance(s, TensorSpec):
+            if not injected[0] and s.dtype.is_floating_point:
+                injected[0] = True
+                return inject
+            shape = tuple(batch if d is None else d for d in s.shape)
+            if cache is None:
+                return torch.zeros(shape, dtype=s.dtype, device=device)
+            key = (id(s), shape, device)
+            if key not in cache:
+                cache[key] = torch.zeros(shape, dtype=s.dtype, device=device)
+            return cache[key].zero_()
+        if isinstance(s, (tuple, list)):
+            return type(s)(build(o) for o in s)
+        if isinstance(s, dict):
+            return {k: build(v) for k, v in s.items()}
+        return s
+
+    return build(spec)
+
+
+@contextmanager
+def stub_prefix(model: nn.Module, record, entry_cut: Optional[str],
+                batch: int, z: Optional[Tensor]):
+    """Within the context, the modules of ``model`` that finish before
+    ``entry_cut`` return placeholders and ``entry_cut`` returns ``z``.
+
+    A module is stubbed when all its calls end by ``entry_cut``'s and the
+    module that called it is not stubbed itself; modules also called after
+    the cut run normally (on placeholders, their results unused).
+    """
+    if entry_cut is None:
+        yield
+        return
+    end = record.cut_end[entry_cut]
+    inside = {n for n, calls in record.calls.items() if all(c[1] <= end for c in calls)}
+    stubbed = [n for n in inside if record.parent.get(n, '') not in inside]
+    modules = dict(model.named_modules())
+    device = z.device
+    patched = []
+    for name in stubbed:
+        calls = record.calls[name]
+        counter = [0]
+
+        def forward(*args, _calls=calls, _counter=counter, _name=name, **kwargs):
+            spec = _calls[min(_counter[0], len(_calls) - 1)][2]
+            _counter[0] += 1
+            return materialize(spec, batch, device, z if _name == entry_cut else None,
+                                record.placeholders)
+
+        module = modules[name]
+        patched.append((module, module.__dict__.get('forward')))
+        module.forward = forward
+    try:
+        yield
+    finally:
+        for module, own in patched:
+            if own is None:
+                del module.forward
+            else:
+                module.forward = own
+
+
+def model_input(record, batch: int, device) -> Tensor:
+    """A zero-memory stand-in for the network input of a later stage."""
+    return torch.zeros((), device=device).expand(batch, *record.input_shape)
+
+
+@contextmanager
+def exit_at(model: nn.Module, cut: Optional[str]):
+    """Stop the forward pass right after ``cut`` (after its other hooks)."""
+    if cut is None:
+        yield
+        return
+
+    def hook(module, args, output):
+        raise StageDone(output)
+
+    handle = dict(model.named_modules())[cut].register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def check_segments(model: nn.Module, partition: Partition, record,
+                   stages: List[List[int]], atol: float = 1e-5) -> None:
+    """Replay each stage after the first from the cut outputs of a plain
+    forward pass; raise if a stage does not reproduce its output exactly."""
+    cuts = partition.cuts
+    outputs: Dict[str, Tensor] = {}
+    handles = [m.register_forward_hook(
+        lambda mod, a, out, _n=n: outputs.__setitem__(_n, main_tensor(out).detach()))
+        for n, m in model.named_modules() if n in set(cuts)]
+    with probing(model) as device:
+        try:
+            with torch.no_grad():
+                torch.manual_seed(0)
+                x = torch.randn(PROBE_BATCH, *record.input_shape, device=device)
+                final = main_tensor(model(x, mode='tensor')).detach()
+        finally:
+            for h in handles:
+                h.remove()
+        for blocks in stages[1:]:
+            a, b = blocks[0], blocks[-1]
+            entry = cuts[a - 1]
+            exit_cut = cuts[b] if b < len(cuts) else None
+            want = outputs[exit_cut] if exit_cut else final
+            got = None
+            with torch.no_grad(), stub_prefix(model, record, entry, PROBE_BATCH, outputs[entry]), \
+                    exit_at(model, exit_cut):
+                try:
+                    got = model(model_input(record, PROBE_BATCH, device), mode='tensor')
+                except StageDone as done:
+                    got = done.output
+            got = main_tensor(got)
+            scale = want.abs().max().clamp_min(1.0)
+            if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-4,
+                                                             atol=atol * float(scale)):
+                raise ValueError(
+                    f'pipeline stage of blocks {a}..{b} cannot run on its own: run from the '
+                    f'output of cut point {entry!r}, it does not reproduce the full forward '
+                    'pass (the forward carries something other than the cut output past '
+                    'that cut point, e.g. a skip from the input). Choose other stage '
+                    'boundaries with `stages=[[...], ...]`, or other cut points.')
+
+
+def run_blocks(model: nn.Module, record, wrappers: List, blocks: List[int], target: Tensor,
+               penalty_weight: Optional[float] = None, inputs: Optional[Tensor] = None,
+               samples=None, z: Optional[Tensor] = None, grad_sync=None,
+               image: Optional[Tensor] = None) -> Tuple[Dict[str, Tensor], Optional[Tensor]]:
+    """Train ``blocks`` (contiguous) of ``model`` on one micro-batch.
+
+    Args:
+        model (LocalLearningMixin): The model.
+        record (CallRecord): Its probe record.
+        wrappers (list[OptimWrapper]): One per block of the model.
+        blocks (list[int]): The stage's blocks.
+        target (Tensor): Labels or soft scores of the micro-batch.
+        penalty_weight (float, optional): As for :class:`LocalStep`.
+        inputs, samples: The network input and data samples (first stage).
+        z (Tensor, optional): The feature at the cut point before the
+            blocks (later stages).
+        grad_sync (callable, optional): As for :class:`LocalStep`.
+        image (Tensor, optional): The network input, for objectives that
+            read it.
+
+    Returns:
+        tuple: The logs and, unless the blocks end with the model's own head,
+        the feature to hand on (else ``None``).
+    """
+    cuts = model.local_partition.cuts
+    first, final = blocks[0], blocks[-1]
+    entry = cuts[first - 1] if first > 0 else None
+    exit_cut = cuts[final] if final < len(cuts) else None
+    if z is not None:
+        inputs = model_input(record, z.size(0), z.device)
+        if exit_cut is None:
+            samples = [DataSample().set_gt_score(t) if target.dim() > 1
+                       else DataSample().set_gt_label(t) for t in target]
+    step = LocalStep(model, wrappers, target, penalty_weight=penalty_weight,
+                     grad_sync=grad_sync, image=image)
+    out = None
+    with model.cut_hooks(step.local_update, blocks), \
+            stub_prefix(model, record, entry, target.size(0), z), \
+            exit_at(model, exit_cut), wrappers[-1].optim_context(model):
+        try:
+            if exit_cut is None:
+                losses = step.final_losses(inputs, samples)
+            else:
+                model.extract_feat(inputs)
+        except StageDone as done:
+            out = done.output
+    if exit_cut is None:
+        return step.final_update(losses), None
+    if out is None:
+        raise RuntimeError(f'blocks {first}..{final} never reached their last cut point '
+                           f'{exit_cut!r}.')
+    return step.log_vars, main_tensor(out)

@@ -1,0 +1,149 @@
+"""One ENN-ℓ training step, block by block (plain PyTorch).
+
+The per-step API that the single-process ``train_step``, the pipeline stages
+and the planner's timing all use: :class:`LocalStep` trains each block on its
+own loss as the forward pass reaches the block's cut point. The penalty
+weight of the step is passed in (``LocalLearningMixin.penalty_weight``); the
+optimizer wrappers are duck-typed (mmengine's ``OptimWrapper`` interface).
+"""
+from collections import OrderedDict
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ..core.ortho import basis_penalty
+from .partition import main_tensor
+
+__all__ = ['LocalStep', 'block_key', 'block_penalty', 'log_block', 'targets_of',
+           'HEADS_KEY', 'OBJECTIVES_KEY']
+
+HEADS_KEY = 'local_heads'
+OBJECTIVES_KEY = 'local_objectives'
+
+
+def block_key(k: int) -> str:
+    """Name of block ``k``'s optimizer wrapper, scheduler list and logs."""
+    return f'block{k}'
+
+
+def targets_of(data_samples) -> Tensor:
+    """The training targets of a batch: soft scores (mixup, cutmix) win over
+    labels, as in MMPretrain's ``ClsHead``."""
+    if 'gt_score' in data_samples[0]:
+        return torch.stack([s.gt_score for s in data_samples])
+    return torch.cat([s.gt_label for s in data_samples])
+
+
+def block_penalty(block_bases: Sequence[Tensor]) -> Optional[Tensor]:
+    """The orthonormality penalty of one block's bases (``None`` if it owns
+    none). Same order and arithmetic as ``orthogonality_penalty``: with one
+    block the two agree bit for bit."""
+    terms = [basis_penalty(B) for B in block_bases]
+    return torch.stack(terms).sum() if terms else None
+
+
+def log_block(log_vars: Dict[str, Tensor], k: int, loss: Tensor, logits: Optional[Tensor],
+              target: Tensor) -> None:
+    """Record block ``k``'s loss and, with hard labels, its top-1 accuracy."""
+    log_vars[f'{block_key(k)}.loss'] = loss.detach()
+    if logits is not None and target.dim() == 1:
+        with torch.no_grad():
+            top1 = (logits.argmax(dim=1) == target).float().mean() * 100
+        log_vars[f'{block_key(k)}.top1'] = top1
+
+
+class LocalStep:
+    """The updates of one ENN-ℓ training step, block by block.
+
+    ``local_update(k, z)`` trains block ``k`` (not the last) on its output —
+    use it as the callback of ``model.cut_hooks`` —, ``final_losses`` runs the
+    forward to the model's own loss and ``final_update`` trains the last
+    block.
+
+    Args:
+        model (LocalLearningMixin): The model.
+        wrappers (list[OptimWrapper]): One per block
+            (``model.block_wrappers(optim_wrapper)``).
+        target (Tensor): Labels ``(B,)`` or soft scores ``(B, C)``.
+        penalty_weight (float, optional): Weight of the orthonormality
+            penalty at this step (``model.penalty_weight(step)``): ``None``
+            without a penalty, 0 on a step that skips it.
+        grad_sync (callable, optional): Called with a block index after that
+            block's backward and before its step (averages gradients over
+            data-parallel replicas); ``None`` steps at once.
+        image (Tensor, optional): The network input after the data
+            preprocessor, for objectives that read it (reconstruction).
+    """
+
+    def __init__(self, model, wrappers: List, target: Tensor,
+                 penalty_weight: Optional[float] = None,
+                 grad_sync: Optional[Callable[[int], None]] = None,
+                 image: Optional[Tensor] = None):
+        self.model, self.wrappers, self.target = model, wrappers, target
+        self.gamma = penalty_weight
+        self.grad_sync = grad_sync
+        self.image = image
+        # One walk over the model per step, not one per block.
+        self.bases = model.block_bases() if self.gamma else None
+        self.log_vars = OrderedDict()
+        self._final_logits = []
+
+    def _step(self, k: int, loss: Tensor) -> None:
+        wrapper = self.wrappers[k]
+        if self.grad_sync is None:
+            wrapper.update_params(loss)
+            return
+        wrapper.backward(wrapper.scale_loss(loss))
+        if wrapper.should_update():
+            self.grad_sync(k)
+            wrapper.step()
+            wrapper.zero_grad()
+
+    def _penalty(self, k: int) -> Optional[Tensor]:
+        return block_penalty(self.bases[k]) if self.gamma else None
+
+    def local_update(self, k: int, z: Tensor) -> None:
+        """Loss of block ``k``'s local head on ``z``, backward, step."""
+        model = self.model
+        logits = getattr(model, HEADS_KEY)[block_key(k)](z)
+        loss, terms = None, model.block_objectives(k)
+        for name, weight, objective in terms:
+            term = objective(z, self.target, logits, self.image, model.local_loss_module)
+            if len(terms) > 1:
+                self.log_vars[f'{block_key(k)}.loss_{name}'] = term.detach()
+            term = term if weight == 1 else weight * term
+            loss = term if loss is None else loss + term
+        penalty = self._penalty(k)
+        if penalty is not None:
+            loss = loss + self.gamma * penalty
+        # backward outside autocast, as after any forward under AMP
+        with torch.autocast(z.device.type, enabled=False):
+            self._step(k, loss)
+        log_block(self.log_vars, k, loss, logits, self.target)
+
+    def final_losses(self, inputs: Tensor, samples) -> Dict[str, Tensor]:
+        """The forward pass to the model head's loss dict."""
+        model = self.model
+        handle = model.head.register_forward_hook(
+            lambda m, a, out: self._final_logits.append(main_tensor(out)))
+        try:
+            return model.head.loss(model.extract_feat(inputs), samples)
+        finally:
+            handle.remove()
+
+    def final_update(self, losses: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Train the last block on the model's own loss; return the logs."""
+        model = self.model
+        k = model.num_blocks - 1
+        penalty = self._penalty(k)
+        if penalty is not None:  # the last block's own bases only
+            losses['loss_ortho'] = self.gamma * penalty
+        elif self.gamma is not None:  # logged every step, as ENNModel does
+            losses['loss_ortho'] = self.target.new_zeros((), dtype=torch.float)
+        loss, final_vars = model.parse_losses(losses)
+        self._step(k, loss)
+        log_block(self.log_vars, k, loss, self._final_logits[-1] if self._final_logits else None,
+                  self.target)
+        final_vars.update(self.log_vars)
+        return final_vars
