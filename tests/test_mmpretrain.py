@@ -359,3 +359,32 @@ def test_packaged_config_with_the_two_readme_lines_builds():
     model = MODELS.build(cfg.model)
     assert type(model).__name__ == 'ENNImageClassifier'
     assert sum(1 for _ in enn_mm.enn_modules(model)) == 21  # 20 convs + fc
+
+
+def test_mixed_in_classes_are_made_once_and_undone_and_old_names_warn():
+    """ENNModel and ENNLocalClassifier add behaviour through one mix_in
+    helper: one class per (mixin, class), stripped again by vanilla_class;
+    the CamelCase Python names still build, with a deprecation warning."""
+    import warnings
+    from mmpretrain.models import ImageClassifier
+    from enn_mm.local import ENNLocalClassifier, LocalLearningMixin, enn_local_classifier
+    from enn_mm.models import ENNModel, ENNModelMixin, enn_model, vanilla_class
+    init_default_scope('mmpretrain')
+    cfg = tiny_cfg(ENN_CFG, '', '')
+    args = {k: v for k, v in cfg.model.to_dict().items() if k != 'type'}
+    a = enn_model(**copy.deepcopy(args))
+    with pytest.warns(DeprecationWarning, match='call enn_model'):
+        b = ENNModel(**copy.deepcopy(args))
+    assert type(a) is type(b) and type(a).__name__ == 'ENNImageClassifier'
+    assert isinstance(a, ENNModelMixin) and isinstance(a, ImageClassifier)
+    assert vanilla_class(a) is ImageClassifier
+    local_cfg = dict(model=cfg.model.to_dict(), cuts='resnet_stage', input_shape=(1, 28, 28))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # the registered name does not warn
+        c = MODELS.build(dict(type='ENNLocalClassifier', **copy.deepcopy(local_cfg)))
+    with pytest.warns(DeprecationWarning, match='call enn_local_classifier'):
+        d = ENNLocalClassifier(**copy.deepcopy(local_cfg))
+    assert type(c) is type(d) is type(enn_local_classifier(**copy.deepcopy(local_cfg)))
+    assert type(c).__name__ == 'LocalENNImageClassifier'
+    assert isinstance(c, LocalLearningMixin) and isinstance(c, ENNModelMixin)
+    assert vanilla_class(c) is ImageClassifier

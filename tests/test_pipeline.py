@@ -1,4 +1,5 @@
 """Pipelined ENN-ℓ (ENNPipelineParallel + ENNPipelineTrainLoop) over gloo."""
+import copy
 import itertools
 import os
 import random
@@ -21,7 +22,7 @@ from enn_mm.local.step import LocalStep
 from mmpretrain.registry import MODELS
 from conftest import REPO
 from test_lifecycle import free_port
-from test_local import LOCAL_CFG, build, tiny_cfg
+from test_local import LOCAL_CFG, batch, build, tiny_cfg
 
 PIPE_CFG = os.path.join(REPO, 'configs/enn_local/resnet18w16_fmnist_pipeline.py')
 
@@ -292,3 +293,56 @@ def test_a_stage_that_cannot_run_alone_is_refused():
                 check_segments(toy, partition, record, [[0], [1]])
         else:
             check_segments(toy, partition, record, [[0], [1]])
+
+
+@pytest.mark.parametrize('world,stages,round_up', [(4, 2, True), (6, 3, False), (2, 2, True)])
+def test_pipeline_sampler_shards_over_replicas_as_data_parallel_does(monkeypatch, world,
+                                                                    stages, round_up):
+    """Rank r of a pipeline reads what rank r // stages of a data-parallel
+    run of world // stages processes reads: DefaultSampler is the reference."""
+    import mmengine.dataset.sampler as default_module
+    import enn_mm.local.pipeline_sampler as pipe_module
+    from mmengine.dataset import DefaultSampler
+    from enn_mm.local import ENNPipelineSampler
+    dataset = list(range(23))
+    for rank in range(world):
+        monkeypatch.setattr(pipe_module, 'get_dist_info', lambda: (rank, world))
+        got = ENNPipelineSampler(dataset, stages=stages, seed=3, round_up=round_up)
+        monkeypatch.setattr(default_module, 'get_dist_info',
+                            lambda: (rank // stages, world // stages))
+        want = DefaultSampler(dataset, seed=3, round_up=round_up)
+        assert list(got) == list(want) and len(got) == len(want)
+    monkeypatch.setattr(pipe_module, 'get_dist_info', lambda: (0, 3))
+    with pytest.raises(ValueError, match='dividing the world size 3'):
+        ENNPipelineSampler(dataset, stages=2)
+
+
+def test_the_wrapper_plans_itself_and_steps_as_one_process():
+    """Without ENNPipelineHook the first train_step plans; a one-stage
+    pipeline's step equals the model's own train_step bit for bit."""
+    from mmengine.optim import build_optim_wrapper
+    model = build(LOCAL_CFG)
+    twin = copy.deepcopy(model)
+    data = batch(8)
+    optim = dict(constructor='ENNLocalOptimWrapperConstructor',
+                 optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=0.0))
+    pipe = ENNPipelineParallel(model, stages=1, balance='estimate')
+    assert pipe.blocks is None
+    got = pipe.train_step(copy.deepcopy(data), build_optim_wrapper(model, optim))
+    want = twin.train_step(copy.deepcopy(data), build_optim_wrapper(twin, optim))
+    assert pipe.blocks == [list(range(model.num_blocks))]
+    assert got.keys() == want.keys()
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_loop_registers_the_pipeline_hook_once(fmnist_root, tmp_path):
+    from enn_mm.local import ENNPipelineHook, ENNPipelineSampler
+    cfg = pipe_cfg(fmnist_root, tmp_path, 1, stages=1)
+    cfg.custom_hooks = [dict(type='ENNPipelineHook')]
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert sum(isinstance(h, ENNPipelineHook) for h in runner.hooks) == 1
+    assert isinstance(runner.train_dataloader.sampler, ENNPipelineSampler)
+    log = open(runner.logger.log_file).read()  # the hook's epoch summary
+    assert 'ENN-ℓ pipeline epoch 1: block0.loss' in log and 'stage0_busy' in log

@@ -4,6 +4,7 @@ For retrieval on classes a model never saw: train on some classes, embed
 and retrieve among the others, e.g. Fashion-MNIST classes 0-4 / 5-9; and for
 a class-stratified training subset (``per_class``) at a smaller budget.
 """
+import warnings
 from typing import Optional, Sequence
 
 import numpy as np
@@ -11,7 +12,7 @@ import numpy as np
 from mmpretrain.registry import DATASETS
 
 
-def ENNClassSubset(dataset: dict, classes: Optional[Sequence[int]] = None,
+def enn_class_subset(dataset: dict, classes: Optional[Sequence[int]] = None,
                    per_class: Optional[int] = None):
     """Build ``dataset`` and keep only the samples whose label is in ``classes``
     (and, with ``per_class``, only the first ``per_class`` of each).
@@ -58,4 +59,13 @@ def ENNClassSubset(dataset: dict, classes: Optional[Sequence[int]] = None,
     return built.get_subset(indices.tolist())
 
 
-DATASETS.register_module(name='ENNClassSubset', module=ENNClassSubset)
+DATASETS.register_module(name='ENNClassSubset', module=enn_class_subset)
+
+
+def ENNClassSubset(*args, **kwargs):
+    """Deprecated name of :func:`enn_class_subset` (configs keep
+    ``type='ENNClassSubset'``)."""
+    warnings.warn('enn_mm.evaluation.ENNClassSubset(...) is deprecated: call '
+                  "enn_class_subset(...) (configs keep type='ENNClassSubset').",
+                  DeprecationWarning, stacklevel=2)
+    return enn_class_subset(*args, **kwargs)
