@@ -373,7 +373,7 @@ def test_mixed_in_classes_are_made_once_and_undone_and_old_names_warn():
     cfg = tiny_cfg(ENN_CFG, '', '')
     args = {k: v for k, v in cfg.model.to_dict().items() if k != 'type'}
     a = enn_model(**copy.deepcopy(args))
-    with pytest.warns(DeprecationWarning, match='call enn_model'):
+    with pytest.warns(DeprecationWarning, match=r'call enn_model\(\.\.\.\)'):
         b = ENNModel(**copy.deepcopy(args))
     assert type(a) is type(b) and type(a).__name__ == 'ENNImageClassifier'
     assert isinstance(a, ENNModelMixin) and isinstance(a, ImageClassifier)

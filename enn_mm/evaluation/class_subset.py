@@ -4,12 +4,12 @@ For retrieval on classes a model never saw: train on some classes, embed
 and retrieve among the others, e.g. Fashion-MNIST classes 0-4 / 5-9; and for
 a class-stratified training subset (``per_class``) at a smaller budget.
 """
-import warnings
 from typing import Optional, Sequence
 
 import numpy as np
 
 from mmpretrain.registry import DATASETS
+from ..deprecation import deprecated_alias
 
 
 def enn_class_subset(dataset: dict, classes: Optional[Sequence[int]] = None,
@@ -61,11 +61,4 @@ def enn_class_subset(dataset: dict, classes: Optional[Sequence[int]] = None,
 
 DATASETS.register_module(name='ENNClassSubset', module=enn_class_subset)
 
-
-def ENNClassSubset(*args, **kwargs):
-    """Deprecated name of :func:`enn_class_subset` (configs keep
-    ``type='ENNClassSubset'``)."""
-    warnings.warn('enn_mm.evaluation.ENNClassSubset(...) is deprecated: call '
-                  "enn_class_subset(...) (configs keep type='ENNClassSubset').",
-                  DeprecationWarning, stacklevel=2)
-    return enn_class_subset(*args, **kwargs)
+ENNClassSubset = deprecated_alias(enn_class_subset, 'ENNClassSubset')

@@ -12,7 +12,6 @@ Prediction, testing and ``mode='tensor'`` are the plain network's: the heads
 are only used in ``train_step``.
 """
 import copy
-import warnings
 from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -24,6 +23,7 @@ from torch import Tensor, nn
 from mmpretrain.models import ImageClassifier
 from mmpretrain.registry import MODELS
 from ..core import bases
+from ..deprecation import deprecated_alias
 from ..models.mixin import mix_in, runner_iteration
 from .heads import LocalNetwork, build_local_head
 from .objectives import build_objectives
@@ -290,11 +290,4 @@ def enn_local_classifier(model: dict,
 
 MODELS.register_module(name='ENNLocalClassifier', module=enn_local_classifier)
 
-
-def ENNLocalClassifier(*args, **kwargs):
-    """Deprecated name of :func:`enn_local_classifier` (configs keep
-    ``type='ENNLocalClassifier'``)."""
-    warnings.warn('enn_mm.local.ENNLocalClassifier(...) is deprecated: call '
-                  "enn_local_classifier(...) (configs keep type='ENNLocalClassifier').",
-                  DeprecationWarning, stacklevel=2)
-    return enn_local_classifier(*args, **kwargs)
+ENNLocalClassifier = deprecated_alias(enn_local_classifier, 'ENNLocalClassifier')

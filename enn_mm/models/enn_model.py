@@ -1,6 +1,5 @@
 """``ENNModel``: put any MMPretrain model through the eigenbasis method."""
 import copy
-import warnings
 from typing import Optional
 
 import torch
@@ -8,6 +7,7 @@ from mmengine.logging import print_log
 
 from mmpretrain.registry import MODELS
 from ..core import ENNOptions, dense_view, enn_modules, orthogonality_penalty
+from ..deprecation import deprecated_alias
 from .mixin import mix_in, runner_iteration, vanilla_class
 
 __all__ = ['enn_model', 'ENNModel', 'ENNModelMixin', 'vanilla_class']
@@ -86,9 +86,4 @@ def enn_model(model: dict, enn: Optional[dict] = None, data_preprocessor=None):
 
 MODELS.register_module(name='ENNModel', module=enn_model)
 
-
-def ENNModel(*args, **kwargs):
-    """Deprecated name of :func:`enn_model` (configs keep ``type='ENNModel'``)."""
-    warnings.warn('enn_mm.models.ENNModel(...) is deprecated: call enn_model(...) '
-                  "(configs keep type='ENNModel').", DeprecationWarning, stacklevel=2)
-    return enn_model(*args, **kwargs)
+ENNModel = deprecated_alias(enn_model, 'ENNModel')
