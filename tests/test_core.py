@@ -1,5 +1,6 @@
 """The pure-PyTorch core against dense references and closed forms."""
 import copy
+import pathlib
 
 import pytest
 import torch
@@ -395,3 +396,86 @@ def test_penalty_weight_schedule():
         [4e-3, 0, 0, 0, 4e-3, 0, 0, 0, 4e-3]
     assert ENNOptions().penalty_weight(0) == 0.0  # retraction: no penalty
     assert ENNOptions(ortho='penalty').penalty_weight(3) == pytest.approx(1e-5)
+
+
+# ------------------------------------------------------------- per-layer options
+def test_per_layer_options_live_on_the_eigenbasis():
+    from enn_mm.core.eigenbasis import eigenbasis
+    fresh = eigenbasis(ENNLinear(4, 4))
+    assert (fresh.compute, fresh.share, fresh.retract_interval) == ('auto', None, 0)
+    with pytest.raises(TypeError, match='not an ENN layer'):
+        eigenbasis(nn.Linear(4, 4))
+    torch.manual_seed(0)
+    model = square_mlp()
+    ENNOptions(share=[dict(name='mlp', include=['0', '2'], share='P')], compute='factored',
+               retract_interval=1).apply(model)
+    layers = [model[i] for i in (0, 2, 4, 6)]
+    assert [eigenbasis(m).share for m in layers] == [('mlp', 'P'), ('mlp', 'P'), None, None]
+    assert all(eigenbasis(m).compute == 'factored' for m in layers)
+    assert all(eigenbasis(m).retract_interval == 1 for m in layers)
+    enn_mm.set_compute(model, 'materialize')
+    assert all(eigenbasis(m).compute == 'materialize' for m in layers)
+    # nothing of ENN's is left on the layers or their Parameters (but the load hook's handle)
+    assert not [k for m in model.modules() for k in vars(m)
+                if k.startswith('_enn_') and k != '_enn_load_hook']
+    assert not [k for p in model.parameters() for k in vars(p) if k.startswith('_enn_')]
+    for src in pathlib.Path(enn_mm.__file__).parent.rglob('*.py'):
+        text = src.read_text()
+        assert not any(old in text for old in ('_enn_compute', '_enn_share',
+                                               '_enn_retract_every')), src
+
+    def step(m):
+        m(torch.randn(8, 16)).square().mean().backward()
+        opt = torch.optim.SGD(m.parameters(), lr=0.5)
+        opt.step()
+        return {i: max(basis_error(B) for B in factors(m[i])[::2]) for i in (0, 2, 4, 6)}
+
+    # the retraction hook reads the interval from the Eigenbasis: 0 turns one layer off
+    eigenbasis(model[6]).retract_interval = 0
+    twin = copy.deepcopy(model)
+    errors = step(model)
+    assert max(errors[i] for i in (0, 2, 4)) < 1e-5 and errors[6] > 1e-3
+    # a deep copy keeps compute and share; it does not retract until armed itself
+    assert [eigenbasis(twin[i]).share for i in (0, 2)] == [('mlp', 'P')] * 2
+    assert eigenbasis(twin[0]).compute == 'materialize'
+    assert all(eigenbasis(twin[i]).retract_interval == 0 for i in (0, 2, 4, 6))
+    assert min(step(twin).values()) > 1e-3
+    enn_mm.enable_retraction(twin, 1)
+    assert max(step(twin).values()) < 1e-5
+
+
+def test_constructor_rules_reach_exactly_the_factors():
+    from enn_mm.engine.optimizers import ENNOptimWrapperConstructor
+    from enn_mm.core.eigenbasis import factor_names
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.BatchNorm1d(16), nn.Linear(16, 16),
+                          nn.Linear(16, 4))
+    ENNOptions(share=[dict(include=['0', '2'], share='P')], exclude=['3']).apply(model)
+    Q0, lam0, P0 = factors(model[0])
+    Q2, lam2, P2 = factors(model[2])
+    assert P0 is P2
+    basis, spectrum = {id(Q0), id(Q2), id(P0)}, {id(lam0), id(lam2)}
+    # the factors' names, found by identity: the shared P under both layers
+    assert factor_names(model) == dict(
+        basis={f'{i}.parametrizations.weight.original{j}' for i in (0, 2) for j in (0, 2)},
+        spectrum={f'{i}.parametrizations.weight.original1' for i in (0, 2)})
+    assert factor_names(model, suffix=True) == dict(
+        basis={'.weight.original0', '.weight.original2'}, spectrum={'.weight.original1'})
+    # a user key longer than the factor keys wins on its parameter, a shorter one does not
+    user = {'2.parametrizations.weight.original1': dict(lr_mult=3.0),
+            'weight.original1': dict(lr_mult=7.0)}
+    ctor = ENNOptimWrapperConstructor(
+        dict(optimizer=dict(type='SGD', lr=0.1, weight_decay=0.05)),
+        dict(basis_lr_mult=0.5, custom_keys=user))
+    for _ in range(2):  # the constructor serves a second model alike
+        groups = ctor(model).optimizer.param_groups
+        seen = [id(p) for g in groups for p in g['params']]
+        assert sorted(seen) == sorted({id(p) for p in model.parameters()})  # each once
+        rule = {id(p): (g.get('lr_mult'), g['lr'], g['weight_decay'])
+                for g in groups for p in g['params']}
+        assert {i for i, r in rule.items() if r[0] == 0.5} == basis
+        assert all(rule[i] == (0.5, 0.05, 0.0) for i in basis)
+        assert rule[id(lam0)] == (1.0, 0.1, 0.05)
+        assert rule[id(lam2)] == (3.0, pytest.approx(0.3), 0.05)
+        assert all(r[0] is None for i, r in rule.items() if i not in basis | spectrum)
+        assert ctor.paramwise_cfg['custom_keys'] == user

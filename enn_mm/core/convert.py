@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .eigenbasis import Eigenbasis, enn_modules, factors, is_enn
+from .eigenbasis import Eigenbasis, eigenbasis, enn_modules, factors, is_enn
 from .factored import enn_forward
 from .share import share_groups, tie_group
 
@@ -35,13 +35,13 @@ def _load_dense_weight(module, state_dict, prefix, local_metadata, strict,
     key = prefix + 'weight'
     if key not in state_dict or not is_enn(module):
         return
-    if getattr(module, '_enn_share', None):
+    eig = eigenbasis(module)
+    if eig.share:
         error_msgs.append(f'{key}: a dense weight cannot be loaded into a layer with a '
-                          f'shared basis (group {module._enn_share[0]!r}); load dense '
+                          f'shared basis (group {eig.share[0]!r}); load dense '
                           "checkpoints through init_cfg=dict(type='Pretrained', ...), which "
                           'factors and re-shares them, or before sharing.')
         return
-    eig = module.parametrizations.weight[0]
     weight = state_dict[key]
     if tuple(weight.shape) != tuple(eig.shape):
         error_msgs.append(f'size mismatch for {key}: the checkpoint has a dense '
@@ -225,4 +225,4 @@ def dense_view(model: nn.Module):
         for module, enn_cls, plist in saved:
             _to_enn(module, enn_cls, plist)
         for members in groups.values():  # shared bases: re-tie from the new weights
-            tie_group(members, members[0]._enn_share[1], dense)
+            tie_group(members, eigenbasis(members[0]).share[1], dense)

@@ -13,13 +13,14 @@ depthwise conv factors each group's kernel separately, batched)::
 where ``d_out = out_channels / g`` and ``d_in = in_channels / g · prod(kernel)``.
 """
 import math
-from typing import Iterator, Sequence, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-__all__ = ['Eigenbasis', 'factorize', 'is_enn', 'enn_modules', 'factors']
+__all__ = ['Eigenbasis', 'factorize', 'is_enn', 'enn_modules', 'factors', 'eigenbasis',
+           'factor_names']
 
 
 def factorize(weight: Tensor, groups: int = 1) -> Tuple[Tensor, Tensor, Tensor]:
@@ -50,9 +51,27 @@ def factorize(weight: Tensor, groups: int = 1) -> Tuple[Tensor, Tensor, Tensor]:
 class Eigenbasis(nn.Module):
     """Parametrization ``(Q, λ, P) -> W`` for a weight of a fixed shape.
 
+    It is also the one place where a layer's ENN options live (reach it with
+    :func:`eigenbasis`); the functions named below set them.
+
     Args:
         shape (Sequence[int]): Shape of the dense weight it stands for.
         groups (int): Groups of the layer; one basis pair per group.
+
+    Attributes:
+        compute (str): How the layer computes its output: ``'auto'``
+            (default), ``'materialize'`` or ``'factored'``
+            (:func:`enn_mm.core.set_compute`).
+        share (tuple, optional): ``(group name, 'P' | 'Q' | 'PQ')`` when
+            the layer shares bases with others of its group
+            (:func:`enn_mm.core.share_bases`), else None.
+        retract_interval (int): Optimizer steps between QR retractions of
+            the layer's Q and P (:func:`enn_mm.core.enable_retraction`); 0,
+            the default, for none. A basis shared by several layers follows
+            the layer ``enable_retraction`` saw last. A copy (``deepcopy``)
+            starts at 0: its bases are new Parameters the retraction hook
+            does not know, so it does not retract until
+            ``enable_retraction`` is called on it.
     """
 
     def __init__(self, shape: Sequence[int], groups: int = 1) -> None:
@@ -62,6 +81,19 @@ class Eigenbasis(nn.Module):
         self.d_out = self.shape[0] // groups
         self.d_in = math.prod(self.shape[1:])
         self.rank = min(self.d_out, self.d_in)
+        self.compute: str = 'auto'
+        self.share: Optional[Tuple[str, str]] = None
+        self.retract_interval: int = 0
+
+    def __getstate__(self):
+        # deepcopy goes through here. The retraction hook finds a basis by its
+        # Parameter object (enn_mm/core/ortho.py), and a copy's are new ones,
+        # so a copy does not retract (torch's Parameter.__deepcopy__ never
+        # carried the former per-Parameter setting either); its interval
+        # says so rather than claiming the original's.
+        state = self.__dict__.copy()
+        state['retract_interval'] = 0
+        return state
 
     def forward(self, Q: Tensor, lam: Tensor, P: Tensor) -> Tensor:
         # Materialize in fp32 even under autocast: a bf16 product of the factors
@@ -104,3 +136,46 @@ def factors(module: nn.Module) -> Tuple[Tensor, Tensor, Tensor]:
     """The trainable ``(Q, λ, P)`` of an ENN layer."""
     p = module.parametrizations.weight
     return p.original0, p.original1, p.original2
+
+
+def eigenbasis(module: nn.Module) -> Eigenbasis:
+    """The :class:`Eigenbasis` of an ENN layer: its shape, rank and options."""
+    if not is_enn(module):
+        raise TypeError(f'{type(module).__name__} is not an ENN layer (its weight has no '
+                        'Eigenbasis parametrization).')
+    return module.parametrizations.weight[0]
+
+
+def factor_names(model: nn.Module, suffix: bool = False) -> Dict[str, Set[str]]:
+    """The parameter names of the ENN factors of ``model``.
+
+    The factors are found by identity through :func:`factors`, so the names
+    are those of exactly the Q and P (``'basis'``) and λ (``'spectrum'``)
+    Parameters.
+
+    Args:
+        model (nn.Module): Any module.
+        suffix (bool): If False, full names as
+            ``model.named_parameters(remove_duplicate=False)`` gives them (a
+            shared basis under every layer that holds it). If True, each
+            factor's name below its layer's ``parametrizations``, with a
+            leading dot (``'.weight.original0'``): the part of the full name
+            that is the same in every ENN layer.
+
+    Returns:
+        dict: ``{'basis': set of names, 'spectrum': set of names}``.
+    """
+    names: Dict[str, Set[str]] = {'basis': set(), 'spectrum': set()}
+    role = {}
+    for _, module in enn_modules(model):
+        Q, lam, P = factors(module)
+        role.update({id(Q): 'basis', id(P): 'basis', id(lam): 'spectrum'})
+        if suffix:
+            for name, param in module.parametrizations.named_parameters(remove_duplicate=False):
+                if param is Q or param is P or param is lam:
+                    names[role[id(param)]].add('.' + name)
+    if not suffix:
+        for name, param in model.named_parameters(remove_duplicate=False):
+            if id(param) in role:
+                names[role[id(param)]].add(name)
+    return names

@@ -17,7 +17,7 @@ import math
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .eigenbasis import enn_modules
+from .eigenbasis import eigenbasis, enn_modules
 
 __all__ = ['COMPUTE_MODES', 'enn_forward', 'set_compute', 'output_positions']
 
@@ -65,8 +65,8 @@ def _factored(module: nn.Module, x: Tensor, Q: Tensor, lam: Tensor, P: Tensor) -
 
 def enn_forward(self: nn.Module, x: Tensor) -> Tensor:
     """Forward of an ENN Conv/Linear layer (bound to the instance)."""
-    mode = getattr(self, '_enn_compute', 'auto')
     eig = self.parametrizations.weight[0]
+    mode = eig.compute
     dense = type(self).forward
     if mode == 'materialize' or dense not in _PLAIN_FORWARDS or (
             isinstance(self, nn.modules.conv._ConvNd) and self.padding_mode != 'zeros'):
@@ -85,5 +85,5 @@ def set_compute(model: nn.Module, mode: str) -> nn.Module:
     if mode not in COMPUTE_MODES:
         raise ValueError(f'unknown ENN compute mode {mode!r}; choose one of {COMPUTE_MODES}.')
     for _, module in enn_modules(model):
-        module._enn_compute = mode
+        eigenbasis(module).compute = mode
     return model

@@ -2,8 +2,9 @@
 import torch
 from torch import Tensor
 from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.utils.weak import WeakIdKeyDictionary
 
-from .eigenbasis import enn_modules, factors
+from .eigenbasis import eigenbasis, enn_modules, factors
 
 __all__ = ['basis_penalty', 'basis_error', 'retract_']
 
@@ -138,19 +139,28 @@ def orthogonality_error(model, reduction: str = 'max'):
 # one optimizer per block, each retracting exactly the bases it updated.
 _RETRACT_KEY = 'enn_retract_steps'
 _retract_hook = None
+# The hook sees Parameters only: each armed basis maps to the Eigenbasis whose
+# `retract_interval` applies to it (the one place the interval is kept).
+# Weak keys: a basis that is gone leaves the map.
+_retract_owner = WeakIdKeyDictionary()
+
+
+def _retract_interval(p) -> int:
+    owner = _retract_owner.get(p)
+    return owner.retract_interval if owner is not None else 0
 
 
 def _retract_after_step(optimizer, args, kwargs):
-    params = [p for g in optimizer.param_groups for p in g['params']
-              if getattr(p, '_enn_retract_every', 0)]
+    params = [(p, n) for g in optimizer.param_groups for p in g['params']
+              if (n := _retract_interval(p))]
     if not params:
         return
     # The step counter lives in the optimizer state, so it is checkpointed
     # with the optimizer and `--resume` retracts on the same steps.
-    state = optimizer.state[params[0]]
+    state = optimizer.state[params[0][0]]
     state[_RETRACT_KEY] = state.get(_RETRACT_KEY, 0) + 1
-    for p in params:
-        if state[_RETRACT_KEY] % p._enn_retract_every == 0:
+    for p, interval in params:
+        if state[_RETRACT_KEY] % interval == 0:
             retract_(p.data)
 
 
@@ -159,13 +169,18 @@ def enable_retraction(model, interval: int = 1) -> None:
 
     After every ``interval``-th step of any optimizer that updates them, Q and
     P are replaced by the Q factor of their QR decomposition (orthonormal to
-    float precision).
+    float precision). Sets :attr:`Eigenbasis.retract_interval` of every ENN
+    layer of ``model``.
     """
     global _retract_hook
     if not isinstance(interval, int) or interval <= 0:
         raise ValueError(f'retract_interval must be a positive integer, got {interval!r}')
-    for B in bases(model):
-        B._enn_retract_every = interval
+    for _, module in enn_modules(model):
+        owner = eigenbasis(module)
+        owner.retract_interval = interval
+        Q, _, P = factors(module)
+        _retract_owner[Q] = owner
+        _retract_owner[P] = owner
     if _retract_hook is None:
         _retract_hook = register_optimizer_step_post_hook(
             _retract_after_step)

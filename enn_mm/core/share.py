@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from .eigenbasis import enn_modules, factors
+from .eigenbasis import eigenbasis, enn_modules, factors
 
 __all__ = ['share_bases', 'share_groups', 'tie_group']
 
@@ -23,8 +23,9 @@ def share_groups(model: nn.Module) -> Dict[str, List[nn.Module]]:
     """``{group name: [leader, followers...]}`` of the shared-basis layers."""
     groups: Dict[str, List[nn.Module]] = {}
     for _, module in enn_modules(model):
-        if getattr(module, '_enn_share', None):
-            groups.setdefault(module._enn_share[0], []).append(module)
+        share = eigenbasis(module).share
+        if share:
+            groups.setdefault(share[0], []).append(module)
     return groups
 
 
@@ -102,9 +103,9 @@ def share_bases(model: nn.Module, groups: Sequence[dict]) -> nn.Module:
                         f'share group {name!r}: {b} of {n!r} has shape {tuple(c.shape)} but '
                         f'{b} of {ref_name!r} has {tuple(a.shape)}; only layers of equal '
                         'shape can share a basis. Narrow the include patterns.')
-            if getattr(m, '_enn_share', None):
+            if eigenbasis(m).share:
                 raise ValueError(f'layer {n!r} is in two share groups.')
         for _, m in members:
-            m._enn_share = (name, which)
+            eigenbasis(m).share = (name, which)
         tie_group([m for _, m in members], which)
     return model

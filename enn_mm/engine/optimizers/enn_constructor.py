@@ -4,10 +4,7 @@ import copy
 from mmengine.optim import DefaultOptimWrapperConstructor
 
 from mmpretrain.registry import OPTIM_WRAPPER_CONSTRUCTORS
-
-# Parameter names the eigenbasis parametrization gives Q, λ and P.
-BASIS_KEYS = ('.weight.original0', '.weight.original2')
-SPECTRUM_KEY = '.weight.original1'
+from ...core.eigenbasis import factor_names
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -17,9 +14,14 @@ class ENNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     Weight decay pulls Q and P towards zero, against their orthonormality,
     so by default it is off for them. λ and biases follow the usual rules.
     Shared bases appear in several layers, so ``bypass_duplicate`` defaults
-    to True. All other ``paramwise_cfg`` options work as in mmengine; explicit
-    ``custom_keys`` of the user take precedence on the same parameter only
-    when they are longer (more specific) than the keys added here.
+    to True. All other ``paramwise_cfg`` options work as in mmengine.
+
+    The factors are found through the parametrization when the optimizer is
+    built (:func:`enn_mm.core.eigenbasis.factor_names`), and their rules
+    enter as mmengine ``custom_keys``: one per factor name below the layer's
+    ``parametrizations`` (``'.weight.original0'`` etc.). Explicit
+    ``custom_keys`` of the user therefore take precedence on the same
+    parameter only when they are longer (more specific) than those keys.
 
     Args:
         optim_wrapper_cfg (dict): As for ``DefaultOptimWrapperConstructor``.
@@ -45,12 +47,23 @@ class ENNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             # no decay to scale: mmengine refuses decay_mult without a base value
             basis.pop('decay_mult')
             spectrum.pop('decay_mult')
-        # a plain dict: ConfigDict.setdefault would hand back a copy
-        custom_keys = dict(paramwise_cfg.get('custom_keys', {}))
-        for key in BASIS_KEYS:
-            custom_keys.setdefault(key, basis)
-        custom_keys.setdefault(SPECTRUM_KEY, spectrum)
-        paramwise_cfg['custom_keys'] = custom_keys
+        self.factor_rules = dict(basis=basis, spectrum=spectrum)
+        # a plain dict (a ConfigDict's setdefault would hand back a copy)
+        paramwise_cfg['custom_keys'] = dict(paramwise_cfg.get('custom_keys', {}))
         # a basis shared by several layers must enter the optimizer once
         paramwise_cfg.setdefault('bypass_duplicate', True)
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
+
+    def __call__(self, model):
+        # The keys depend on the model, which only this call sees; the
+        # user's own keys are restored afterwards, for a next model.
+        user_keys = self.paramwise_cfg['custom_keys']
+        custom_keys = dict(user_keys)
+        for role, keys in factor_names(model, suffix=True).items():
+            for key in sorted(keys):
+                custom_keys.setdefault(key, self.factor_rules[role])
+        self.paramwise_cfg['custom_keys'] = custom_keys
+        try:
+            return super().__call__(model)
+        finally:
+            self.paramwise_cfg['custom_keys'] = user_keys
