@@ -9,7 +9,10 @@ import time
 from typing import Optional
 
 import numpy as np
+from mmengine.runner import Runner, load_checkpoint
+from mmengine.utils import ProgressBar
 
+from mmpretrain.registry import METRICS, MODELS
 from .functional import evaluate_rankings
 from .retrieval_loop import embed_batch
 
@@ -31,7 +34,6 @@ def retrieval_metric_cfg(cfg) -> Optional[dict]:
 
 
 def _embed(model, loader, title, sink, extract_kwargs, key):
-    from mmengine.utils import ProgressBar
     print(f'{title}: {len(loader.dataset)} items')
     bar = ProgressBar(len(loader))
     for batch in loader:
@@ -58,8 +60,6 @@ def evaluate_checkpoint(cfg, checkpoint: str, device: str = 'cpu', curve_k: int 
         or None), ``data`` (the merged query and gallery embeddings and their
         ground truth) and ``searcher`` (the faiss searcher, for saving its index).
     """
-    from mmengine.runner import Runner, load_checkpoint
-    from mmpretrain.registry import METRICS, MODELS
 
     model = MODELS.build(cfg.model)
     load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')

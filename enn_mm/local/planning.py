@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from mmengine.optim import OptimWrapper
 from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from mmpretrain.structures import DataSample
 from .partition import Partition, main_tensor, own_rng, probing
@@ -110,7 +111,6 @@ def local_head_costs(model: nn.Module, batch_size: int) -> List[float]:
     block's local head and objectives (decoders, similarity convs) at
     ``batch_size``, counted by ``torch.utils.flop_counter`` on one forward
     pass; 0 for the last block, which has the model's own head."""
-    from torch.utils.flop_counter import FlopCounterMode
     costs = [0.0] * model.num_blocks
     device = next(model.parameters()).device
     heads = getattr(model, HEADS_KEY)

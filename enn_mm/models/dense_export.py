@@ -21,8 +21,9 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
+from mmengine.runner import Runner, load_checkpoint
 
+from mmpretrain.registry import MODELS
 from .. import __version__
 from ..core import enn_modules, export_dense, orthogonality_error
 from .enn_model import vanilla_class
@@ -44,7 +45,6 @@ def load_model(cfg: Config, checkpoint: str) -> tuple:
     Returns:
         tuple: The model (in eval mode) and the loaded checkpoint dict.
     """
-    from mmpretrain.registry import MODELS
     model = MODELS.build(cfg.model)
     ckpt = load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
     return model.eval(), ckpt
@@ -93,7 +93,6 @@ def check_export(model_cfg: dict, out: str, inputs, ref, tolerance: float,
     Raises:
         ExportCheckError: The difference is above ``tolerance`` (or NaN).
     """
-    from mmpretrain.registry import MODELS
     model = MODELS.build(copy.deepcopy(model_cfg)).eval()
     state = torch.load(out, map_location='cpu', weights_only=True)['state_dict']
     model.load_state_dict(state, strict=True)
@@ -197,7 +196,6 @@ def dense_config(cfg: Config) -> Config:
 def _test_inputs(cfg: Config, model, n: int = 8):
     """A few real test images through the model's preprocessor, or None (with
     a log line) where the test data is not on this machine."""
-    from mmengine.runner import Runner
     loader_cfg = copy.deepcopy(cfg.test_dataloader)
     loader_cfg.update(batch_size=n, num_workers=0, persistent_workers=False)
     try:

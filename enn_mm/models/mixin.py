@@ -9,6 +9,8 @@ and reprs say what it is.
 """
 from typing import Dict, Tuple
 
+from mmengine.logging import MessageHub
+
 __all__ = ['mix_in', 'vanilla_class', 'runner_iteration']
 
 # (mixin, base) -> derived class; one cache for every mixin of the package.
@@ -46,5 +48,4 @@ def vanilla_class(obj) -> type:
 def runner_iteration() -> int:
     """The Runner's iteration counter (0 outside a run): the same on every
     rank and restored by ``--resume``, so schedules that follow it are too."""
-    from mmengine.logging import MessageHub
     return MessageHub.get_current_instance().get_info('iter', 0)
