@@ -2,10 +2,10 @@
 import fnmatch
 import types
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Optional, Sequence, Tuple, Union
+from typing import Iterable, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.nn.utils import parametrize
 
 from .eigenbasis import Eigenbasis, eigenbasis, enn_modules, factors, is_enn

@@ -35,7 +35,6 @@ alias               registered name                  what it is
 import inspect
 from typing import List, Optional, Sequence, Union
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

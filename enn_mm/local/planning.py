@@ -1,8 +1,8 @@
 """Planning a pipeline: which blocks each stage trains.
 
 Everything here runs in one process, with no process group or runner
-(offline, or at the start of a run): a
-probe pass records every module call (:func:`record_calls`); a cost model
+(offline, or at the start of a run): a probe pass records every module call
+(:func:`record_calls`); a cost model
 estimates each block's training step (:func:`block_costs`,
 :func:`local_head_costs`) or a timer measures it (:func:`measure_block_times`,
 :func:`time_stage`); :func:`plan_stages` splits the blocks into contiguous
@@ -16,7 +16,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import torch
 from mmengine.optim import OptimWrapper
@@ -38,8 +38,6 @@ class CallRecord:
     """The probe pass: module calls in order and the cost of each block.
 
     Attributes:
-        order (list[str]): Module names by the event index at which each call
-            ends (one entry per call).
         calls (dict): ``name -> [(start, end, output_spec), ...]``.
         parent (dict): ``name -> name`` of the module that called it first.
         cut_end (dict): Event index at which each cut point's call ends.
@@ -47,6 +45,9 @@ class CallRecord:
             Conv/Linear layers of each block for one sample.
         layers (list): ``(block, layer shape, first call)`` of every
             Conv/Linear call, for :func:`block_costs`.
+        input_shape (tuple): ``(C, H, W)`` of the network input.
+        placeholders (dict): The stubbed modules' zero outputs, kept between
+            steps (see :func:`enn_mm.local.stage.stub_prefix`).
     """
     calls: Dict[str, List[Tuple[int, int, Any]]] = field(default_factory=dict)
     parent: Dict[str, str] = field(default_factory=dict)

@@ -13,7 +13,7 @@ is imported, so the registry entries exist without it.
 import importlib.util
 import json
 import os.path as osp
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
