@@ -1,4 +1,4 @@
-"""Fault injection for tests/test_pipeline.py: one rank crashes or hangs."""
+"""Fault injection for tests/local/test_pipeline.py: one rank crashes or hangs."""
 import os
 import time
 

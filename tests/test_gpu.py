@@ -23,8 +23,7 @@ from enn_mm.core import factors, set_compute
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from conftest import REPO
-from test_local import TINY
+from helpers import REPO, TINY
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason='needs a CUDA GPU: run tools/gpu_check.sh '
@@ -240,14 +239,14 @@ def test_nccl_ddp_one_process_and_pipeline_two_processes(fmnist_root, tmp_path):
     refuses two ranks on one device, so the pipeline's transport there is
     gloo (activations staged through the host); with one GPU per stage it is
     NCCL."""
-    from test_local import LOCAL_CFG, tiny_cfg
-    from test_pipeline import assert_same_checkpoint, launch, load, pipe_cfg
+    from helpers import (LOCAL_CFG, assert_same_checkpoint, launch, load, pipe_cfg,
+                         tiny_local_cfg)
 
     def deterministic(cfg):
         cfg.randomness = dict(seed=0, deterministic=True)
         return cfg
 
-    launch(deterministic(tiny_cfg(LOCAL_CFG, fmnist_root, tmp_path / 'seq', epochs=2)),
+    launch(deterministic(tiny_local_cfg(LOCAL_CFG, fmnist_root, tmp_path / 'seq', epochs=2)),
            tmp_path, 1, 'seq')
     pipe = deterministic(pipe_cfg(fmnist_root, tmp_path / 'pipe', 2))
     pipe.env_cfg = dict(dist_cfg=dict(backend='gloo'))
@@ -256,9 +255,9 @@ def test_nccl_ddp_one_process_and_pipeline_two_processes(fmnist_root, tmp_path):
                            load(tmp_path / 'seq' / 'epoch_2.pth'), atol=1e-5)
 
     enn = osp.join(REPO, 'configs/enn/resnet18w16_fmnist.py')
-    one = deterministic(tiny_cfg(enn, fmnist_root, tmp_path / 'one', epochs=2))
+    one = deterministic(tiny_local_cfg(enn, fmnist_root, tmp_path / 'one', epochs=2))
     launch(one, tmp_path, 1, 'one')
-    ddp = deterministic(tiny_cfg(enn, fmnist_root, tmp_path / 'ddp', epochs=2))
+    ddp = deterministic(tiny_local_cfg(enn, fmnist_root, tmp_path / 'ddp', epochs=2))
     ddp.env_cfg = dict(dist_cfg=dict(backend='nccl'))
     ddp.model_wrapper_cfg = dict(type='MMDistributedDataParallel')
     ddp.log_level = 'INFO'  # the config dump names the backend

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import enn_mm
-from conftest import REPO
+from helpers import REPO
 
 
 def modules():

@@ -12,7 +12,7 @@ Each rendered section of ``README.md``, ``docs/results.md``,
 
 and is produced by the function of :data:`SECTIONS` called ``NAME`` from the
 JSON files in ``docs/results/`` alone, so a figure in a table cannot drift
-from its data: ``tests/test_benchmarks.py`` renders every page and compares
+from its data: ``tests/tools/test_benchmarks.py`` renders every page and compares
 it with the committed text. Text outside the markers is left as written.
 """
 import argparse

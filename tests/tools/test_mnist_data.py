@@ -9,7 +9,7 @@ import tarfile
 import numpy as np
 import pytest
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from helpers import REPO
 
 
 def load_tool():

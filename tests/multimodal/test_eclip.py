@@ -33,7 +33,7 @@ import enn_mm.multimodal as mm  # noqa: E402
 from enn_mm import enn_modules  # noqa: E402
 from mmpretrain.registry import DATASETS, MODELS  # noqa: E402
 
-from conftest import REPO  # noqa: E402
+from helpers import REPO  # noqa: E402
 
 CFG = osp.join(REPO, 'configs', 'eclip')
 init_default_scope('mmpretrain')

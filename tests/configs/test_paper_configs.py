@@ -45,7 +45,7 @@ import enn_mm
 from mmpretrain.datasets import CIFAR10, CIFAR100
 from mmpretrain.registry import DATASETS
 
-from conftest import REPO, write_cifar, write_imagenet, write_tiny_imagenet
+from helpers import REPO, write_cifar, write_imagenet, write_tiny_imagenet
 
 PAPER = osp.join(REPO, 'configs', 'paper')
 CONFIGS = sorted(

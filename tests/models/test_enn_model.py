@@ -1,68 +1,30 @@
-"""The MMPretrain integration, through mmengine's Runner and the tools."""
+"""enn_mm.models.enn_model (ENNModel) through mmengine's Runner: training,
+the default retraction, resume, the SVD of the dense init, dense checkpoints,
+ENN layers from conv_cfg, config errors, the weighted penalty and its
+interval, the packaged config, and the mix_in helper with its old names."""
 import copy
 import os.path as osp
-import pickle
-import subprocess
-import sys
-import uuid
 
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.registry import init_default_scope
-from mmengine.runner import Runner, load_checkpoint
+from mmengine.runner import Runner
 
 import enn_mm
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from conftest import REPO
-
-# the paper's penalty: these tests follow loss_ortho through training
-ENN_CFG = osp.join(REPO, 'configs/enn/resnet18w16_fmnist_penalty.py')
-DENSE_CFG = osp.join(REPO, 'configs/baseline/resnet18w16_fmnist.py')
-DEFAULT_CFG = osp.join(REPO, 'configs/enn/resnet18w16_fmnist.py')  # the demo: the defaults
-
-
-def tiny_cfg(path, data_root, work_dir, epochs=2, **enn):
-    """The demo config, shrunk: width 8, two stages, 64 images, no augmentation."""
-    cfg = Config.fromfile(path)
-    model = cfg.model.model if cfg.model.type == 'ENNModel' else cfg.model
-    model.backbone.update(stem_channels=8, base_channels=8, num_stages=2, strides=(1, 2),
-                          dilations=(1, 1), out_indices=(1, ))
-    model.head.in_channels = 16
-    if enn:
-        cfg.model.enn.update(enn)
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].update(batch_size=16, num_workers=0, persistent_workers=False)
-        cfg[loader].dataset.data_root = data_root
-    cfg.train_dataloader.dataset.pipeline = [dict(type='PackInputs')]
-    cfg.optim_wrapper.optimizer.lr = 3e-2  # a visible drop within a few steps
-    cfg.train_cfg = dict(by_epoch=True, max_epochs=epochs, val_interval=epochs)
-    cfg.param_scheduler = [dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=20)]
-    cfg.default_hooks.logger.interval = 1
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
-    cfg.work_dir = str(work_dir)
-    # runners built in the same second from one config file would otherwise
-    # share a message hub (and their loss histories)
-    cfg.experiment_name = f'{osp.basename(path)}_{uuid.uuid4().hex[:8]}'
-    cfg.log_level = 'WARNING'
-    return cfg
+from helpers import DEFAULT_CFG, DENSE_CFG, ENN_CFG, REPO, logits, tiny_enn_cfg
 
 
 def params(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def logits(model, x):
-    model.eval()
-    with torch.no_grad():
-        return model(x, mode='tensor')
-
-
 def test_training_lowers_loss_and_logs_loss_ortho(fmnist_root, tmp_path):
-    cfg = tiny_cfg(ENN_CFG, fmnist_root, tmp_path, epochs=5)
+    cfg = tiny_enn_cfg(ENN_CFG, fmnist_root, tmp_path, epochs=5)
     runner = Runner.from_cfg(cfg)
     runner.train()
     hub = runner.message_hub
@@ -94,7 +56,7 @@ def test_default_config_retracts_every_10th_step(fmnist_root, tmp_path):
     options = enn_mm.ENNOptions()
     assert (options.ortho, options.retract_interval, options.gamma) == ('retract', 10, 0.0)
     errors = []
-    cfg = tiny_cfg(DEFAULT_CFG, fmnist_root, tmp_path, epochs=3)  # 12 steps
+    cfg = tiny_enn_cfg(DEFAULT_CFG, fmnist_root, tmp_path, epochs=3)  # 12 steps
     cfg.custom_hooks = []
     runner = Runner.from_cfg(cfg)
 
@@ -113,11 +75,11 @@ def test_default_config_retracts_every_10th_step(fmnist_root, tmp_path):
 @pytest.mark.parametrize('enn', [dict(ortho='penalty'), dict(ortho='retract', retract_interval=3)])
 def test_resume_continues_exactly(fmnist_root, tmp_path, enn):
     # 3 epochs of 4 iterations, interrupted after the first epoch
-    full = Runner.from_cfg(tiny_cfg(ENN_CFG, fmnist_root, tmp_path / 'full', epochs=3, **enn))
+    full = Runner.from_cfg(tiny_enn_cfg(ENN_CFG, fmnist_root, tmp_path / 'full', epochs=3, **enn))
     full.train()
-    half = Runner.from_cfg(tiny_cfg(ENN_CFG, fmnist_root, tmp_path / 'half', epochs=1, **enn))
+    half = Runner.from_cfg(tiny_enn_cfg(ENN_CFG, fmnist_root, tmp_path / 'half', epochs=1, **enn))
     half.train()
-    cfg = tiny_cfg(ENN_CFG, fmnist_root, tmp_path / 'half', epochs=3, **enn)
+    cfg = tiny_enn_cfg(ENN_CFG, fmnist_root, tmp_path / 'half', epochs=3, **enn)
     cfg.resume = True
     resumed = Runner.from_cfg(cfg)
     resumed.train()
@@ -134,7 +96,7 @@ def test_resume_continues_exactly(fmnist_root, tmp_path, enn):
 
 def test_enn_starts_as_the_svd_of_the_dense_init(fmnist_root, tmp_path):
     init_default_scope('mmpretrain')
-    cfgs = [tiny_cfg(p, fmnist_root, tmp_path) for p in (DENSE_CFG, ENN_CFG)]
+    cfgs = [tiny_enn_cfg(p, fmnist_root, tmp_path) for p in (DENSE_CFG, ENN_CFG)]
     models = []
     for cfg in cfgs:
         torch.manual_seed(0)
@@ -161,20 +123,20 @@ def _dense_checkpoint(cfg, path):
 
 
 def test_dense_checkpoint_loads_through_load_from_and_init_cfg(fmnist_root, tmp_path):
-    dense_cfg = tiny_cfg(DENSE_CFG, fmnist_root, tmp_path)
+    dense_cfg = tiny_enn_cfg(DENSE_CFG, fmnist_root, tmp_path)
     ckpt = str(tmp_path / 'dense.pth')
     dense = _dense_checkpoint(dense_cfg, ckpt)
     x = torch.randn(2, 1, 28, 28)
     ref = logits(dense, x)
 
-    cfg = tiny_cfg(ENN_CFG, fmnist_root, tmp_path / 'a')
+    cfg = tiny_enn_cfg(ENN_CFG, fmnist_root, tmp_path / 'a')
     cfg.load_from = ckpt
     runner = Runner.from_cfg(cfg)
     runner.load_or_resume()
     out = logits(runner.model, x)
     assert ((out - ref).abs().max() / ref.abs().max()) <= 1e-5
 
-    cfg = tiny_cfg(ENN_CFG, fmnist_root, tmp_path / 'b')
+    cfg = tiny_enn_cfg(ENN_CFG, fmnist_root, tmp_path / 'b')
     cfg.model.model.init_cfg = dict(type='Pretrained', checkpoint=ckpt)
     init_default_scope('mmpretrain')
     model = MODELS.build(cfg.model)
@@ -184,92 +146,6 @@ def test_dense_checkpoint_loads_through_load_from_and_init_cfg(fmnist_root, tmp_
     assert ((out - ref).abs().max() / ref.abs().max()) <= 1e-5
 
 
-def _run(args, **kw):
-    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=600, **kw)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout + proc.stderr
-
-
-VANILLA = '''
-import sys, torch
-from mmengine.config import Config
-from mmengine.hooks import Hook
-from mmengine.registry import init_default_scope
-from mmpretrain.registry import MODELS
-cfg = Config.fromfile(sys.argv[1])
-init_default_scope('mmpretrain')
-model = MODELS.build(cfg.model).eval()
-ckpt = torch.load(sys.argv[2], map_location='cpu', weights_only=True)
-model.load_state_dict(ckpt['state_dict'], strict=True)
-with torch.no_grad():
-    torch.save(model(torch.load(sys.argv[3]), mode='tensor'), sys.argv[4])
-assert not any(m.startswith('enn_mm') for m in sys.modules), 'plugin was imported'
-'''
-
-
-def test_tools_test_export_and_vanilla_load(fmnist_root, tmp_path):
-    cfg = tiny_cfg(ENN_CFG, fmnist_root, tmp_path, epochs=1)
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    cfg_path, ckpt = str(tmp_path / 'cfg.py'), str(tmp_path / 'epoch_1.pth')
-    cfg.dump(cfg_path)
-
-    out = _run(['tools/test.py', cfg_path, ckpt, '--out', str(tmp_path / 'preds.pkl'),
-                '--cfg-options', 'log_level=INFO'])
-    assert 'accuracy/top1' in out
-    with open(tmp_path / 'preds.pkl', 'rb') as f:
-        preds = pickle.load(f)
-    assert len(preds) == 40
-
-    out = _run(['tools/export_dense.py', cfg_path, ckpt, str(tmp_path / 'dense.pth'),
-                '--cfg-options', 'log_level=INFO'])
-    assert 'max relative output difference' in out
-    x = torch.randn(3, 1, 28, 28)
-    torch.save(x, tmp_path / 'x.pt')
-    with open(tmp_path / 'vanilla.py', 'w') as f:
-        f.write(VANILLA)
-    _run([str(tmp_path / 'vanilla.py'), str(tmp_path / 'dense.py'), str(tmp_path / 'dense.pth'),
-          str(tmp_path / 'x.pt'), str(tmp_path / 'y.pt')])
-    init_default_scope('mmpretrain')
-    model = MODELS.build(cfg.model)
-    load_checkpoint(model, ckpt, strict=True)
-    ref = logits(model, x)
-    assert ((torch.load(tmp_path / 'y.pt') - ref).abs().max() / ref.abs().max()) <= 1e-5
-    dense_cfg = Config.fromfile(str(tmp_path / 'dense.py'))
-    assert 'custom_imports' not in dense_cfg
-    assert not any(h['type'].startswith('ENN') for h in dense_cfg.custom_hooks)
-    # the package function behind the tool: a failed output check is an error
-    from enn_mm.models import ExportCheckError, export_checkpoint
-    with pytest.raises(ExportCheckError, match='differs from the ENN model'):
-        export_checkpoint(cfg, ckpt, str(tmp_path / 'strict.pth'), tolerance=-1.0)
-
-
-def test_dense_config_is_the_baseline():
-    """The dense config of the ENN demo config is the dense baseline's
-    model and optimizer, without the plugin."""
-    from enn_mm.models import dense_config
-    dense = dense_config(Config.fromfile(DEFAULT_CFG))
-    base = Config.fromfile(DENSE_CFG)
-    assert dense.model == base.model and dense.optim_wrapper == base.optim_wrapper
-    assert 'custom_imports' not in dense and dense.custom_hooks == []
-    layers = Config(dict(model=dict(type='ENNModel', model=dict(
-        type='ImageClassifier', backbone=dict(type='ResNet', depth=18,
-                                              conv_cfg=dict(type='ENNConv2d'))))))
-    assert dense_config(layers).model.backbone.conv_cfg == dict(type='Conv2d')
-
-
-def test_safe_loading_is_narrow(fmnist_root, tmp_path):
-    runner = Runner.from_cfg(tiny_cfg(ENN_CFG, fmnist_root, tmp_path, epochs=1))
-    runner.train()
-    ckpt = str(tmp_path / 'epoch_1.pth')
-    from mmengine.runner.checkpoint import _load_checkpoint
-    loaded = _load_checkpoint(ckpt)  # mmengine's loader: HistoryBuffers, numpy
-    assert type(loaded['message_hub']['log_scalars']['train/loss']).__name__ == 'HistoryBuffer'
-    with pytest.raises(pickle.UnpicklingError):  # plain torch.load stays weights-only
-        torch.load(ckpt)
-
-
 def test_conv_cfg_builds_enn_layers():
     init_default_scope('mmpretrain')
     backbone = MODELS.build(dict(type='ResNet_CIFAR', depth=18, base_channels=8, stem_channels=8,
@@ -277,19 +153,6 @@ def test_conv_cfg_builds_enn_layers():
     convs = [m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(enn_mm.core.is_enn(m) for m in convs)
     assert backbone(torch.randn(1, 3, 32, 32))[-1].shape == (1, 64, 4, 4)
-
-
-def test_enn_constructor_without_weight_decay():
-    init_default_scope('mmpretrain')
-    inner = dict(type='ImageClassifier', backbone=dict(type='LeNet5', num_classes=10))
-    model = MODELS.build(dict(type='ENNModel', model=inner))
-    from mmpretrain.registry import OPTIM_WRAPPER_CONSTRUCTORS
-    ctor = OPTIM_WRAPPER_CONSTRUCTORS.build(dict(
-        type='ENNOptimWrapperConstructor',
-        optim_wrapper_cfg=dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1))))
-    wrapper = ctor(model)
-    assert {id(p) for p in model.parameters()} <= {
-        id(p) for g in wrapper.param_groups for p in g['params']}
 
 
 def test_bad_enn_config_is_named():
@@ -316,35 +179,8 @@ def test_loss_includes_weighted_penalty():
     assert losses['loss_ortho'].item() > 0
 
 
-def test_diagnostics_hook_logs_plots_and_stops_on_nan(fmnist_root, tmp_path):
-    cfg = tiny_cfg(ENN_CFG, fmnist_root, tmp_path / 'ok', epochs=2)
-    cfg.custom_hooks = [dict(type='ENNDiagnosticsHook', interval=2)]
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    hook = [h for h in runner.hooks if type(h).__name__ == 'ENNDiagnosticsHook'][0]
-    assert [r['iter'] for r in hook.history] == [0, 2, 4, 6, 8]
-    assert hook.history[0]['ortho_err_max'] < 1e-5  # SVD init: orthonormal
-    assert hook.history[-1]['ortho_err_max'] == pytest.approx(
-        enn_mm.orthogonality_error(runner.model), rel=1e-6)
-    for png in ('orthogonality.png', 'spectra.png'):
-        assert osp.getsize(tmp_path / 'ok' / 'enn_diagnostics' / png) > 1000
-
-    class PoisonHook(Hook):  # a NaN appears in one layer's λ at iteration 3
-        def before_train_iter(self, runner, batch_idx, data_batch=None):
-            if runner.iter == 2:
-                with torch.no_grad():
-                    runner.model.backbone.layer1[1].conv2.parametrizations.weight.original1[0, 0] = float('nan')
-
-    cfg = tiny_cfg(ENN_CFG, fmnist_root, tmp_path / 'nan', epochs=2)
-    cfg.custom_hooks = [dict(type='ENNDiagnosticsHook', interval=100)]
-    runner = Runner.from_cfg(cfg)
-    runner.register_hook(PoisonHook())
-    with pytest.raises(RuntimeError, match=r'iteration 3.*backbone\.layer1\.1\.conv2'):
-        runner.train()
-
-
 def test_penalty_interval_applies_every_nth_step_scaled(fmnist_root, tmp_path):
-    cfg = tiny_cfg(ENN_CFG, fmnist_root, tmp_path, epochs=1, penalty_interval=2, gamma=1e-3)
+    cfg = tiny_enn_cfg(ENN_CFG, fmnist_root, tmp_path, epochs=1, penalty_interval=2, gamma=1e-3)
     runner = Runner.from_cfg(cfg)
     runner.train()
     ortho = runner.message_hub.get_scalar('train/loss_ortho').data[0]
@@ -370,7 +206,7 @@ def test_mixed_in_classes_are_made_once_and_undone_and_old_names_warn():
     from enn_mm.local import ENNLocalClassifier, LocalLearningMixin, enn_local_classifier
     from enn_mm.models import ENNModel, ENNModelMixin, enn_model, vanilla_class
     init_default_scope('mmpretrain')
-    cfg = tiny_cfg(ENN_CFG, '', '')
+    cfg = tiny_enn_cfg(ENN_CFG, '', '')
     args = {k: v for k, v in cfg.model.to_dict().items() if k != 'type'}
     a = enn_model(**copy.deepcopy(args))
     with pytest.warns(DeprecationWarning, match=r'call enn_model\(\.\.\.\)'):

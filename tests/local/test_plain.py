@@ -1,9 +1,9 @@
-"""ENN under the training features users already rely on: DDP, EMA, and
-the ENN-ℓ checkpoint export (``tools/export_local.py``)."""
-import copy
+"""enn_mm.local.plain: tools/test.py and the export ignore the local heads;
+plain_checkpoint (tools/export_local.py) computes what the ENN-ℓ model
+computes; the deprecated enn_mm.local.export."""
 import os
 import os.path as osp
-import socket
+import pickle
 import subprocess
 import sys
 
@@ -14,89 +14,68 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, load_checkpoint
 
 import enn_mm
+import enn_mm.local
 import enn_mm.local.export
-from conftest import REPO
+from enn_mm.local import plain_config, strip_local_heads
 from enn_mm.local.plain import plain_checkpoint
 from enn_mm.models import ExportCheckError
 from enn_mm.models.dense_export import export_cli
 from mmpretrain.registry import MODELS
-from test_mmpretrain import ENN_CFG, logits, tiny_cfg
+
+from helpers import ENN_CFG, LOCAL_CFG, REPO, tiny_local_cfg
+from helpers import one_thread  # noqa: F401  (an autouse fixture)
 
 
-def gn_cfg(root, work_dir, batch_size, **enn):
-    """The tiny ENN ResNet with GroupNorm: per-sample statistics, so a batch
-    split over ranks computes what the whole batch computes."""
-    cfg = tiny_cfg(ENN_CFG, root, work_dir, **enn)
-    cfg.model.model.backbone.norm_cfg = dict(type='GN', num_groups=4)
-    cfg.train_dataloader.batch_size = batch_size
-    # SGD: Adam's normalized steps would turn fp32 reduction-order noise on
-    # near-zero gradients into lr-sized differences
-    cfg.optim_wrapper.optimizer = dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=1e-4)
-    return cfg
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def test_ddp_two_processes_equal_one_process(fmnist_root, tmp_path):
-    # retraction, penalty and a shared basis at once
-    enn = dict(ortho='retract', retract_interval=3, gamma=1e-3,
-               share=[dict(name='stage1', include=['backbone.layer1.*.conv2'], share='P')])
-    single = Runner.from_cfg(gn_cfg(fmnist_root, tmp_path / 'single', 16, **enn))
-    single.train()
-    P = [m.parametrizations.weight.original2 for m in
-         (single.model.backbone.layer1[0].conv2, single.model.backbone.layer1[1].conv2)]
-    assert P[0] is P[1]
-
-    cfg = gn_cfg(fmnist_root, tmp_path / 'ddp', 8, **enn)  # 2 x 8 = the same 16
-    cfg_path = str(tmp_path / 'ddp.py')
-    cfg.dump(cfg_path)
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=REPO)
-    proc = subprocess.run(
-        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
-         f'--master_port={free_port()}', 'tools/train.py', cfg_path, '--launcher', 'pytorch'],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+def _run(args):
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-    ddp = torch.load(tmp_path / 'ddp' / 'epoch_2.pth', map_location='cpu',
-                     weights_only=False)['state_dict']
-    ref = single.model.state_dict()
-    assert ddp.keys() == ref.keys()
-    assert any('parametrizations.weight.original0' in k for k in ref)
-    for k in ref:  # fp32: the all-reduce sums in another order than one batch
-        assert torch.allclose(ddp[k], ref[k], rtol=1e-4, atol=1e-6), k
-    assert enn_mm.orthogonality_error(single.model) > 0  # steps 7, 8 after the last retraction
+    return proc.stdout + proc.stderr
 
 
-def test_ema_model_is_a_valid_enn_model_and_exports(fmnist_root, tmp_path):
-    cfg = tiny_cfg(ENN_CFG, fmnist_root, tmp_path, epochs=2)
-    cfg.custom_hooks = [dict(type='EMAHook', momentum=0.1, priority='ABOVE_NORMAL')]
+def test_tools_test_and_export_ignore_the_heads(fmnist_root, tmp_path, monkeypatch):
+    cfg = tiny_local_cfg(LOCAL_CFG, fmnist_root, tmp_path, epochs=1)
     runner = Runner.from_cfg(cfg)
     runner.train()
-    ema_hook = [h for h in runner.hooks if type(h).__name__ == 'EMAHook'][0]
-    ema = ema_hook.ema_model.module
-    n = sum(1 for _ in enn_mm.enn_modules(ema))
-    assert n == sum(1 for _ in enn_mm.enn_modules(runner.model)) == 11
-    # the averaged factors differ from the live ones, and the EMA weights are
-    # what the checkpoint stores under ema_state_dict
-    live = dict(runner.model.named_parameters())
-    assert any(not torch.equal(p, live[k]) for k, p in ema.named_parameters())
-    x = torch.randn(2, 1, 28, 28)
-    ref = logits(ema, x)
-    dense = enn_mm.export_dense(copy.deepcopy(ema))
-    assert torch.allclose(logits(dense, x), ref, atol=1e-6)
-    ckpt = torch.load(tmp_path / 'epoch_2.pth', map_location='cpu', weights_only=False)
-    assert any('parametrizations.weight.original1' in k for k in ckpt['ema_state_dict'])
-    # loading the checkpoint (EMA swapped in by the hook at save time) works
-    model = copy.deepcopy(runner.model)
-    load_checkpoint(model, str(tmp_path / 'epoch_2.pth'), strict=True)
-    assert torch.isfinite(logits(model, x)).all()
+    cfg_path = str(tmp_path / 'cfg.py')
+    cfg.dump(cfg_path)
+    # heads poisoned: any use of them would show as NaN scores
+    ckpt = torch.load(tmp_path / 'epoch_1.pth', map_location='cpu', weights_only=False)
+    for key in ckpt['state_dict']:
+        if key.startswith('local_heads.'):
+            ckpt['state_dict'][key] = torch.full_like(ckpt['state_dict'][key], float('nan'))
+    torch.save(ckpt, tmp_path / 'poisoned.pth')
+
+    out = _run(['tools/test.py', cfg_path, str(tmp_path / 'poisoned.pth'), '--out',
+                str(tmp_path / 'preds.pkl'), '--cfg-options', 'log_level=INFO'])
+    assert 'accuracy/top1' in out
+    with open(tmp_path / 'preds.pkl', 'rb') as f:
+        scores = torch.stack([p['pred_score'] for p in pickle.load(f)])
+    assert scores.shape == (40, 10)
+
+    # the plain classifier, without heads or plugin model, predicts the same
+    plain_cfg = plain_config(cfg)
+    init_default_scope('mmpretrain')
+    plain = MODELS.build(
+        dict(plain_cfg.model, data_preprocessor=plain_cfg.data_preprocessor)).eval()
+    plain.load_state_dict(strip_local_heads(ckpt['state_dict']), strict=True)
+    assert not any('local' in n for n, _ in plain.named_modules())
+    loader = Runner.build_dataloader(plain_cfg.test_dataloader)
+    with torch.no_grad():
+        ref = torch.cat([torch.stack([s.pred_score for s in plain.val_step(d)]) for d in loader])
+    torch.testing.assert_close(scores, ref)
+
+    monkeypatch.setattr(sys, 'argv', ['export', cfg_path, str(tmp_path / 'epoch_1.pth'),
+                                      str(tmp_path / 'plain.pth')])
+    enn_mm.local.export.main()
+    state = torch.load(tmp_path / 'plain.pth', map_location='cpu', weights_only=True)['state_dict']
+    assert not any(k.startswith('local_heads.') for k in state)
+    exported = Config.fromfile(str(tmp_path / 'plain.py'))
+    assert exported.model.type == 'ENNModel'
+    assert exported.optim_wrapper.constructor == 'ENNOptimWrapperConstructor'
+    MODELS.build(exported.model).load_state_dict(state, strict=True)
 
 
-LOCAL_CFG = osp.join(REPO, 'configs/enn_local/resnet18w16_fmnist.py')
 LOCAL_KEYS = ('local_heads.', 'local_loss.', 'local_objectives.')
 
 

@@ -1,9 +1,9 @@
 """The shipped configs: MMPretrain's _base_ layout, rendered as recorded.
 
-``tests/rendered_configs.json`` holds every config under ``configs/``
+``tests/configs/rendered_configs.json`` holds every config under ``configs/``
 as mmengine renders it (bases merged, ``{{_base_.x}}`` substituted). A config
 change that alters what the Runner receives shows up here; after an intended
-change, refresh the record with ``python tests/test_configs.py --update``.
+change, refresh the record with ``python tests/configs/test_configs.py --update``.
 """
 import glob
 import json
@@ -13,8 +13,8 @@ import sys
 import pytest
 from mmengine.config import Config
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-RECORD = osp.join(REPO, 'tests', 'rendered_configs.json')
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+RECORD = osp.join(REPO, 'tests', 'configs', 'rendered_configs.json')
 # Module-level helper variables of the _base_ files: never read by the Runner.
 HELPERS = {'dataset_type', 'data_root', 'train_pipeline', 'test_pipeline'}
 
@@ -38,7 +38,7 @@ def strip(cfg: dict) -> dict:
 def test_config_renders_as_recorded(path):
     with open(RECORD) as f:
         record = json.load(f)
-    assert path in record, f'{path} is new: python tests/test_configs.py --update'
+    assert path in record, f'{path} is new: python tests/configs/test_configs.py --update'
     assert strip(render(path)) == strip(record[path])
 
 

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 BENCH = osp.join(REPO, 'tools', 'benchmarks')
 

@@ -1,0 +1,97 @@
+"""enn_mm.core.ortho: the orthogonality penalty against closed forms and the
+plain Gram matrix, and QR retraction with its interval."""
+import pytest
+import torch
+
+import enn_mm
+from enn_mm.core import (ENNOptions, basis_error, basis_penalty, bases, factors,
+                         orthogonality_penalty)
+
+from helpers import mlp
+
+
+def test_penalty_closed_form():
+    # Q: columns (1,0,0) and (0,2,0): QᵀQ − I = diag(0, 3) -> 9
+    Q = torch.tensor([[[1., 0.], [0., 2.], [0., 0.]]], requires_grad=True)
+    # P: columns (1,1)/1 and (0,1): PᵀP − I = [[1,1],[1,0]] -> 3
+    P = torch.tensor([[[1., 0.], [1., 1.]]], requires_grad=True)
+    assert basis_penalty(Q).item() == pytest.approx(9.0)
+    assert basis_penalty(P).item() == pytest.approx(3.0)
+    # gradient 4·B(BᵀB − I), against autograd of the plain expression
+    for B in (Q, P):
+        B.grad = None
+        basis_penalty(B).backward()
+        ref = B.detach().clone().requires_grad_()
+        eye = torch.eye(2)
+        ((ref.transpose(1, 2) @ ref - eye)**2).sum().backward()
+        assert torch.allclose(B.grad, ref.grad)
+    double = torch.randn(2, 5, 3, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(basis_penalty, (double, ))
+
+
+def test_penalty_of_wide_bases_matches_the_plain_gram():
+    # r > 2·128: the CPU Gram is built from column blocks; value and gradient
+    # must be those of the plain expression (fp64 reference).
+    torch.manual_seed(0)
+    for shape in [(1, 700, 300), (3, 300, 270), (1, 257, 257)]:
+        B = (torch.randn(*shape) / shape[1]**0.5).requires_grad_()
+        basis_penalty(B).backward()
+        ref = B.detach().double().requires_grad_()
+        residual = ref.transpose(1, 2) @ ref - torch.eye(shape[2], dtype=torch.double)
+        value = (residual**2).sum()
+        value.backward()
+        assert basis_penalty(B).item() == pytest.approx(value.item(), rel=1e-5)
+        torch.testing.assert_close(B.grad, ref.grad.float(), rtol=1e-4, atol=1e-5)
+        assert basis_error(B) == pytest.approx(residual.abs().max().item(), rel=1e-5)
+
+
+def test_model_penalty_sums_layers_and_gradients_reach_factors():
+    torch.manual_seed(0)
+    model = enn_mm.convert_to_enn(mlp())
+    with torch.no_grad():
+        for B in bases(model):
+            B.mul_(1.1)
+    expected = sum(((B.transpose(1, 2) @ B - torch.eye(B.shape[-1]))**2).sum()
+                   for B in bases(model))
+    pen = orthogonality_penalty(model)
+    assert pen.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss = model(torch.randn(4, 20)).square().mean() + 1e-3 * pen
+    loss.backward()
+    for _, m in enn_mm.enn_modules(model):
+        for t in factors(m):
+            assert t.grad is not None and t.grad.abs().sum() > 0
+
+
+def test_retraction_keeps_bases_orthonormal():
+    torch.manual_seed(0)
+    model = mlp()
+    ENNOptions(ortho='retract', retract_interval=1).apply(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.05)
+    for _ in range(3):
+        model(torch.randn(8, 20)).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+    assert enn_mm.orthogonality_error(model) < 1e-5
+    # without retraction the same steps leave the bases far from orthonormal
+    torch.manual_seed(0)
+    free = enn_mm.convert_to_enn(mlp())
+    opt = torch.optim.AdamW(free.parameters(), lr=0.05)
+    for _ in range(3):
+        free(torch.randn(8, 20)).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+    assert enn_mm.orthogonality_error(free) > 1e-2
+
+
+def test_retraction_interval_counts_optimizer_steps():
+    model = mlp()
+    ENNOptions(ortho='retract', retract_interval=2).apply(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    errors = []
+    for _ in range(4):
+        model(torch.randn(8, 20)).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+        errors.append(enn_mm.orthogonality_error(model))
+    assert errors[0] > 1e-4 and errors[2] > 1e-4
+    assert errors[1] < 1e-5 and errors[3] < 1e-5

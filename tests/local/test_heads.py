@@ -1,0 +1,152 @@
+"""enn_mm.local.heads: no gradient crosses a block boundary whatever the
+heads and objectives, downstream / aux-net heads, registered names and a
+user head."""
+import copy
+
+import pytest
+import torch
+from mmengine.optim import OptimWrapperDict
+from mmengine.registry import init_default_scope
+from torch import nn
+
+from enn_mm.local import AuxNetHead, DownstreamHead, ReconstructionObjective, SimilarityObjective
+from mmpretrain.registry import MODELS
+
+from helpers import INFOPRO, LOCAL_CFG, LOCAL_DENSE_CFG, CheckedWrapper, batch, build, local
+
+
+PREDSIM = [dict(type='classification', weight=0.01), dict(type='similarity', weight=0.99)]
+
+
+RECIPES = {
+    'aux_net': dict(local_head=dict(type='aux_net')),
+    'aux_net_dgl': dict(local_head=dict(type='aux_net', num_convs=2, pool_size=2,
+                                        hidden=(32, 32))),
+    'downstream': dict(local_head=dict(type='downstream', depth=2)),
+    'reconstruction': dict(local_head=dict(type='aux_net'), local_objectives=INFOPRO),
+    'similarity': dict(local_head=dict(type='pool_linear'), local_objectives=PREDSIM),
+    'mixed_list': dict(local_head=[dict(type='downstream', depth=3), dict(type='aux_net'),
+                                   dict(type='conv_aux'), dict(type='downstream', depth=1),
+                                   dict(type='aux_net')],
+                       local_objectives=[dict(type='classification'),
+                                         dict(type='reconstruction', weight=[1, 1, 0, 0, 0.5]),
+                                         dict(type='similarity', weight=0.5)]),
+}
+
+
+@pytest.mark.parametrize('recipe', list(RECIPES))
+@pytest.mark.parametrize('path', [LOCAL_CFG, LOCAL_DENSE_CFG])
+def test_no_gradient_crosses_a_block_boundary(recipe, path):
+    model = build(path, cuts='resnet_block', **RECIPES[recipe])
+    assert model.num_blocks == 6
+    reached = {}
+    optim = OptimWrapperDict(**{f'block{k}': CheckedWrapper(model, k, reached)
+                                for k in range(model.num_blocks)})
+    before = copy.deepcopy(model.state_dict())
+    logs = model.train_step(batch(16), optim)
+    assert sorted(reached) == list(range(model.num_blocks))
+    for k in range(model.num_blocks):
+        own = set(model.block_param_names(k))
+        assert reached[k] == own, (k, reached[k] ^ own)
+        assert any(n.startswith('local_heads.') for n in own) == (k < model.num_blocks - 1)
+    # a later block's loss leaves every earlier block untouched, bit for bit:
+    # scramble blocks 3-5 and their heads, train again from the same start
+    scrambled = copy.deepcopy(model)
+    scrambled.load_state_dict(before)
+    model.load_state_dict(before)
+    with torch.no_grad():
+        params = dict(scrambled.named_parameters())
+        for k in (3, 4, 5):
+            for n in scrambled.block_param_names(k):
+                params[n].copy_(torch.randn_like(params[n]) * 3)
+    results = []
+    for m in (model, scrambled):
+        optim = OptimWrapperDict(**{f'block{k}': CheckedWrapper(m, k, {})
+                                    for k in range(m.num_blocks)})
+        m.train_step(batch(16, seed=1), optim)
+        results.append(dict(m.named_parameters()))
+    for k in (0, 1, 2):
+        for n in model.block_param_names(k):
+            assert torch.equal(results[0][n], results[1][n]), n
+    if len(model.local_objective_names) > 1:  # each term logged per block
+        assert 'block0.loss_classification' in logs
+
+
+def _storage(tensors):
+    return {t.untyped_storage().data_ptr() for t in tensors}
+
+
+@pytest.mark.parametrize('path', [LOCAL_CFG, LOCAL_DENSE_CFG])
+def test_downstream_heads_are_fresh_copies_of_later_blocks(path):
+    model = build(path, cuts='resnet_block', local_head=dict(type='downstream', depth=2))
+    net = [*model.backbone.parameters(), *model.backbone.buffers(), *model.head.parameters()]
+    # cuts: stem, layer1.0, layer1.1, layer2.0, layer2.1. Copies taper 2, 2, 2, 1, 0
+    # (nothing runs after layer2.1 but the pooled FC); layer2.0 changes the
+    # shape, so it is always kept, and the other pick is the last unit.
+    expect = [['backbone.layer2.0', 'backbone.layer2.1']] * 3 + [['backbone.layer2.1'], []]
+    for k in range(model.num_blocks - 1):
+        head = model.local_heads[f'block{k}']
+        assert isinstance(head, DownstreamHead)
+        assert head.copied == expect[k], k
+        mine = [*head.parameters(), *head.buffers()]
+        assert not _storage(mine) & _storage(net)  # no tensor shared with the network
+        # dense copies (no ENN factors), freshly initialized: not the network's weights
+        assert not any(hasattr(m, 'parametrizations') for m in head.modules())
+        modules = dict(model.named_modules())
+        for name, copy_ in zip(head.copied, head.blocks):
+            src = modules[name]
+            assert type(copy_) is type(src)
+            w_src = src.conv1.weight.detach()
+            assert w_src.shape == copy_.conv1.weight.shape
+            assert not torch.allclose(w_src, copy_.conv1.weight)
+    # the head maps the block output to logits
+    z = torch.randn(4, 8, 28, 28)
+    assert model.local_heads.block0(z).shape == (4, 10)
+
+
+def test_downstream_depth_past_the_end_is_refused():
+    with pytest.raises(ValueError, match=r'depth=9 .* past the end of the network.*depth <= 4'):
+        local(cuts='resnet_block', local_head=dict(type='downstream', depth=9))
+    with pytest.raises(ValueError, match=r'block 4 .*depth 1 reaches past the end.*at most 0'):
+        local(cuts='resnet_block', local_head=dict(type='downstream', depth=[2, 2, 1, 1, 1]))
+    with pytest.raises(ValueError, match='3 depths for 5 local blocks'):
+        local(cuts='resnet_block', local_head=dict(type='downstream', depth=[1, 1, 1]))
+
+
+def test_aux_net_shapes_zero_start_and_parameter_count():
+    head = AuxNetHead((16, 14, 14), 10)  # InfoPro 1c2f: conv s2 x2 channels, FC128, FC
+    conv = head.net[0]
+    assert (conv.in_channels, conv.out_channels, conv.stride) == (16, 32, (2, 2))
+    assert head.fc.in_features == 128 and not head.fc.weight.any() and not head.fc.bias.any()
+    out = head(torch.randn(3, 16, 14, 14))
+    assert out.shape == (3, 10) and not out.any()  # zero-initialised classifier
+    assert AuxNetHead.num_params((16, 14, 14), 10) == sum(p.numel() for p in head.parameters())
+    dgl = AuxNetHead((8, 7, 7), 10, num_convs=3, pool_size=2, hidden=(64, 64))
+    strides = [m.stride[0] for m in dgl.net if isinstance(m, nn.Conv2d)]
+    assert strides == [2, 2, 1]  # 7 -> 4 -> 2, then stride 1: never below min_size 2
+    assert AuxNetHead.num_params((8, 7, 7), 10, num_convs=3, pool_size=2,
+                                 hidden=(64, 64)) == sum(p.numel() for p in dgl.parameters())
+
+
+def test_registered_names_and_a_user_head():
+    init_default_scope('mmpretrain')
+    for name, cls in [('ENNAuxNetLocalHead', AuxNetHead),
+                      ('ENNDownstreamLocalHead', DownstreamHead),
+                      ('ENNReconstructionObjective', ReconstructionObjective),
+                      ('ENNSimilarityObjective', SimilarityObjective)]:
+        assert MODELS.get(name) is cls
+
+    @MODELS.register_module(name='TestMaxPoolLocalHead', force=True)
+    class MaxPoolHead(nn.Module):
+        def __init__(self, in_shape, num_classes, scale=1.0):
+            super().__init__()
+            self.fc = nn.Linear(in_shape[0], num_classes)
+
+        def forward(self, x):
+            return self.fc(x.amax(dim=(2, 3)))
+
+    model = local(cuts='resnet_stage', local_head=dict(type='TestMaxPoolLocalHead', scale=2.0))
+    assert isinstance(model.local_heads.block0, MaxPoolHead)
+    assert 'local_heads.block0.fc.weight' in model.block_param_names(0)
+    with pytest.raises(TypeError, match=r"local head 'TestMaxPoolLocalHead'.*options are \['scale'\]"):
+        local(cuts='resnet_stage', local_head=dict(type='TestMaxPoolLocalHead', width=3))
