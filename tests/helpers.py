@@ -21,6 +21,7 @@ from mmengine.config import Config
 from mmengine.dataset import DefaultSampler
 from mmengine.optim import OptimWrapper
 from mmengine.registry import init_default_scope
+from mmengine.runner import Runner
 from torch import nn
 
 from mmpretrain.registry import MODELS
@@ -484,3 +485,17 @@ def samples_for(indices, feats, labels, key='image_feat'):
 
 
 IT_METRIC = dict(type='FaissImageTextRetrievalMetric', topk=(1, 2, 3))
+
+
+def full_and_resumed(make_cfg, tmp_path, epochs: int = 3, split: int = 1):
+    """Train ``epochs`` epochs in one go, and in another work dir ``split``
+    epochs, then resume that run to ``epochs``. ``make_cfg(work_dir,
+    epochs)`` gives each config. Returns the two runners (full, resumed)."""
+    full = Runner.from_cfg(make_cfg(tmp_path / 'full', epochs))
+    full.train()
+    Runner.from_cfg(make_cfg(tmp_path / 'half', split)).train()
+    cfg = make_cfg(tmp_path / 'half', epochs)
+    cfg.resume = True
+    resumed = Runner.from_cfg(cfg)
+    resumed.train()
+    return full, resumed

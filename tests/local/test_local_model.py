@@ -15,8 +15,8 @@ import enn_mm
 from enn_mm.local import SavedTensorMeter
 from mmpretrain.registry import MODELS
 
-from helpers import (ENN_CFG, LOCAL_CFG, LOCAL_DENSE_CFG, SGD, TINY, batch, build, local,
-                     tiny_local_cfg)
+from helpers import (ENN_CFG, LOCAL_CFG, LOCAL_DENSE_CFG, SGD, TINY, batch, build,
+                     full_and_resumed, local, tiny_local_cfg)
 from helpers import one_thread  # noqa: F401  (an autouse fixture)
 
 
@@ -149,14 +149,9 @@ def test_training_lowers_every_local_loss_and_logs_per_block(fmnist_root, tmp_pa
 
 def test_resume_is_exact(fmnist_root, tmp_path):
     extra = dict(local_head=dict(type='conv_aux', channels=8))  # trained heads too
-    full = Runner.from_cfg(tiny_local_cfg(LOCAL_CFG, fmnist_root, tmp_path / 'full', epochs=3, **extra))
-    full.train()
-    half = Runner.from_cfg(tiny_local_cfg(LOCAL_CFG, fmnist_root, tmp_path / 'half', epochs=1, **extra))
-    half.train()
-    cfg = tiny_local_cfg(LOCAL_CFG, fmnist_root, tmp_path / 'half', epochs=3, **extra)
-    cfg.resume = True
-    resumed = Runner.from_cfg(cfg)
-    resumed.train()
+    full, resumed = full_and_resumed(
+        lambda work_dir, epochs: tiny_local_cfg(LOCAL_CFG, fmnist_root, work_dir, epochs=epochs,
+                                                **extra), tmp_path)
     assert resumed.iter == full.iter == 12
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert any(k.startswith('local_heads.block0.conv') for k in a)

@@ -16,7 +16,8 @@ import enn_mm
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from helpers import DEFAULT_CFG, DENSE_CFG, ENN_CFG, REPO, logits, tiny_enn_cfg
+from helpers import (DEFAULT_CFG, DENSE_CFG, ENN_CFG, REPO, full_and_resumed, logits,
+                     tiny_enn_cfg)
 
 
 def params(model):
@@ -75,14 +76,9 @@ def test_default_config_retracts_every_10th_step(fmnist_root, tmp_path):
 @pytest.mark.parametrize('enn', [dict(ortho='penalty'), dict(ortho='retract', retract_interval=3)])
 def test_resume_continues_exactly(fmnist_root, tmp_path, enn):
     # 3 epochs of 4 iterations, interrupted after the first epoch
-    full = Runner.from_cfg(tiny_enn_cfg(ENN_CFG, fmnist_root, tmp_path / 'full', epochs=3, **enn))
-    full.train()
-    half = Runner.from_cfg(tiny_enn_cfg(ENN_CFG, fmnist_root, tmp_path / 'half', epochs=1, **enn))
-    half.train()
-    cfg = tiny_enn_cfg(ENN_CFG, fmnist_root, tmp_path / 'half', epochs=3, **enn)
-    cfg.resume = True
-    resumed = Runner.from_cfg(cfg)
-    resumed.train()
+    full, resumed = full_and_resumed(
+        lambda work_dir, epochs: tiny_enn_cfg(ENN_CFG, fmnist_root, work_dir, epochs=epochs, **enn),
+        tmp_path)
     assert resumed.iter == full.iter == 12
     a, b = params(full.model), params(resumed.model)
     assert a.keys() == b.keys()
