@@ -1,4 +1,5 @@
-"""``--launcher pytorch`` on machines without CUDA (gloo on CPU).
+"""``--launcher pytorch`` on machines without CUDA (gloo on CPU), and running
+MMPretrain's own tools with the plugin loaded.
 
 mmengine 0.10's ``_init_dist_pytorch`` calls ``torch.cuda.set_device``
 unconditionally, so CPU-only distributed training (gloo) fails before it
@@ -10,7 +11,9 @@ device_ids=None)`` (the configs in ``configs/`` do): DDP takes no device ids
 for CPU modules.
 """
 import os
+import runpy
 
+import mmpretrain
 import torch
 import torch.distributed as torch_dist
 from mmengine.dist import utils as dist_utils
@@ -41,9 +44,6 @@ def run_mmpretrain_tool(name: str) -> None:
     ``tools/train.py`` and ``tools/test.py`` are this with ``enn_mm`` loaded
     (registries, safe checkpoint loading, the CPU launch above).
     """
-    import runpy
-
-    import mmpretrain
     runpy.run_path(os.path.join(os.path.dirname(mmpretrain.__file__), '.mim', 'tools', name),
                    run_name='__main__')
     if torch_dist.is_available() and torch_dist.is_initialized():
