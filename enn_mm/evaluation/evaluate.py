@@ -60,7 +60,6 @@ def evaluate_checkpoint(cfg, checkpoint: str, device: str = 'cpu', curve_k: int 
         or None), ``data`` (the merged query and gallery embeddings and their
         ground truth) and ``searcher`` (the faiss searcher, for saving its index).
     """
-
     model = MODELS.build(cfg.model)
     load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
     model.to(device).eval()

@@ -286,6 +286,7 @@ class ENNPipelineParallel(nn.Module):
         if self.blocks is None:  # no ENNPipelineHook planned: plan at this batch size
             size = torch.tensor([len(target) if self.stage == 0 else 0])
             if _is_dist():
+                size = size.to(comm_device(device))
                 dist.all_reduce(size, op=dist.ReduceOp.MAX)
             self.start(int(size))
         if self.stage > 0:

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmpretrain.structures import DataSample
+from ..core import is_enn
 from .partition import Partition, main_tensor, own_rng, probing
 from .stage import PROBE_BATCH, TensorSpec, run_blocks
 from .step import HEADS_KEY, LocalStep, block_key
@@ -78,8 +79,6 @@ def _layer(module: nn.Module, output):
         return None
     out = main_tensor(output) if not isinstance(output, Tensor) else output
     per_sample = out.numel() // max(out.shape[0], 1)
-    param = getattr(module, 'parametrizations', None)
-    eig = param.weight[0] if param is not None and hasattr(param, 'weight') else None
     if isinstance(module, nn.Linear):
         d_in, d_out, g = module.in_features, module.out_features, 1
     else:
@@ -87,7 +86,7 @@ def _layer(module: nn.Module, output):
         d_in = module.in_channels // g * math.prod(module.kernel_size)
         d_out = module.out_channels // g
     positions = per_sample // max(d_out * g, 1)
-    return positions, d_in, d_out, min(d_in, d_out), g, eig is not None
+    return positions, d_in, d_out, min(d_in, d_out), g, is_enn(module)
 
 
 def block_costs(record: 'CallRecord', batch_size: int) -> List[float]:
@@ -165,10 +164,15 @@ def measure_block_times(model: nn.Module, batch_size: int, steps: int = 2) -> Li
     interval = twin.penalty_interval or 1
     stamps: List[float] = []
 
+    def stamp():
+        if device.type == 'cuda':  # the block's kernels, not just their launch
+            torch.cuda.synchronize(device)
+        stamps.append(time.perf_counter())
+
     class Timed(LocalStep):
         def local_update(self, k, z):
             super().local_update(k, z)
-            stamps.append(time.perf_counter())
+            stamp()
 
     def run(step_index):
         stamps.clear()
@@ -177,7 +181,7 @@ def measure_block_times(model: nn.Module, batch_size: int, steps: int = 2) -> Li
         with twin.cut_hooks(step.local_update):
             losses = step.final_losses(x, samples)
         step.final_update(losses)
-        stamps.append(time.perf_counter())
+        stamp()
         return [b - a for a, b in zip([start] + stamps[:-1], stamps)]
 
     with own_rng(device):
