@@ -329,10 +329,12 @@ PIPE_CFG = os.path.join(REPO, 'configs/enn_local/resnet18w16_fmnist_pipeline.py'
 
 def pipe_cfg(root, work_dir, epochs, stages=2, **wrapper):
     """The shipped pipeline config, shrunk as tiny_local_cfg shrinks its base."""
+    shipped = Config.fromfile(PIPE_CFG).train_cfg
     cfg = tiny_local_cfg(PIPE_CFG, root, work_dir, epochs=epochs)
     assert cfg.model_wrapper_cfg.type == 'ENNPipelineParallel'
     cfg.model_wrapper_cfg.update(stages=stages, **wrapper)
-    cfg.train_cfg = dict(type='ENNPipelineTrainLoop', max_epochs=epochs, val_interval=epochs)
+    # the shipped loop config, only shorter (tiny_local_cfg set a plain one)
+    cfg.train_cfg = dict(shipped, max_epochs=epochs, val_interval=epochs)
     cfg.log_level = 'INFO'  # the stage assignment and the epoch summaries
     return cfg
 
@@ -382,7 +384,7 @@ def assert_same_checkpoint(got, want, atol=0.0):
 
 # ------------------------------------------------------------------ retrieval references
 # A brute-force numpy implementation (full score matrix in float64, stable
-# sort = the documented tie rule); tests compare with it and with MMPretrain's
+# sort = the documented rank rule); tests compare with it and with MMPretrain's
 # own RetrievalRecall / RetrievalAveragePrecision where definitions coincide.
 # Data with ties use small integer (or exactly unit-norm) vectors so every
 # score is exact in float32 and float64 alike.
@@ -394,13 +396,18 @@ RETRIEVAL_WARNINGS = [
 
 
 def ref_scores(q, g, similarity):
+    """The rank rule's float64 scores (docs/retrieval.md), the full matrix:
+    rows divided by their float64 norm for cosine, sums over the dimension
+    by one einsum kernel for every pair (so equal pairs score equal bits)."""
     q, g = np.asarray(q, np.float64), np.asarray(g, np.float64)
     if similarity == 'cosine':
-        q = q / np.linalg.norm(q, axis=1, keepdims=True)
-        g = g / np.linalg.norm(g, axis=1, keepdims=True)
+        q = q / np.where(np.linalg.norm(q, axis=1) == 0, 1,
+                         np.sqrt(np.einsum('ij,ij->i', q, q)))[:, None]
+        g = g / np.where(np.linalg.norm(g, axis=1) == 0, 1,
+                         np.sqrt(np.einsum('ij,ij->i', g, g)))[:, None]
     if similarity == 'l2':
-        return -((q[:, None, :] - g[None]) ** 2).sum(-1)
-    return q @ g.T
+        return np.stack([-np.einsum('jd,jd->j', g - row, g - row) for row in q])
+    return np.einsum('id,jd->ij', q, g)
 
 
 def ref_ranking(scores_row, exclude=None):

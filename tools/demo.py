@@ -4,7 +4,7 @@ Trains the ENN config on Fashion-MNIST with MMPretrain's loop, tests it on the
 10k test images, exports it to a dense model, tests that model with vanilla
 MMPretrain (no plugin loaded) and checks both predict the same.
 
-    python tools/demo.py [--config CONFIG] [--work-dir DIR]
+    python tools/demo.py [--config CONFIG] [--work-dir DIR] [--cfg-options KEY=VALUE ...]
 """
 import argparse
 import json
@@ -50,6 +50,9 @@ def main():
     parser.add_argument('--work-dir', default='work_dirs/demo')
     parser.add_argument('--skip-train', action='store_true',
                         help='reuse the last checkpoint in --work-dir')
+    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                        help='passed to every step (train, test, export, vanilla test), '
+                        'e.g. a data_root or a shorter schedule')
     parser.add_argument('--setup-seconds', type=float, default=None,
                         help='time tools/demo.sh spent installing and preparing data '
                         '(recorded in the summary, for the end-to-end time)')
@@ -59,23 +62,26 @@ def main():
     import mmpretrain
     vanilla_test = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools', 'test.py')
 
+    opts = ['--cfg-options', *args.cfg_options] if args.cfg_options else []
     times = {} if args.setup_seconds is None else {'setup': args.setup_seconds}
     if not args.skip_train:
         times['train'] = step('1/4 train the ENN model (MMPretrain training loop)',
-                              ['tools/train.py', args.config, '--work-dir', work],
+                              ['tools/train.py', args.config, '--work-dir', work, *opts],
                               osp.join(work, 'demo_train.log'))
     with open(osp.join(work, 'last_checkpoint')) as f:
         ckpt = f.read().strip()
     times['test'] = step('2/4 test the ENN model on the test set',
                          ['tools/test.py', args.config, ckpt, '--work-dir', osp.join(work, 'test_enn'),
-                          '--out', osp.join(work, 'enn_preds.pkl')], osp.join(work, 'demo_test.log'))
+                          '--out', osp.join(work, 'enn_preds.pkl'), *opts],
+                         osp.join(work, 'demo_test.log'))
     dense = osp.join(work, 'dense.pth')
     times['export'] = step('3/4 export to a dense model',
-                           ['tools/export_dense.py', args.config, ckpt, dense], osp.join(work, 'demo_export.log'))
+                           ['tools/export_dense.py', args.config, ckpt, dense, *opts],
+                           osp.join(work, 'demo_export.log'))
     times['vanilla_test'] = step(
         '4/4 test the dense model with vanilla MMPretrain (plugin not loaded)',
         [vanilla_test, osp.splitext(dense)[0] + '.py', dense, '--work-dir',
-         osp.join(work, 'test_dense'), '--out', osp.join(work, 'dense_preds.pkl')],
+         osp.join(work, 'test_dense'), '--out', osp.join(work, 'dense_preds.pkl'), *opts],
         osp.join(work, 'demo_vanilla_test.log'))
 
     enn_pred, gt, enn_scores = predictions(osp.join(work, 'enn_preds.pkl'))

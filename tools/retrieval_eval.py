@@ -104,6 +104,7 @@ def main():
 
     import enn_mm  # noqa: F401  (registries, safe checkpoint loading)
     from enn_mm.evaluation import evaluate_checkpoint
+    from enn_mm.models import CheckpointMismatchError
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
@@ -113,7 +114,10 @@ def main():
     work_dir = args.work_dir or osp.join('work_dirs', 'retrieval_eval', name)
     os.makedirs(work_dir, exist_ok=True)
 
-    out = evaluate_checkpoint(cfg, args.checkpoint, args.device, args.curve_k)
+    try:
+        out = evaluate_checkpoint(cfg, args.checkpoint, args.device, args.curve_k)
+    except CheckpointMismatchError as err:  # a message, not a stack trace
+        raise SystemExit(f'{args.checkpoint} / {args.config}: {err}')
     summary, data, searcher, curve = out['summary'], out['data'], out['searcher'], out['curve']
     print(f"search: {summary['search']}")
     print_table(summary['metrics'], data['topk'])

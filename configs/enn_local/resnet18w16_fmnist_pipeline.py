@@ -6,7 +6,13 @@
 _base_ = ['./resnet18w16_fmnist.py']
 
 model_wrapper_cfg = dict(_delete_=True, type='ENNPipelineParallel', stages=2)
-train_cfg = dict(type='ENNPipelineTrainLoop')  # the base's epochs and val_interval
+# The loop is named by `type`, which mmengine does not accept beside the base's
+# `by_epoch`: replace the base's train_cfg, keeping its epochs and val_interval.
+train_cfg = dict(
+    _delete_=True,
+    type='ENNPipelineTrainLoop',
+    max_epochs={{_base_.train_cfg.max_epochs}},
+    val_interval={{_base_.train_cfg.val_interval}})
 # A stage that waits longer than the wrapper's timeout (300 s) for its
 # neighbour stops with an error naming it; collectives (assembly before
 # validation and checkpoints) give up after dist_cfg's timeout.

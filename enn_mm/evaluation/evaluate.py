@@ -9,10 +9,11 @@ import time
 from typing import Optional
 
 import numpy as np
-from mmengine.runner import Runner, load_checkpoint
+from mmengine.runner import Runner
 from mmengine.utils import ProgressBar
 
-from mmpretrain.registry import METRICS, MODELS
+from mmpretrain.registry import METRICS
+from ..models.loading import init_model
 from .functional import evaluate_rankings
 from .retrieval_loop import embed_batch
 
@@ -50,7 +51,9 @@ def evaluate_checkpoint(cfg, checkpoint: str, device: str = 'cpu', curve_k: int 
 
     Args:
         cfg (Config): The model's config (its ``default_scope`` already set).
-        checkpoint (str): The checkpoint to load (strictly).
+        checkpoint (str): The checkpoint to load (strictly, into the model
+            built as the Runner builds it: the config's ``data_preprocessor``
+            included).
         device (str): Where the model runs.
         curve_k (int): Also compute Recall@1..curve_k (capped by the gallery).
 
@@ -59,10 +62,11 @@ def evaluate_checkpoint(cfg, checkpoint: str, device: str = 'cpu', curve_k: int 
         and ``embed_seconds`` / ``search_seconds``), ``curve`` (Recall@K array
         or None), ``data`` (the merged query and gallery embeddings and their
         ground truth) and ``searcher`` (the faiss searcher, for saving its index).
+
+    Raises:
+        CheckpointMismatchError: The checkpoint does not fit the config's model.
     """
-    model = MODELS.build(cfg.model)
-    load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
-    model.to(device).eval()
+    model, _ = init_model(cfg, checkpoint, device)
     extract_kwargs = (cfg.get('test_cfg') or {}).get('extract_kwargs')
     metric_cfg = retrieval_metric_cfg(cfg)
     if metric_cfg is None:

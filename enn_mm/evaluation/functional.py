@@ -16,8 +16,8 @@ relevant gallery items of the query, ``P(r)`` the precision at rank ``r``):
 - ``AP@K``: the usual truncated AP, ``sum_{r<=K} P(r) rel(r) / min(K, R)``.
 - ``mAP@R``: ``sum_{r<=R} P(r) rel(r) / R`` (Musgrave et al., 2020).
 
-Ties: equal scores rank by ascending gallery index (see
-:mod:`enn_mm.evaluation.search`). Queries with no relevant gallery item are
+Ranking: exact searches order by float64 scores, equal scores by ascending
+gallery index (the rank rule of :mod:`enn_mm.evaluation.search`). Queries with no relevant gallery item are
 left out of the averages with a warning (MMPretrain's metrics fail on them).
 """
 import warnings

@@ -12,9 +12,19 @@ alone. :class:`FaissSearcher` ranks a gallery for each query, best first:
 - With faiss-gpu and visible GPUs the index is sharded over all of them
   (``index_cpu_to_all_gpus`` with ``shard=True``).
 
-Tie rule: items with exactly equal scores are ranked by ascending gallery
-index, also at the top-k boundary (faiss's heaps keep an arbitrary subset
-of a tie, so boundary ties are searched again deeper until resolved).
+What "exact" means (the rank rule): the ranking is that of the float64
+similarity of the embeddings as given (cosine: rows divided by their float64
+norms, then the inner product; ``'ip'``: the inner product; ``'l2'``: the
+negated squared distance), each computed by :func:`exact_scores` (float64
+sums over the dimension, one kernel for every pair), and equal scores rank
+by ascending gallery index. faiss searches in float32, where the scores of
+near-ties differ from run to run with the CPU's BLAS kernels (AVX2 against
+AVX-512); so its candidates are re-scored in float64 and re-ordered, and the
+candidate list is deepened until no item left out of it can reach the k-th
+place (its float32 score plus the float32 error bound is below the k-th
+float64 score). The result is the same on any x86 CPU and on GPUs.
+Approximate indexes (and float16 storage) keep faiss's own scores, with
+equal scores ranked by index.
 """
 import mmap
 import warnings
@@ -107,6 +117,75 @@ def squared_norms(x: np.ndarray) -> np.ndarray:
     return np.einsum('ij,ij->i', x, x)
 
 
+# Rows of (queries x candidates x dim) float64 re-scored at a time (32 MiB).
+RESCORE_ENTRIES = 2**22
+# Unit roundoff of float32: faiss's scores are float32 sums over the dimension.
+FLOAT32_EPS = 2.0**-24
+
+
+def exact_rows(x, similarity: str) -> np.ndarray:
+    """Rows in float64 as the rank rule scores them: divided by their norm
+    for ``'cosine'`` (all-zero rows stay zero), as they are otherwise.
+
+    Args:
+        x: ``(..., d)`` embeddings (any float dtype).
+        similarity (str): One of :data:`SIMILARITIES`.
+
+    Returns:
+        np.ndarray: float64 rows of the same shape.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if similarity != 'cosine':
+        return x
+    flat = x.reshape(-1, x.shape[-1])
+    norms = np.sqrt(np.einsum('ij,ij->i', flat, flat))
+    norms[norms == 0] = 1
+    return (flat / norms[:, None]).reshape(x.shape)
+
+
+def exact_scores(q: np.ndarray, g: np.ndarray, similarity: str) -> np.ndarray:
+    """float64 scores of query rows against their candidate rows.
+
+    Args:
+        q (np.ndarray): ``(n, d)`` rows from :func:`exact_rows`.
+        g (np.ndarray): ``(n, k, d)`` candidate rows from :func:`exact_rows`.
+        similarity (str): One of :data:`SIMILARITIES`.
+
+    Returns:
+        np.ndarray: ``(n, k)`` float64, larger is more similar (the negated
+        squared distance for ``'l2'``).
+    """
+    if similarity == 'l2':
+        diff = g - q[:, None, :]
+        return -np.einsum('nkd,nkd->nk', diff, diff)
+    return np.einsum('nd,nkd->nk', q, g)
+
+
+def float32_error_bound(q_sq: np.ndarray, g_sq_max: float, dim: int,
+                        similarity: str) -> np.ndarray:
+    """Upper bound of ``|faiss float32 score - exact float64 score|`` per query.
+
+    A float32 sum of ``d`` products errs by at most ``d·u·Σ|x_i·y_i|``
+    (``u = 2**-24``); normalising in float32 adds about as much again. The
+    scale is 1 for cosine, ``|q|·max|g|`` for inner products and
+    ``(|q| + max|g|)²`` for squared distances.
+
+    Args:
+        q_sq (np.ndarray): ``(n, )`` squared norms of the raw query rows.
+        g_sq_max (float): Largest squared norm of a raw gallery row.
+        dim (int): Embedding dimension.
+        similarity (str): One of :data:`SIMILARITIES`.
+    """
+    q_norm, g_norm = np.sqrt(q_sq.astype(np.float64)), np.sqrt(float(g_sq_max))
+    if similarity == 'cosine':
+        scale = np.ones_like(q_norm)
+    elif similarity == 'ip':
+        scale = q_norm * g_norm
+    else:
+        scale = (q_norm + g_norm) ** 2
+    return (2 * dim + 16) * FLOAT32_EPS * scale
+
+
 def assert_finite(x: np.ndarray, name: str, offset: int = 0,
                   sq: Optional[np.ndarray] = None) -> None:
     """Raise if ``x`` holds NaN or inf, naming the first bad row.
@@ -127,10 +206,21 @@ def assert_finite(x: np.ndarray, name: str, offset: int = 0,
 
 
 def prepare_rows(x: np.ndarray, similarity: str, name: str,
-                 offset: int = 0) -> np.ndarray:
+                 offset: int = 0, return_sq_max: bool = False):
     """float32, C-contiguous rows, L2-normalized for cosine similarity.
 
     Copies only when needed (never modifies the caller's array).
+
+    Args:
+        x (np.ndarray): ``(n, d)`` rows (a memmap is copied).
+        similarity (str): One of :data:`SIMILARITIES`.
+        name (str): What the rows are, for error messages.
+        offset (int): Index of the first row, for error messages.
+        return_sq_max (bool): Also return the largest squared norm of the
+            rows before normalization (the scale of the float32 error).
+
+    Returns:
+        np.ndarray | tuple: The rows, and the largest squared norm if asked.
     """
     owned = False  # whether x is our own copy (then normalize in place)
     if isinstance(x, np.memmap):
@@ -159,6 +249,8 @@ def prepare_rows(x: np.ndarray, similarity: str, name: str,
             x /= norms
         else:
             x = x / norms
+    if return_sq_max:
+        return x, float(sq.max()) if len(sq) else 0.0
     return x
 
 
@@ -205,6 +297,45 @@ def stable_topk(search: Callable, n_queries: int, k: int,
             ids[pending[done], :k] = i2[done, :k]
             pending = pending[~done]
     return scores[:, :k], ids[:, :k]
+
+
+def exact_topk(search: Callable, rescore: Callable, margin: np.ndarray, n_queries: int,
+               k: int, n_gallery: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` by the rank rule: float32 candidates, float64 order.
+
+    Args:
+        search (callable): ``search(rows, kk) -> (scores, ids)``, the float32
+            top-``kk`` of query rows ``rows`` (an index array), in any order.
+        rescore (callable): ``rescore(rows, ids) -> scores``, the float64
+            scores (:func:`exact_scores`) of those queries' candidates.
+        margin (np.ndarray): ``(n_queries, )`` bound of the float32 error
+            (:func:`float32_error_bound`).
+        n_queries (int): Number of query rows.
+        k (int): Results wanted per query (``<= n_gallery``).
+        n_gallery (int): Items that can be returned.
+
+    Returns:
+        tuple: ``(n_queries, k)`` float64 scores and int64 ids, best first.
+    """
+    out_scores = np.empty((n_queries, k), np.float64)
+    out_ids = np.empty((n_queries, k), np.int64)
+    pending = np.arange(n_queries)
+    kk = min(k + 1, n_gallery)
+    while len(pending):
+        s32, ids = search(pending, kk)
+        scores, ids = order_rows(rescore(pending, ids), ids)
+        if kk == n_gallery:  # the whole gallery is listed
+            done = np.ones(len(pending), bool)
+        else:
+            # Whatever faiss left out scores at most the lowest float32 score
+            # listed, so at most that plus the margin in float64: done when
+            # this is below the k-th float64 score (no tie, no overtaking).
+            done = s32.min(axis=1) + margin[pending] < scores[:, k - 1]
+        out_scores[pending[done]] = scores[done, :k]
+        out_ids[pending[done]] = ids[done, :k]
+        pending = pending[~done]
+        kk = min(2 * kk, n_gallery)
+    return out_scores, out_ids
 
 
 def topk_of_scores(scores, k: int) -> np.ndarray:
@@ -291,7 +422,9 @@ class FaissSearcher:
         if self.shard_rows <= 0:
             raise ValueError(f'shard_rows must be positive, got {shard_rows}')
         self.train_rows = int(train_rows)
-        self._cache = None  # the prepared single shard
+        self._cache = None  # the prepared single shard and its largest squared norm
+        self._exact_cache = None  # the gallery as exact_rows, where it is small
+        self._sq_max = 0.0  # largest squared norm of a gallery row (indexes)
         self._cpu_copy = None
         self.index = None
         if self.device == 'gpu' or not self.exact:
@@ -314,10 +447,12 @@ class FaissSearcher:
 
     # ------------------------------------------------------------------ build
     def _shards(self):
+        """``(start, rows, largest squared norm of the raw rows)`` per shard."""
         for start in range(0, self.ntotal, self.shard_rows):
             stop = min(start + self.shard_rows, self.ntotal)
-            yield start, prepare_rows(self.gallery[start:stop], self.similarity,
-                                      'gallery embeddings', start)
+            rows, sq_max = prepare_rows(self.gallery[start:stop], self.similarity,
+                                        'gallery embeddings', start, return_sq_max=True)
+            yield start, rows, sq_max
 
     def _build_index(self):
         spec = self.index_spec
@@ -345,8 +480,9 @@ class FaissSearcher:
                 raise ValueError(f'faiss could not train {self.index_spec!r} on '
                                  f'{n} gallery vectors: '
                                  f'{str(err).strip().splitlines()[-1]}') from None
-        for _, rows in self._shards():
+        for _, rows, sq_max in self._shards():
             index.add(rows)
+            self._sq_max = max(self._sq_max, sq_max)
             del rows
         if self.device == 'gpu':
             options = faiss.GpuMultipleClonerOptions()
@@ -365,7 +501,7 @@ class FaissSearcher:
         """A CPU faiss index holding the (prepared) gallery, for saving."""
         if self.index is None:
             index = faiss.IndexFlat(self.dim, self.metric)
-            for _, rows in self._shards():
+            for _, rows, _ in self._shards():
                 index.add(rows)
             return index
         if self.device == 'gpu':
@@ -381,50 +517,89 @@ class FaissSearcher:
             k (int): Results per query, ``1 <= k <= gallery size``.
 
         Returns:
-            tuple: ``scores`` (n, k) float32, larger is more similar (the
-            negated squared distance for ``'l2'``), and ``ids`` (n, k) int64
-            gallery indices (-1 where an approximate index found fewer).
+            tuple: ``scores`` (n, k), larger is more similar (the negated
+            squared distance for ``'l2'``): float64 by the rank rule for an
+            exact search, faiss's float32 scores for an approximate one;
+            and ``ids`` (n, k) int64 gallery indices (-1 where an approximate
+            index found fewer).
         """
         k = int(k)
         if not 1 <= k <= self.ntotal:
             raise ValueError(f'k={k} is outside [1, gallery size '
                              f'{self.ntotal}]: lower topk or enlarge the gallery')
-        q = check_features(queries, 'query embeddings', self.dim, check_finite=False)
-        q = prepare_rows(q, self.similarity, 'query embeddings')  # checks finite
-        if self.index is not None:
+        raw = check_features(queries, 'query embeddings', self.dim, check_finite=False)
+        q = prepare_rows(raw, self.similarity, 'query embeddings')  # checks finite
+        if not self.exact:
             return self._search_index(q, k)
+        q64 = exact_rows(raw, self.similarity)
+        q_sq = squared_norms(np.asarray(raw, np.float64))
+        if self.index is not None:  # exact, on GPUs
+            margin = float32_error_bound(q_sq, self._sq_max, self.dim, self.similarity)
+            return self._search_exact_index(q, q64, margin, k)
         if self.ntotal <= self.shard_rows:
             if self._cache is None:
-                self._cache = next(self._shards())[1]
-            return self._search_shard(q, self._cache, 0, k)
+                self._cache = next(self._shards())[1:]
+            rows, sq_max = self._cache
+            return self._search_shard(q, q64, q_sq, rows, sq_max, 0, k)
         result = None
-        for start, rows in self._shards():
-            part = self._search_shard(q, rows, start, min(k, len(rows)))
+        for start, rows, sq_max in self._shards():
+            part = self._search_shard(q, q64, q_sq, rows, sq_max, start, min(k, len(rows)))
             del rows  # before the next shard is prepared: one shard at a time
             result = part if result is None else merge_topk(result, part, k)
         return result
 
+    def _exact_gallery(self, ids: np.ndarray) -> np.ndarray:
+        """Gallery rows ``ids`` (any shape) as :func:`exact_rows`."""
+        if self._exact_cache is None and not isinstance(self.gallery, np.memmap) \
+                and self.ntotal * self.dim * 8 <= SHARD_BYTES:
+            self._exact_cache = exact_rows(self.gallery, self.similarity)
+        if self._exact_cache is not None:
+            return self._exact_cache[ids]
+        rows = np.asarray(self.gallery[ids.ravel()])
+        return exact_rows(rows, self.similarity).reshape(*ids.shape, self.dim)
+
+    def _rescore(self, q64: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """float64 scores of ``ids`` (n, kk) for the query rows ``q64``."""
+        out = np.empty(ids.shape, np.float64)
+        step = max(1, RESCORE_ENTRIES // max(1, ids.shape[1] * self.dim))
+        for a in range(0, len(ids), step):
+            out[a:a + step] = exact_scores(q64[a:a + step], self._exact_gallery(ids[a:a + step]),
+                                           self.similarity)
+        return out
+
     def _to_scores(self, dist: np.ndarray) -> np.ndarray:
         return dist if self.metric == faiss.METRIC_INNER_PRODUCT else -dist
 
-    def _search_shard(self, q, rows, start, k):
+    def _search_shard(self, q, q64, q_sq, rows, sq_max, start, k):
         def search(sel, kk):
             dist, ids = faiss.knn(q[sel], rows, kk, metric=self.metric)
             return self._to_scores(dist), ids + start
-        return stable_topk(search, len(q), k, len(rows))
+
+        margin = float32_error_bound(q_sq, sq_max, self.dim, self.similarity)
+        return exact_topk(search, lambda sel, ids: self._rescore(q64[sel], ids), margin,
+                          len(q), k, len(rows))
+
+    def _search_exact_index(self, q, q64, margin, k):
+        return exact_topk(lambda sel, kk: self._index_search(q, sel, kk),
+                          lambda sel, ids: self._rescore(q64[sel], ids), margin,
+                          len(q), k, self.ntotal)
+
+    def _index_search(self, q, sel, kk):
+        """faiss's float32 top-``kk`` of query rows ``sel`` from the index."""
+        index = self.index
+        if self.device == 'gpu' and kk > GPU_MAX_K:
+            # faiss-gpu's k-selection stops at GPU_MAX_K (e.g. mAP@R on
+            # large classes): search a CPU copy instead.
+            if self._cpu_copy is None:
+                warnings.warn(f'k={kk} exceeds what faiss-gpu selects '
+                              f'({GPU_MAX_K}); such searches run on a CPU '
+                              'copy of the index', stacklevel=5)
+                self._cpu_copy = faiss.index_gpu_to_cpu(self.index)
+            index = self._cpu_copy
+        dist, ids = index.search(q[sel], kk)
+        return self._to_scores(dist), ids
 
     def _search_index(self, q, k):
-        def search(sel, kk):
-            index = self.index
-            if self.device == 'gpu' and kk > GPU_MAX_K:
-                # faiss-gpu's k-selection stops at GPU_MAX_K (e.g. mAP@R on
-                # large classes): search a CPU copy instead.
-                if self._cpu_copy is None:
-                    warnings.warn(f'k={kk} exceeds what faiss-gpu selects '
-                                  f'({GPU_MAX_K}); such searches run on a CPU '
-                                  'copy of the index', stacklevel=4)
-                    self._cpu_copy = faiss.index_gpu_to_cpu(self.index)
-                index = self._cpu_copy
-            dist, ids = index.search(q[sel], kk)
-            return self._to_scores(dist), ids
-        return stable_topk(search, len(q), k, self.ntotal)
+        """Approximate search: faiss's own scores, ties by index."""
+        return stable_topk(lambda sel, kk: self._index_search(q, sel, kk), len(q), k,
+                           self.ntotal)

@@ -43,15 +43,10 @@ class ENNPipelineTrainLoop(EpochBasedTrainLoop):
         runner (Runner): The runner.
         dataloader (DataLoader | dict): The training dataloader.
         max_epochs (int): Total training epochs.
-        by_epoch (bool): Accepted so that a base ``train_cfg`` carries over;
-            must be True.
         **kwargs: Other arguments of ``EpochBasedTrainLoop``.
     """
 
-    def __init__(self, runner, dataloader, max_epochs: int, by_epoch: bool = True,
-                 **kwargs) -> None:
-        if not by_epoch:
-            raise ValueError('ENNPipelineTrainLoop is epoch-based; drop by_epoch=False.')
+    def __init__(self, runner, dataloader, max_epochs: int, **kwargs) -> None:
         model = runner.model
         wrapper_cfg = dict(runner.cfg.get('model_wrapper_cfg') or {})
         if not isinstance(model, ENNPipelineParallel) and not is_model_wrapper(model) \

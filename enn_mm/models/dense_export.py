@@ -21,12 +21,13 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import init_default_scope
-from mmengine.runner import Runner, load_checkpoint
+from mmengine.runner import Runner
 
 from mmpretrain.registry import MODELS
 from .. import __version__
 from ..core import enn_modules, export_dense, orthogonality_error
 from .enn_model import vanilla_class
+from .loading import init_model
 
 __all__ = ['dense_config', 'export_checkpoint', 'ExportCheckError', 'load_model',
            'export_meta', 'save_export', 'check_export', 'export_cli']
@@ -40,14 +41,16 @@ class ExportCheckError(RuntimeError):
 
 # --------------------------------------------- the steps every export takes
 def load_model(cfg: Config, checkpoint: str) -> tuple:
-    """Build ``cfg.model``, load ``checkpoint`` into it strictly on the CPU.
+    """Build ``cfg.model`` as the Runner does and load ``checkpoint`` into
+    it strictly on the CPU (:func:`enn_mm.models.init_model`).
 
     Returns:
         tuple: The model (in eval mode) and the loaded checkpoint dict.
+
+    Raises:
+        CheckpointMismatchError: The checkpoint does not fit the config.
     """
-    model = MODELS.build(cfg.model)
-    ckpt = load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
-    return model.eval(), ckpt
+    return init_model(cfg, checkpoint)
 
 
 def export_meta(ckpt: dict, checkpoint: str, key: str, **info) -> dict:

@@ -42,6 +42,17 @@ def test_config_renders_as_recorded(path):
     assert strip(render(path)) == strip(record[path])
 
 
+@pytest.mark.parametrize('path', leaf_configs())
+def test_loop_configs_build(path):
+    """mmengine's Runner refuses a loop config with both ``type`` and
+    ``by_epoch`` (``Only one of `type` or `by_epoch` can exist``): a config
+    that names its loop must replace the base's train_cfg (``_delete_``)."""
+    cfg = Config.fromfile(osp.join(REPO, path))
+    for key in ('train_cfg', 'val_cfg', 'test_cfg'):
+        loop = cfg.get(key) or {}
+        assert not ('type' in loop and 'by_epoch' in loop), (path, key, loop)
+
+
 def test_every_recorded_config_exists():
     with open(RECORD) as f:
         assert sorted(json.load(f)) == leaf_configs()

@@ -9,6 +9,7 @@ import os.path as osp
 import sys
 
 import numpy as np
+import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
@@ -76,32 +77,84 @@ def test_unseen_classes_config(fmnist_root, tmp_path):
     assert 0 <= metrics['retrieval/mAP@R'] <= 100 and 'retrieval/AP@5' in metrics
 
 
-def test_retrieval_eval_tool(fmnist_root, tmp_path, monkeypatch, capsys):
+def seeded_checkpoint(cfg, path, seed=0):
+    """A checkpoint of ``cfg.model`` with seeded random weights (what the
+    tool must reproduce does not depend on training)."""
     from mmengine.runner import save_checkpoint
-    cfg_path = osp.join(REPO, 'configs/retrieval/resnet18w16_fmnist_retrieval.py')
-    model = MODELS.build(Config.fromfile(cfg_path).model)
-    save_checkpoint(model.state_dict(), str(tmp_path / 'model.pth'))
+    torch.manual_seed(seed)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    save_checkpoint(model.state_dict(), str(path))
+    return str(path)
+
+
+def independent_embeddings(cfg, checkpoint):
+    """The test set's embeddings as ``tools/test.py``'s model computes them:
+    MMPretrain's own ``get_model`` (the config's data_preprocessor injected),
+    mmengine's loader, the model's preprocessor and ``extract_feat``."""
+    from mmengine.runner import load_checkpoint
+
+    from mmpretrain.apis import get_model
+    model = get_model(cfg).eval()
+    load_checkpoint(model, checkpoint, map_location='cpu', strict=True, logger='silent')
+    loader = Runner.build_dataloader(dict(cfg.test_dataloader, batch_size=1000))
+    batch = model.data_preprocessor(next(iter(loader)), False)
+    with torch.no_grad():
+        feats = model.extract_feat(batch['inputs'])[-1].numpy()
+    return feats, np.array([int(s.gt_label) for s in batch['data_samples']])
+
+
+def run_retrieval_tool(monkeypatch, cfg_path, checkpoint, out, *options):
     monkeypatch.syspath_prepend(osp.join(REPO, 'tools'))
     import retrieval_eval
-    monkeypatch.setattr(sys, 'argv', [
-        'retrieval_eval.py', cfg_path, str(tmp_path / 'model.pth'), '--work-dir',
-        str(tmp_path / 'out'), '--save-feats', '--save-index', '--curve-k', '30',
-        '--device', 'cpu', '--cfg-options', f'test_dataloader.dataset.data_root={fmnist_root}',
-        'test_evaluator.topk=(1,5,10)',
-        'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False'])
+    monkeypatch.setattr(sys, 'argv', ['retrieval_eval.py', cfg_path, checkpoint, '--work-dir',
+                                      str(out), *options])
     retrieval_eval.main()
+
+
+def test_retrieval_eval_tool(fmnist_root, tmp_path, monkeypatch, capsys):
+    """The tool embeds what tools/test.py's model embeds (the config's
+    normalizing data_preprocessor included) and scores it by the rank rule."""
+    cfg_path = osp.join(REPO, 'configs/retrieval/resnet18w16_fmnist_retrieval.py')
+    data = [f'test_dataloader.dataset.data_root={fmnist_root}',
+            'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False']
+    cfg = Config.fromfile(cfg_path)
+    cfg.merge_from_dict({'test_dataloader.dataset.data_root': fmnist_root,
+                         'test_dataloader.num_workers': 0,
+                         'test_dataloader.persistent_workers': False})
+    assert cfg.data_preprocessor.std != [1.0]  # a preprocessor that matters
+    ckpt = seeded_checkpoint(cfg, tmp_path / 'model.pth')
     out = tmp_path / 'out'
+    run_retrieval_tool(monkeypatch, cfg_path, ckpt, out, '--save-feats', '--save-index',
+                       '--curve-k', '30', '--device', 'cpu', '--cfg-options', *data,
+                       'test_evaluator.topk=(1,5,10)')
     assert {'metrics.json', 'recall_curve.png', 'recall_curve.json', 'query_feats.npy',
             'query_labels.npy', 'gallery.index'} <= set(os.listdir(out))
     summary = json.loads((out / 'metrics.json').read_text())
-    feats, labels = np.load(out / 'query_feats.npy'), np.load(out / 'query_labels.npy')
-    assert feats.shape == (40, 64) and summary['exact']
-    assert summary['embed_seconds'] > 0 and summary['search_seconds'] > 0  # where time goes
+    assert summary['exact'] and summary['embed_seconds'] > 0 and summary['search_seconds'] > 0
+    feats, labels = independent_embeddings(cfg, ckpt)
+    assert feats.shape == (40, 64)
+    np.testing.assert_allclose(np.load(out / 'query_feats.npy'), feats, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.load(out / 'query_labels.npy'), labels)
     ref = ref_metrics(ref_scores(feats, feats, 'cosine'), label_sets(labels, labels),
                       (1, 5, 10, 30), exclude_self=True)
-    assert_close(summary['metrics'], {k: ref[k] for k in summary['metrics']}, tol=1e-4)
+    assert_close(summary['metrics'], {k: ref[k] for k in summary['metrics']}, tol=1e-9)
     curve = json.loads((out / 'recall_curve.json').read_text())
-    assert abs(curve['Recall@30'] - ref['Recall@30']) <= 1e-4
+    assert abs(curve['Recall@30'] - ref['Recall@30']) <= 1e-9
     import faiss
     assert faiss.read_index(str(out / 'gallery.index')).ntotal == 40
     assert 'Recall' in capsys.readouterr().out
+
+
+def test_retrieval_eval_tool_refuses_a_checkpoint_of_another_model(fmnist_root, tmp_path,
+                                                                   monkeypatch):
+    """An ENN checkpoint given with the dense config: a message naming the
+    fix, not a table computed from a model whose weights never loaded."""
+    enn_path = osp.join(REPO, 'configs/retrieval/enn_resnet18w16_fmnist_retrieval.py')
+    ckpt = seeded_checkpoint(Config.fromfile(enn_path), tmp_path / 'enn.pth')
+    dense_path = osp.join(REPO, 'configs/retrieval/resnet18w16_fmnist_retrieval.py')
+    with pytest.raises(SystemExit) as err:
+        run_retrieval_tool(monkeypatch, dense_path, ckpt, tmp_path / 'out', '--cfg-options',
+                           f'test_dataloader.dataset.data_root={fmnist_root}')
+    assert 'is an ENN checkpoint' in str(err.value) and 'export_dense.py' in str(err.value)
+    assert not (tmp_path / 'out' / 'metrics.json').exists()
