@@ -549,8 +549,14 @@ class FaissSearcher:
         return result
 
     def _exact_gallery(self, ids: np.ndarray) -> np.ndarray:
-        """Gallery rows ``ids`` (any shape) as :func:`exact_rows`."""
-        if self._exact_cache is None and not isinstance(self.gallery, np.memmap) \
+        """Gallery rows ``ids`` (any shape) as :func:`exact_rows`.
+
+        Only the candidates are read and converted, unless a call asks for
+        at least as many rows as the gallery has (``mAP@R`` of large
+        classes): then a small in-memory gallery is converted once and kept.
+        """
+        if self._exact_cache is None and ids.size >= self.ntotal \
+                and not isinstance(self.gallery, np.memmap) \
                 and self.ntotal * self.dim * 8 <= SHARD_BYTES:
             self._exact_cache = exact_rows(self.gallery, self.similarity)
         if self._exact_cache is not None:

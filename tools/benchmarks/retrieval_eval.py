@@ -310,6 +310,8 @@ def main():
     args = parse_args()
     if args.worker:
         return worker(args)
+    from _common import machine_info
+    machine = machine_info()
     records = []
     theirs_prev = None
     fast = ('faiss', 'torch', 'ours')
@@ -320,7 +322,8 @@ def main():
                 runs[m].append(spawn(args, m, n))
         secs = {m: [r['seconds'] for r in runs[m]] for m in fast}
         rec = dict(gallery=n, queries=args.queries, dim=args.dim, threads=args.threads,
-                   repeats=args.repeats, chunk=args.chunk, seconds={}, seconds_range={})
+                   repeats=args.repeats, chunk=args.chunk, machine=machine, seconds={},
+                   seconds_range={})
         for m in fast:
             rec['seconds'][m], rec['seconds_range'][m] = median_range(secs[m])
         for other in ('faiss', 'torch'):
@@ -379,7 +382,7 @@ def main():
             os.rmdir(folder)
         records.append(dict(
             gallery=n, queries=args.queries, dim=args.dim, threads=args.threads,
-            streamed_from_disk=True, repeats=1, seconds=dict(ours=round(ours['seconds'], 3)),
+            machine=machine, streamed_from_disk=True, repeats=1, seconds=dict(ours=round(ours['seconds'], 3)),
             ours_extra_gb=gb(ours['extra_bytes']),
             ours_peak_rss_gb=gb(ours['peak_bytes']), metrics=ours['metrics'],
             skipped='MMPretrain path not run (needs hundreds of GB)',
