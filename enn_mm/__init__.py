@@ -7,9 +7,19 @@ optimizer constructors, hooks, metrics), which is what
 """
 import importlib.util
 
-from .core import (COMPUTE_MODES, ENNConv2d, ENNLinear, ENNOptions, convert_to_enn,
-                   enable_retraction, enn_modules, export_dense,
-                   orthogonality_error, orthogonality_penalty, set_compute)
+from .core import (
+    COMPUTE_MODES,
+    ENNConv2d,
+    ENNLinear,
+    ENNOptions,
+    convert_to_enn,
+    enable_retraction,
+    enn_modules,
+    export_dense,
+    orthogonality_error,
+    orthogonality_penalty,
+    set_compute,
+)
 
 __version__ = '0.1.0'
 __all__ = [
@@ -23,6 +33,5 @@ if importlib.util.find_spec('mmpretrain') is not None:
     if importlib.util.find_spec('faiss') is not None:  # the [cpu] / [gpu] extra
         # Faiss* metrics and loops; the ECLIP retriever evaluates with them
         from . import evaluation, multimodal  # noqa: F401,E402
-        from .evaluation import (image_text_retrieval_metrics,  # noqa: E402
-                                 retrieval_metrics)
+        from .evaluation import image_text_retrieval_metrics, retrieval_metrics  # noqa: E402
         __all__ += ['retrieval_metrics', 'image_text_retrieval_metrics']

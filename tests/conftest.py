@@ -12,6 +12,8 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'gpu: needs a CUDA GPU (tools/gpu_check.sh runs these)')
+    config.addinivalue_line('markers', 'slow: starts benchmark scripts or whole README commands '
+                            'in subprocesses (CI runs them; -m "not slow" skips them locally)')
 
 
 def pytest_collection_modifyitems(config, items):

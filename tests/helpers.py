@@ -22,10 +22,9 @@ from mmengine.dataset import DefaultSampler
 from mmengine.optim import OptimWrapper
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
-from torch import nn
-
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
+from torch import nn
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -301,8 +300,8 @@ def local(**kw):
     return MODELS.build(cfg)
 
 
-INFOPRO = [dict(type='classification', weight=dict(start=0.5, end=1.0)),
-           dict(type='reconstruction', weight=dict(start=1.0, end=0.0))]
+INFOPRO = [dict(type='ENNClassificationObjective', weight=dict(start=0.5, end=1.0)),
+           dict(type='ENNReconstructionObjective', weight=dict(start=1.0, end=0.0))]
 
 
 class CheckedWrapper(OptimWrapper):

@@ -3,7 +3,6 @@ import os
 import time
 
 from mmengine.hooks import Hook
-
 from mmpretrain.registry import HOOKS
 
 

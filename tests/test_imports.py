@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import enn_mm
+
 from helpers import REPO
 
 
@@ -79,9 +80,12 @@ def test_core_imports_alone_without_mmengine():
             "bad = [m for m in sys.modules if m.split('.')[0] in ('mmengine', 'mmpretrain')]\n"
             'assert not bad, bad\n')
     # enn_mm/__init__ imports the MMPretrain glue; load the core as its own package
+    init, folder = osp.join(REPO, 'enn_mm', '__init__.py'), osp.join(REPO, 'enn_mm')
     proc = subprocess.run([sys.executable, '-c',
                            'import importlib.util, sys\n'
-                           f"spec = importlib.util.spec_from_file_location('enn_mm', {osp.join(REPO, 'enn_mm', '__init__.py')!r}, submodule_search_locations=[{osp.join(REPO, 'enn_mm')!r}])\n"
-                           "mod = importlib.util.module_from_spec(spec); sys.modules['enn_mm'] = mod\n"
+                           f"spec = importlib.util.spec_from_file_location('enn_mm', {init!r}, "
+                           f"submodule_search_locations=[{folder!r}])\n"
+                           'mod = importlib.util.module_from_spec(spec)\n'
+                           "sys.modules['enn_mm'] = mod\n"
                            + code], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]

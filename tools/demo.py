@@ -71,8 +71,9 @@ def main():
     with open(osp.join(work, 'last_checkpoint')) as f:
         ckpt = f.read().strip()
     times['test'] = step('2/4 test the ENN model on the test set',
-                         ['tools/test.py', args.config, ckpt, '--work-dir', osp.join(work, 'test_enn'),
-                          '--out', osp.join(work, 'enn_preds.pkl'), *opts],
+                         ['tools/test.py', args.config, ckpt, '--work-dir',
+                          osp.join(work, 'test_enn'), '--out', osp.join(work, 'enn_preds.pkl'),
+                          *opts],
                          osp.join(work, 'demo_test.log'))
     dense = osp.join(work, 'dense.pth')
     times['export'] = step('3/4 export to a dense model',
@@ -117,7 +118,8 @@ def main():
     print(f"dense export top-1        : {summary['dense_export_top1']:.2f} %  (vanilla MMPretrain)")
     print(f"same prediction           : {summary['prediction_agreement']:.3f} % of images "
           f"(scores differ by at most {score_diff:.1e})")
-    print(f"orthogonality error       : {summary['orthogonality_error']:.3e}  (max |BᵀB − I| over Q, P)")
+    print(f"orthogonality error       : {summary['orthogonality_error']:.3e}  "
+          '(max |BᵀB − I| over Q, P)')
     print(f"ENN checkpoint            : {summary['enn_checkpoint']}")
     print(f"dense checkpoint / config : {summary['dense_checkpoint']} / {summary['dense_config']}")
     print(f"time (s)                  : {summary['seconds']}, total {summary['total_seconds']}")

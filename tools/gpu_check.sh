@@ -36,8 +36,8 @@ if [ -n "${WHEELS:-}" ]; then
       >> "$OUT/install.log" 2>&1 || fail "enn-mm install (see install.log)"
 else
   "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q -e ".[gpu,tests]" > "$OUT/install.log" 2>&1 \
-      || fail "pip install -e .[gpu,tests] (see install.log)"
+  "$VENV/bin/python" -m pip install -q -c requirements/constraints.txt -e ".[gpu,lite,tests]" \
+      > "$OUT/install.log" 2>&1 || fail "pip install -e .[gpu,lite,tests] (see install.log)"
 fi
 P="$VENV/bin/python"
 

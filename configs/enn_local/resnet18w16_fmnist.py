@@ -14,7 +14,7 @@ model = dict(
     model={{_base_.model}},
     cuts='resnet_block',
     input_shape=(1, 28, 28),
-    local_head=dict(type='frozen_linear'))
+    local_head=dict(type='ENNFrozenLinearLocalHead'))
 
 # One AdamW + one warm-up/cosine schedule per block, from the same config.
 optim_wrapper = dict(constructor='ENNLocalOptimWrapperConstructor',

@@ -7,4 +7,4 @@
 # schedule as configs/enn and configs/baseline: only the ENN-ℓ lines differ.
 _base_ = ['./resnet18w16_fmnist.py']
 
-model = dict(local_head=dict(_delete_=True, type='downstream', depth=2))
+model = dict(local_head=dict(_delete_=True, type='ENNDownstreamLocalHead', depth=2))

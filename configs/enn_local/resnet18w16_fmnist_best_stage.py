@@ -7,4 +7,5 @@
 # configs/baseline: only the ENN-ℓ lines differ.
 _base_ = ['./resnet18w16_fmnist.py']
 
-model = dict(cuts='resnet_stage', local_head=dict(_delete_=True, type='downstream', depth=2))
+model = dict(cuts='resnet_stage',
+             local_head=dict(_delete_=True, type='ENNDownstreamLocalHead', depth=2))

@@ -10,7 +10,7 @@ model = dict(
     model={{_base_.model}},
     cuts='resnet_block',
     input_shape=(1, 28, 28),
-    local_head=dict(type='frozen_linear'))
+    local_head=dict(type='ENNFrozenLinearLocalHead'))
 
 optim_wrapper = dict(constructor='ENNLocalOptimWrapperConstructor',
                      block_constructor='DefaultOptimWrapperConstructor')

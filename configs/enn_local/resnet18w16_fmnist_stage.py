@@ -3,4 +3,4 @@
 # pooling, linear) that are trained with their block.
 _base_ = ['./resnet18w16_fmnist.py']
 
-model = dict(cuts='resnet_stage', local_head=dict(_delete_=True, type='conv_aux'))
+model = dict(cuts='resnet_stage', local_head=dict(_delete_=True, type='ENNConvAuxLocalHead'))

@@ -1,6 +1,15 @@
 """Pure-PyTorch core of enn-mm: no mmengine imports here."""
-from .convert import (SUPPORTED_TYPES, convert_to_enn, dense_view, enn_modules,
-                      export_dense, factors, is_enn, register_eigenbasis)
+from .convert import (
+                      SUPPORTED_TYPES,
+                      convert_to_enn,
+                      dense_view,
+                      enn_modules,
+                      export_dense,
+                      factors,
+                      is_enn,
+                      register_eigenbasis,
+)
+
 # `eigenbasis(layer)` stays in `enn_mm.core.eigenbasis`: re-exported here it
 # would shadow that submodule (`import enn_mm.core.eigenbasis as m` would give
 # the function).
@@ -8,9 +17,16 @@ from .eigenbasis import Eigenbasis, factor_names, factorize
 from .factored import COMPUTE_MODES, set_compute
 from .layers import ENNConv2d, ENNLinear
 from .options import ENNOptions
+from .ortho import (
+                      bases,
+                      basis_error,
+                      basis_penalty,
+                      enable_retraction,
+                      orthogonality_error,
+                      orthogonality_penalty,
+                      retract_,
+)
 from .share import share_bases, share_groups
-from .ortho import (basis_error, basis_penalty, bases, enable_retraction,
-                    orthogonality_error, orthogonality_penalty, retract_)
 
 __all__ = [
     'Eigenbasis', 'factorize', 'factor_names', 'ENNConv2d', 'ENNLinear', 'ENNOptions',

@@ -60,7 +60,21 @@ def _bind_forward(module: nn.Module) -> None:
 
 
 def register_eigenbasis(module: nn.Module) -> nn.Module:
-    """Reparameterize ``module.weight`` in place by its SVD (same outputs)."""
+    """Reparameterize ``module.weight`` in place by its SVD (same outputs).
+
+    Registers an :class:`Eigenbasis` parametrization on ``weight`` (one basis
+    pair per group, from ``module.groups`` if it has one), binds the ENN
+    forward (:func:`enn_mm.core.factored.enn_forward`) to the instance and,
+    once per module, a load-state-dict pre-hook that factors a dense
+    ``weight`` entry of a checkpoint by SVD.
+
+    Args:
+        module (nn.Module): A Linear/Conv layer whose ``weight`` is
+            ``(out, in/groups, *kernel)``, modified in place.
+
+    Returns:
+        nn.Module: ``module`` itself.
+    """
     groups = getattr(module, 'groups', 1)
     parametrize.register_parametrization(
         module, 'weight', Eigenbasis(module.weight.shape, groups))
@@ -195,6 +209,17 @@ def export_dense(model: nn.Module) -> nn.Module:
     The result holds ordinary ``nn.Conv2d`` / ``nn.Linear`` modules whose
     ``state_dict`` loads into the original (non-ENN) model definition. Copies
     of the model (``copy.deepcopy``) are not affected.
+
+    Args:
+        model (nn.Module): The model, modified in place. Layers built as
+            ``ENNConv2d`` / ``ENNLinear`` become ``nn.Conv2d`` / ``nn.Linear``.
+
+    Returns:
+        nn.Module: ``model`` itself.
+
+    Raises:
+        ValueError: An ENN layer has parametrizations on other tensors than
+            its weight.
     """
     for _, module in list(enn_modules(model)):
         _to_dense(module)
@@ -215,6 +240,19 @@ def dense_view(model: nn.Module):
     has a plain dense ``weight``; on exit the (possibly re-initialized) weight
     is factored again by SVD *into the same Parameter objects*, so optimizers,
     DDP and EMA that already hold them stay valid.
+
+    Shared bases (:func:`enn_mm.core.share_bases`) are re-tied on exit from
+    the new dense weights of each group.
+
+    Args:
+        model (nn.Module): The model whose ENN layers to show dense.
+
+    Yields:
+        nn.Module: ``model`` itself, its ENN layers dense inside the block.
+
+    Raises:
+        ValueError: An ENN layer has parametrizations on other tensors than
+            its weight.
     """
     groups = share_groups(model)
     saved = [(module, *_to_dense(module)) for _, module in list(enn_modules(model))]

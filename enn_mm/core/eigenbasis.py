@@ -35,6 +35,9 @@ def factorize(weight: Tensor, groups: int = 1) -> Tuple[Tensor, Tensor, Tensor]:
         tuple: ``(Q, λ, P)`` with ``Q·diag(λ)·Pᵀ`` equal to ``weight`` per
         group, in the dtype of ``weight`` (the SVD itself runs in fp64 so
         the reconstruction error stays at the rounding level).
+
+    Raises:
+        ValueError: ``weight.shape[0]`` is not divisible by ``groups``.
     """
     out = weight.shape[0]
     if out % groups:
@@ -96,6 +99,16 @@ class Eigenbasis(nn.Module):
         return state
 
     def forward(self, Q: Tensor, lam: Tensor, P: Tensor) -> Tensor:
+        """Materialize ``W = Q·diag(λ)·Pᵀ`` per group, in fp32 under autocast.
+
+        Args:
+            Q (Tensor): Output bases, ``(g, d_out, r)``.
+            lam (Tensor): Spectra, ``(g, r)``.
+            P (Tensor): Input bases, ``(g, d_in, r)``.
+
+        Returns:
+            Tensor: The dense weight, of shape :attr:`shape`.
+        """
         # Materialize in fp32 even under autocast: a bf16 product of the factors
         # would lose the precision the factorization is meant to keep. The layer
         # casts W itself afterwards, as autocast does for a dense weight.
@@ -107,6 +120,20 @@ class Eigenbasis(nn.Module):
 
     @torch.no_grad()
     def right_inverse(self, weight: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Factor a dense weight into ``(Q, λ, P)`` (:func:`factorize`).
+
+        Called by ``parametrize`` when the parametrization is registered and
+        when ``weight`` is assigned to.
+
+        Args:
+            weight (Tensor): A dense weight of shape :attr:`shape`.
+
+        Returns:
+            tuple: ``(Q, λ, P)`` with ``Q·diag(λ)·Pᵀ`` equal to ``weight``.
+
+        Raises:
+            ValueError: ``weight`` does not have shape :attr:`shape`.
+        """
         if weight.shape != self.shape:
             raise ValueError(f'expected a weight of shape {tuple(self.shape)}, '
                              f'got {tuple(weight.shape)}')
@@ -120,26 +147,59 @@ class Eigenbasis(nn.Module):
 # The basic lookups, next to the parametrization they look for: every other
 # core module builds on these and on nothing above them.
 def is_enn(module: nn.Module) -> bool:
-    """Whether ``module.weight`` is parametrized by an :class:`Eigenbasis`."""
+    """Whether ``module.weight`` is parametrized by an :class:`Eigenbasis`.
+
+    Args:
+        module (nn.Module): Any module.
+
+    Returns:
+        bool: True for an ENN layer.
+    """
     return (parametrize.is_parametrized(module, 'weight')
             and isinstance(module.parametrizations.weight[0], Eigenbasis))
 
 
 def enn_modules(model: nn.Module) -> Iterator[Tuple[str, nn.Module]]:
-    """Yield ``(name, module)`` for every ENN layer of ``model``."""
+    """Yield ``(name, module)`` for every ENN layer of ``model``.
+
+    Args:
+        model (nn.Module): Any module; it is included itself if it is an ENN
+            layer (name ``''``).
+
+    Yields:
+        tuple: ``(name, module)`` in ``model.named_modules()`` order.
+    """
     for name, module in model.named_modules():
         if is_enn(module):
             yield name, module
 
 
 def factors(module: nn.Module) -> Tuple[Tensor, Tensor, Tensor]:
-    """The trainable ``(Q, λ, P)`` of an ENN layer."""
+    """The trainable ``(Q, λ, P)`` of an ENN layer.
+
+    Args:
+        module (nn.Module): An ENN layer (see :func:`is_enn`).
+
+    Returns:
+        tuple: The Parameters ``(Q, λ, P)`` (``original0`` to ``original2``
+        of ``module.parametrizations.weight``), not copies.
+    """
     p = module.parametrizations.weight
     return p.original0, p.original1, p.original2
 
 
 def eigenbasis(module: nn.Module) -> Eigenbasis:
-    """The :class:`Eigenbasis` of an ENN layer: its shape, rank and options."""
+    """The :class:`Eigenbasis` of an ENN layer: its shape, rank and options.
+
+    Args:
+        module (nn.Module): An ENN layer.
+
+    Returns:
+        Eigenbasis: The layer's parametrization object.
+
+    Raises:
+        TypeError: ``module`` is not an ENN layer.
+    """
     if not is_enn(module):
         raise TypeError(f'{type(module).__name__} is not an ENN layer (its weight has no '
                         'Eigenbasis parametrization).')

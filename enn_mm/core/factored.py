@@ -30,7 +30,17 @@ _PLAIN_FORWARDS = {nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward, nn.L
 
 
 def output_positions(module: nn.Module, x: Tensor) -> int:
-    """``N``: output positions of ``module`` on ``x`` (batch included)."""
+    """``N``: output positions of ``module`` on ``x`` (batch included).
+
+    Args:
+        module (nn.Module): A Linear or Conv1d/2d/3d layer.
+        x (Tensor): Its input.
+
+    Returns:
+        int: For Linear, ``x.numel() / in_features``; for a conv, the batch
+        size times the number of output pixels its padding, dilation and
+        stride give.
+    """
     if isinstance(module, nn.Linear):
         return x.numel() // max(module.in_features, 1)
     dims = len(module.kernel_size)
@@ -64,7 +74,20 @@ def _factored(module: nn.Module, x: Tensor, Q: Tensor, lam: Tensor, P: Tensor) -
 
 
 def enn_forward(self: nn.Module, x: Tensor) -> Tensor:
-    """Forward of an ENN Conv/Linear layer (bound to the instance)."""
+    """Forward of an ENN Conv/Linear layer (bound to the instance).
+
+    Runs the layer's own class forward on the materialized ``W`` in
+    ``'materialize'`` mode, for layers whose class has a forward of its own,
+    for convs with a non-zero padding mode, and in ``'auto'`` mode when the
+    factored form is not cheaper for ``x``; else applies the factors.
+
+    Args:
+        self (nn.Module): The ENN layer.
+        x (Tensor): Its input.
+
+    Returns:
+        Tensor: The layer's output (the same linear map either way).
+    """
     eig = self.parametrizations.weight[0]
     mode = eig.compute
     dense = type(self).forward
@@ -81,7 +104,19 @@ def set_compute(model: nn.Module, mode: str) -> nn.Module:
     """Choose how the ENN layers of ``model`` compute: ``'auto'`` (default:
     the cheaper of the two per call), ``'materialize'`` or ``'factored'``.
     Layers with a forward of their own (not torch's Conv/Linear forward)
-    and convs with non-zero padding modes always materialize."""
+    and convs with non-zero padding modes always materialize.
+
+    Args:
+        model (nn.Module): The model; the mode is set on each of its ENN
+            layers (:attr:`Eigenbasis.compute`).
+        mode (str): One of :data:`COMPUTE_MODES`.
+
+    Returns:
+        nn.Module: ``model`` itself.
+
+    Raises:
+        ValueError: ``mode`` is not one of :data:`COMPUTE_MODES`.
+    """
     if mode not in COMPUTE_MODES:
         raise ValueError(f'unknown ENN compute mode {mode!r}; choose one of {COMPUTE_MODES}.')
     for _, module in enn_modules(model):

@@ -13,6 +13,10 @@ class ENNConv2d(nn.Conv2d):
     usual initializer and then factored by SVD, so at construction the layer
     computes what a freshly initialized ``nn.Conv2d`` computes. ``self.weight``
     is the materialized ``W``; assigning to it re-factors by SVD.
+
+    Args:
+        *args: Positional arguments of ``nn.Conv2d``.
+        **kwargs: Keyword arguments of ``nn.Conv2d``.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -21,7 +25,12 @@ class ENNConv2d(nn.Conv2d):
 
 
 class ENNLinear(nn.Linear):
-    """``nn.Linear`` whose weight is ``Q·diag(λ)·Pᵀ`` (see :class:`ENNConv2d`)."""
+    """``nn.Linear`` whose weight is ``Q·diag(λ)·Pᵀ`` (see :class:`ENNConv2d`).
+
+    Args:
+        *args: Positional arguments of ``nn.Linear``.
+        **kwargs: Keyword arguments of ``nn.Linear``.
+    """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

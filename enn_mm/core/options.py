@@ -47,6 +47,10 @@ class ENNOptions:
         compute (str): How a layer computes: ``'auto'`` (per call, the
             cheaper of building ``W`` and applying the factors, see
             :mod:`enn_mm.core.factored`), ``'materialize'`` or ``'factored'``.
+
+    Raises:
+        ValueError: An unknown ``ortho`` or ``compute`` mode, a negative
+            ``gamma``, or an interval that is not a positive integer.
     """
     ortho: str = 'retract'
     gamma: Optional[float] = None
@@ -79,7 +83,20 @@ class ENNOptions:
 
     @classmethod
     def from_dict(cls, cfg: Optional[dict]) -> 'ENNOptions':
-        """Build from a config dict, rejecting unknown keys by name."""
+        """Build from a config dict, rejecting unknown keys by name.
+
+        Args:
+            cfg (dict, optional): Field values; None or empty for the
+                defaults.
+
+        Returns:
+            ENNOptions: The validated options.
+
+        Raises:
+            KeyError: A key is not a field (the message suggests the closest
+                one).
+            ValueError: A value is invalid (see :class:`ENNOptions`).
+        """
         cfg = dict(cfg or {})
         valid = [f.name for f in fields(cls)]
         for key in cfg:
@@ -93,13 +110,37 @@ class ENNOptions:
     def penalty_weight(self, step: int) -> float:
         """The penalty's weight at training step ``step`` (0-based): ``n·γ``
         on every n-th step (``penalty_interval`` n), else 0; 0 without a
-        penalty. ``ENNModel`` and ENN-ℓ's blocks both weigh it so."""
+        penalty. ``ENNModel`` and ENN-ℓ's blocks both weigh it so.
+
+        Args:
+            step (int): The training step, 0-based.
+
+        Returns:
+            float: The weight of the orthogonality penalty at ``step``.
+        """
         if self.gamma <= 0 or step % self.penalty_interval:
             return 0.0
         return self.gamma * self.penalty_interval
 
     def apply(self, model: nn.Module) -> nn.Module:
-        """Convert ``model`` in place and arm retraction if asked for."""
+        """Convert ``model`` in place and arm retraction if asked for.
+
+        Converts the selected layers (:func:`enn_mm.core.convert_to_enn`),
+        shares bases if ``share`` is set, sets the compute mode and, for
+        ``ortho='retract'``, enables retraction every ``retract_interval``
+        steps.
+
+        Args:
+            model (nn.Module): The model, modified in place.
+
+        Returns:
+            nn.Module: ``model`` itself.
+
+        Raises:
+            ValueError: A pattern or type that selects nothing or cannot be
+                converted, or an invalid share group.
+            KeyError: A share group with unknown keys or no ``include``.
+        """
         convert_to_enn(model, include=self.include, exclude=self.exclude, types=self.types)
         if self.share:
             share_bases(model, self.share)

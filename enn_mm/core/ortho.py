@@ -65,13 +65,26 @@ def basis_penalty(B: Tensor) -> Tensor:
     """``Σ_groups ‖BᵀB − I‖²_F`` of a (batched) basis, differentiable.
 
     Computed in fp32 (fp64 for fp64 input) whatever the parameter dtype.
+
+    Args:
+        B (Tensor): Bases of shape ``(g, n, r)``.
+
+    Returns:
+        Tensor: The penalty, a scalar; its gradient is ``4·B(BᵀB − I)``.
     """
     return _BasisPenalty.apply(B)
 
 
 @torch.no_grad()
 def basis_error(B: Tensor) -> float:
-    """Largest absolute entry of ``BᵀB − I`` (0 for an exact orthonormal basis)."""
+    """Largest absolute entry of ``BᵀB − I`` (0 for an exact orthonormal basis).
+
+    Args:
+        B (Tensor): Bases of shape ``(g, n, r)``; measured in fp32.
+
+    Returns:
+        float: The error over all groups.
+    """
     return _gram_residual(B.float()).abs().max().item()
 
 
@@ -81,6 +94,13 @@ def retract_(B: Tensor) -> Tensor:
 
     The signs are fixed so that ``R`` has a positive diagonal, which keeps the
     result the closest QR retraction to ``B`` (no column flips sign).
+
+    Args:
+        B (Tensor): Bases of shape ``(g, n, r)``, overwritten (the QR runs
+            in fp32).
+
+    Returns:
+        Tensor: ``B`` itself.
     """
     q, r = torch.linalg.qr(B.float())
     sign = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
@@ -95,6 +115,12 @@ def bases(model) -> list:
 
     A basis shared by several layers appears once, so the penalty and the
     retraction count it once.
+
+    Args:
+        model (nn.Module): Any module.
+
+    Returns:
+        list: The Q and P Parameters, in layer order (Q before P).
     """
     seen, out = set(), []
     for _, module in enn_modules(model):
@@ -107,7 +133,16 @@ def bases(model) -> list:
 
 
 def orthogonality_penalty(model) -> Tensor:
-    """``Σ_bases ‖BᵀB − I‖²_F`` over all ENN layers (differentiable)."""
+    """``Σ_bases ‖BᵀB − I‖²_F`` over all ENN layers (differentiable).
+
+    Each distinct basis (:func:`bases`) is counted once.
+
+    Args:
+        model (nn.Module): Any module.
+
+    Returns:
+        Tensor: The penalty, a scalar (a CPU zero without ENN layers).
+    """
     terms = [basis_penalty(B) for B in bases(model)]
     if not terms:
         return torch.zeros(())
@@ -122,6 +157,13 @@ def orthogonality_error(model, reduction: str = 'max'):
         reduction (str): ``'max'`` gives the largest ``|BᵀB − I|`` entry over
             all bases (a float); ``'none'`` gives ``{layer name: error}`` with
             the worse of the layer's Q and P.
+
+    Returns:
+        float | dict: The largest error (0.0 without ENN layers), or the
+        per-layer errors for ``reduction='none'``.
+
+    Raises:
+        ValueError: ``reduction`` is neither ``'max'`` nor ``'none'``.
     """
     per_layer = {}
     for name, module in enn_modules(model):
@@ -170,7 +212,16 @@ def enable_retraction(model, interval: int = 1) -> None:
     After every ``interval``-th step of any optimizer that updates them, Q and
     P are replaced by the Q factor of their QR decomposition (orthonormal to
     float precision). Sets :attr:`Eigenbasis.retract_interval` of every ENN
-    layer of ``model``.
+    layer of ``model``. The steps are counted per optimizer, in its state
+    (so they are checkpointed); the global optimizer step post-hook that
+    does this is registered once per process.
+
+    Args:
+        model (nn.Module): The model whose ENN layers to retract.
+        interval (int): Optimizer steps between retractions. Defaults to 1.
+
+    Raises:
+        ValueError: ``interval`` is not a positive integer.
     """
     global _retract_hook
     if not isinstance(interval, int) or interval <= 0:

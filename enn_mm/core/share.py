@@ -20,7 +20,15 @@ _INDEX = {'Q': 0, 'P': 2}
 
 
 def share_groups(model: nn.Module) -> Dict[str, List[nn.Module]]:
-    """``{group name: [leader, followers...]}`` of the shared-basis layers."""
+    """``{group name: [leader, followers...]}`` of the shared-basis layers.
+
+    Args:
+        model (nn.Module): Any module.
+
+    Returns:
+        dict: Group name to its ENN layers in module order (the first is
+        the one whose basis the others share); empty without shared bases.
+    """
     groups: Dict[str, List[nn.Module]] = {}
     for _, module in enn_modules(model):
         share = eigenbasis(module).share
@@ -78,6 +86,17 @@ def share_bases(model: nn.Module, groups: Sequence[dict]) -> nn.Module:
             share='P' | 'Q' | 'PQ')``, e.g. ``dict(name='stage1',
             include=['backbone.layer1.*.conv2'], share='P')``. The matched
             layers (in module order) must have equal factor shapes.
+            ``name`` defaults to the include patterns joined by ``'/'``,
+            ``share`` to ``'P'``.
+
+    Returns:
+        nn.Module: ``model`` itself.
+
+    Raises:
+        KeyError: A group has unknown keys or no ``include``.
+        ValueError: An invalid ``share``, a group matching fewer than two
+            ENN layers, layers with different factor shapes, or a layer in
+            two groups.
     """
     for group in groups:
         unknown = set(group) - {'name', 'include', 'share'}

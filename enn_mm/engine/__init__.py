@@ -1,5 +1,7 @@
-from . import checkpoint  # noqa: F401  (safe loading of mmengine checkpoints)
-from . import dist  # noqa: F401  (CPU distributed launch)
+from . import (
+    checkpoint,  # noqa: F401  (safe loading of mmengine checkpoints)
+    dist,  # noqa: F401  (CPU distributed launch)
+)
 from .hooks import ENNDiagnosticsHook
 from .optimizers import ENNOptimWrapperConstructor
 

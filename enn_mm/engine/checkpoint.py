@@ -16,6 +16,7 @@ import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
+__all__ = ['MMENGINE_SAFE_GLOBALS', 'safe_loader', 'register_safe_loaders']
 
 
 def _history_buffer_attr(obj, name):
@@ -44,7 +45,20 @@ MMENGINE_SAFE_GLOBALS = [
 ]
 
 
-def _safe(loader):
+def safe_loader(loader):
+    """``loader`` (a ``CheckpointLoader`` scheme) run inside
+    ``torch.serialization.safe_globals(MMENGINE_SAFE_GLOBALS)``, with a
+    refused object reported as an error that names it and the way out.
+
+    Args:
+        loader (Callable): A loader ``loader(filename, *args, **kwargs)``
+            as registered with ``CheckpointLoader``.
+
+    Returns:
+        Callable: The wrapped loader (``loader`` itself if it is wrapped
+        already). It raises ``RuntimeError`` where ``loader`` raised
+        ``pickle.UnpicklingError``.
+    """
     if getattr(loader, '_enn_safe', False):
         return loader
 
@@ -65,5 +79,12 @@ def _safe(loader):
     return load
 
 
-for _prefix, _loader in list(CheckpointLoader._schemes.items()):
-    CheckpointLoader._schemes[_prefix] = _safe(_loader)
+def register_safe_loaders() -> None:
+    """Re-register every scheme mmengine's ``CheckpointLoader`` knows with
+    its safe version, through the public ``register_scheme(force=True)``
+    (called once, when ``enn_mm.engine`` is imported)."""
+    for prefix, loader in list(CheckpointLoader._schemes.items()):
+        CheckpointLoader.register_scheme(prefix, safe_loader(loader), force=True)
+
+
+register_safe_loaders()

@@ -20,14 +20,13 @@ __all__ = ['retrieval_metrics', 'image_text_retrieval_metrics', 'FaissSearcher']
 
 if importlib.util.find_spec('mmpretrain') is not None:
     # the numerical part above works without MMPretrain; this fills its registries
-    from .class_subset import ENNClassSubset, enn_class_subset
-    from .image_text_metric import FaissImageTextRetrievalMetric
-    from .retrieval_loop import (FaissRetrievalTestLoop, FaissRetrievalValLoop,
-                                 embed_batch)
-    from .retrieval_metric import FaissRetrievalMetric
+    from .class_subset import ENNClassSubset
     from .evaluate import evaluate_checkpoint, retrieval_metric_cfg
+    from .image_text_metric import FaissImageTextRetrievalMetric
+    from .retrieval_loop import FaissRetrievalTestLoop, FaissRetrievalValLoop, embed_batch
+    from .retrieval_metric import FaissRetrievalMetric
     __all__ += [
         'FaissRetrievalMetric', 'FaissImageTextRetrievalMetric',
-        'FaissRetrievalValLoop', 'FaissRetrievalTestLoop', 'ENNClassSubset', 'enn_class_subset',
+        'FaissRetrievalValLoop', 'FaissRetrievalTestLoop', 'ENNClassSubset',
         'embed_batch', 'evaluate_checkpoint', 'retrieval_metric_cfg'
     ]

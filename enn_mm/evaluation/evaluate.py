@@ -11,8 +11,8 @@ from typing import Optional
 import numpy as np
 from mmengine.runner import Runner
 from mmengine.utils import ProgressBar
-
 from mmpretrain.registry import METRICS
+
 from ..models.loading import init_model
 from .functional import evaluate_rankings
 from .retrieval_loop import embed_batch
@@ -24,7 +24,18 @@ DEFAULT_METRIC = dict(type='FaissRetrievalMetric', topk=(1, 5, 10),
 
 
 def retrieval_metric_cfg(cfg) -> Optional[dict]:
-    """The ``FaissRetrievalMetric`` of ``cfg.test_evaluator``, or None."""
+    """The ``FaissRetrievalMetric`` of ``cfg.test_evaluator``, or None.
+
+    Args:
+        cfg (Config): A config; its ``test_evaluator`` may be missing, one
+            metric config, a list of them, or an evaluator dict with
+            ``metrics``.
+
+    Returns:
+        dict | None: A shallow copy of the first metric config whose
+        ``type`` is ``FaissRetrievalMetric`` (a scope prefix such as
+        ``'mmpretrain.'`` is ignored), or None if there is none.
+    """
     evaluators = cfg.get('test_evaluator') or []
     if isinstance(evaluators, dict):
         evaluators = evaluators.get('metrics', [evaluators])

@@ -17,8 +17,9 @@ relevant gallery items of the query, ``P(r)`` the precision at rank ``r``):
 - ``mAP@R``: ``sum_{r<=R} P(r) rel(r) / R`` (Musgrave et al., 2020).
 
 Ranking: exact searches order by float64 scores, equal scores by ascending
-gallery index (the rank rule of :mod:`enn_mm.evaluation.search`). Queries with no relevant gallery item are
-left out of the averages with a warning (MMPretrain's metrics fail on them).
+gallery index (the rank rule of :mod:`enn_mm.evaluation.search`). Queries
+with no relevant gallery item are left out of the averages with a warning
+(MMPretrain's metrics fail on them).
 """
 import warnings
 from typing import Dict, Optional, Sequence, Union
@@ -35,7 +36,18 @@ CHUNK_ENTRIES = 2**24
 
 
 def check_topk(topk) -> tuple:
-    """``int | Sequence[int]`` -> sorted tuple of distinct positive ints."""
+    """``int | Sequence[int]`` -> sorted tuple of distinct positive ints.
+
+    Args:
+        topk (int | Sequence[int]): One cut-off or several.
+
+    Returns:
+        tuple: The distinct cut-offs as ints, ascending.
+
+    Raises:
+        ValueError: ``topk`` is empty or holds a non-integer, a bool or a
+            value <= 0.
+    """
     topk = (topk, ) if isinstance(topk, (int, np.integer)) else tuple(topk)
     if not topk or any(not isinstance(k, (int, np.integer)) or isinstance(k, bool)
                        or k <= 0 for k in topk):
@@ -45,6 +57,17 @@ def check_topk(topk) -> tuple:
 
 
 def check_metric_names(metrics) -> tuple:
+    """Check metric names against :data:`RANK_METRICS`.
+
+    Args:
+        metrics (str | Sequence[str]): One name or several.
+
+    Returns:
+        tuple: The names in the given order (a single str becomes a 1-tuple).
+
+    Raises:
+        ValueError: A name is unknown, or no name is given.
+    """
     metrics = (metrics, ) if isinstance(metrics, str) else tuple(metrics)
     bad = [m for m in metrics if m not in RANK_METRICS]
     if bad or not metrics:
@@ -54,7 +77,26 @@ def check_metric_names(metrics) -> tuple:
 
 
 def check_labels(labels, name: str, n: int) -> np.ndarray:
-    """Integer label per item -> int64 array of length ``n``."""
+    """Integer label per item -> int64 array of length ``n``.
+
+    An ``(n, 1)`` array is flattened; float labels are accepted when every
+    value is a whole number.
+
+    Args:
+        labels (np.ndarray | torch.Tensor | Sequence[int]): One label per
+            item.
+        name (str): What the labels are, for error messages.
+        n (int): Number of items.
+
+    Returns:
+        np.ndarray: ``(n, )`` int64 labels.
+
+    Raises:
+        ValueError: ``labels`` is None, has the wrong shape or length, or
+            holds non-integer or NaN/inf floats.
+        TypeError: ``labels`` is not array-like, or neither integer nor
+            float.
+    """
     if labels is None:
         raise ValueError(f'{name} are missing: relevance by equal label needs '
                          'a label for every query and gallery item (or pass '
@@ -81,6 +123,26 @@ class Relevance:
     lists of relevant gallery indices per query (``query_gt``, as MMPretrain's
     InShop query split gives). With ``exclude_self`` the queries are the
     gallery and item ``i`` is removed from query ``i``'s relevant set.
+    ``num_relevant`` holds the number of relevant gallery items per query.
+
+    Args:
+        num_queries (int): Number of queries.
+        num_gallery (int): Number of gallery items.
+        query_labels (np.ndarray | torch.Tensor | Sequence[int], optional):
+            One integer label per query. Defaults to None.
+        gallery_labels (np.ndarray | torch.Tensor | Sequence[int], optional):
+            One integer label per gallery item. Defaults to None.
+        query_gt (Sequence, optional): Per query, the indices of its relevant
+            gallery items (array-likes of any shape; duplicates count once).
+            Used instead of the labels (``gallery_labels`` is then ignored).
+            Defaults to None.
+        exclude_self (bool): The queries are the gallery: item ``i`` is not
+            relevant to query ``i``. Defaults to False.
+
+    Raises:
+        ValueError: Both ``query_labels`` and ``query_gt`` are given, labels
+            are missing or malformed (see :func:`check_labels`), or
+            ``query_gt`` has the wrong length or an index outside the gallery.
     """
 
     def __init__(self, num_queries: int, num_gallery: int, query_labels=None,
@@ -125,7 +187,15 @@ class Relevance:
 
     def is_relevant(self, query_rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Bool (n, k): is gallery item ``ids[i, j]`` relevant to query
-        ``query_rows[i]``? Missing results (-1) are not."""
+        ``query_rows[i]``? Missing results (-1) are not.
+
+        Args:
+            query_rows (np.ndarray): ``(n, )`` int query indices.
+            ids (np.ndarray): ``(n, k)`` int gallery indices, -1 for missing.
+
+        Returns:
+            np.ndarray: ``(n, k)`` bool.
+        """
         valid = ids >= 0
         safe = np.where(valid, ids, 0)
         if self.gt_keys is None:
@@ -145,6 +215,15 @@ def drop_self(ids: np.ndarray, scores: np.ndarray, query_rows: np.ndarray):
 
     Rows where the query itself is not listed (it lost a tie to identical
     items with lower indices) drop their last result instead.
+
+    Args:
+        ids (np.ndarray): ``(n, k)`` ranked gallery indices.
+        scores (np.ndarray): ``(n, k)`` their scores.
+        query_rows (np.ndarray): ``(n, )`` index of each query, which is also
+            its own gallery index.
+
+    Returns:
+        tuple: ``(ids, scores)``, ``(n, k - 1)`` each, in the same order.
     """
     keep = ids != query_rows[:, None]
     missing = keep.all(axis=1)
@@ -192,6 +271,52 @@ def rank_metrics(rel: np.ndarray, num_relevant: np.ndarray, topk: Sequence[int],
     return out
 
 
+def _search_plan(searcher: FaissSearcher, nq: int, num_rel: np.ndarray, topk: tuple,
+                 metrics: tuple, exclude_self: bool, curve_k: int):
+    """The queries to search and how deep, after checking the request.
+
+    Args:
+        searcher (FaissSearcher): The gallery.
+        nq (int): Number of queries.
+        num_rel (np.ndarray): ``(nq, )`` relevant gallery items per query.
+        topk (tuple): Checked cut-offs.
+        metrics (tuple): Checked metric names.
+        exclude_self (bool): Whether query ``i`` is gallery item ``i``.
+        curve_k (int): Largest K of the recall curve (0: none).
+
+    Returns:
+        tuple: The indices of the queries with a relevant item, and the
+        number of results each needs (before excluding itself).
+
+    Raises:
+        ValueError: ``exclude_self`` with queries that are not the gallery,
+            a cut-off above the candidates per query, or no query with a
+            relevant item.
+    """
+    if exclude_self and nq != searcher.ntotal:
+        raise ValueError(f'exclude_self needs the queries to be the gallery, but '
+                         f'there are {nq} queries and {searcher.ntotal} gallery '
+                         'items')
+    n_eff = searcher.ntotal - int(exclude_self)
+    kmax = max(max(topk), curve_k)
+    if kmax > n_eff:
+        raise ValueError(f'top-{kmax} asked for but the gallery has only {n_eff} '
+                         f'candidates per query{" (self excluded)" if exclude_self else ""}: '
+                         'lower topk or enlarge the gallery')
+    valid = num_rel > 0
+    if not valid.any():
+        raise ValueError('no query has a relevant item in the gallery: check the '
+                         'labels (query and gallery label spaces must match)')
+    if not valid.all():
+        warnings.warn(f'{int((~valid).sum())} of {nq} queries have no relevant '
+                      'gallery item and are left out of the averages',
+                      stacklevel=3)
+    valid_rows = np.flatnonzero(valid)
+    if 'mAP@R' in metrics:
+        kmax = max(kmax, int(num_rel[valid_rows].max()))
+    return valid_rows, kmax
+
+
 def evaluate_rankings(searcher: FaissSearcher,
                       queries,
                       relevance: Relevance,
@@ -208,42 +333,44 @@ def evaluate_rankings(searcher: FaissSearcher,
 
     Args:
         searcher (FaissSearcher): The gallery.
-        queries: ``(n, d)`` query embeddings (with ``exclude_self``, the
-            gallery itself: query ``i`` is gallery item ``i``).
+        queries (np.ndarray | torch.Tensor): ``(n, d)`` query embeddings
+            (with ``exclude_self``, the gallery itself: query ``i`` is
+            gallery item ``i``).
         relevance (Relevance): Ground truth.
-        topk, metric_names: See :func:`rank_metrics`.
+        topk (int | Sequence[int]): Cut-offs K (see :func:`rank_metrics`).
+            Defaults to (1, 5, 10).
+        metric_names (str | Sequence[str]): Names from
+            :data:`RANK_METRICS`. Defaults to :data:`DEFAULT_METRICS`.
         exclude_self (bool): Remove query ``i``'s own gallery item ``i``.
-        query_chunk (int, optional): Queries per search call.
+            Defaults to False.
+        query_chunk (int, optional): Queries per search call. Defaults to
+            4096, in any case capped so one chunk has at most
+            :data:`CHUNK_ENTRIES` results.
         curve_k (int): Also return ``'recall_curve'``, Recall@1..curve_k.
+            Defaults to 0 (none).
         return_per_query (bool): Also return ``'per_query'``, the per-query
             values (and the indices of the queries they belong to).
+            Defaults to False.
+
+    Returns:
+        dict: Metric name (``'Recall@1'``, ..., ``'mAP@R'``) -> mean over
+        the queries with a relevant item, in percent; plus
+        ``'recall_curve'`` (``(curve_k, )`` array, percent) if ``curve_k``,
+        and ``'per_query'`` (name -> array in [0, 1], with ``'query_index'``
+        and ``'first_hit'``, the 1-based rank of the first hit or 0) if
+        ``return_per_query``.
+
+    Raises:
+        ValueError: Invalid ``topk``, metric names or queries, ``exclude_self``
+            with queries that are not the gallery, a cut-off above the
+            number of candidates per query, or no query with a relevant item.
     """
     topk = check_topk(topk)
     metrics = check_metric_names(metric_names)
     queries = check_features(queries, 'query embeddings', searcher.dim)
-    nq = len(queries)
-    if exclude_self and nq != searcher.ntotal:
-        raise ValueError(f'exclude_self needs the queries to be the gallery, but '
-                         f'there are {nq} queries and {searcher.ntotal} gallery '
-                         'items')
-    n_eff = searcher.ntotal - int(exclude_self)
-    kmax = max(max(topk), curve_k)
-    if kmax > n_eff:
-        raise ValueError(f'top-{kmax} asked for but the gallery has only {n_eff} '
-                         f'candidates per query{" (self excluded)" if exclude_self else ""}: '
-                         'lower topk or enlarge the gallery')
     num_rel = relevance.num_relevant
-    valid = num_rel > 0
-    if not valid.any():
-        raise ValueError('no query has a relevant item in the gallery: check the '
-                         'labels (query and gallery label spaces must match)')
-    if not valid.all():
-        warnings.warn(f'{int((~valid).sum())} of {nq} queries have no relevant '
-                      'gallery item and are left out of the averages',
-                      stacklevel=2)
-    valid_rows = np.flatnonzero(valid)
-    if 'mAP@R' in metrics:
-        kmax = max(kmax, int(num_rel[valid_rows].max()))
+    valid_rows, kmax = _search_plan(searcher, len(queries), num_rel, topk, metrics,
+                                    exclude_self, curve_k)
     k_search = kmax + int(exclude_self)
     chunk = max(1, min(query_chunk or 4096, CHUNK_ENTRIES // k_search))
 
@@ -312,12 +439,17 @@ def retrieval_metrics(query_feats,
         >>> enn_mm.retrieval_metrics(feats, None, labels, topk=10)
 
     Args:
-        query_feats: ``(n, d)`` numpy array or torch tensor (any float dtype).
-        gallery_feats: ``(N, d)`` array/tensor, a ``.npy`` path or memmap
-            (streamed), or None to use the queries as the gallery.
-        query_labels, gallery_labels: One integer label per item; an item is
-            relevant to a query when the labels are equal. ``gallery_labels``
-            defaults to ``query_labels`` when the gallery is the queries.
+        query_feats (np.ndarray | torch.Tensor | str): ``(n, d)`` numpy array
+            or torch tensor (any float dtype), or a ``.npy`` path (memmapped).
+        gallery_feats (np.ndarray | torch.Tensor | np.memmap | str, optional):
+            ``(N, d)`` array/tensor, a ``.npy`` path or memmap (streamed), or
+            None to use the queries as the gallery.
+        query_labels (np.ndarray | torch.Tensor | Sequence[int], optional):
+            One integer label per query; an item is relevant to a query when
+            the labels are equal.
+        gallery_labels (np.ndarray | torch.Tensor | Sequence[int], optional):
+            One integer label per gallery item. Defaults to ``query_labels``
+            when the gallery is the queries.
         topk (int | Sequence[int]): Cut-offs K. Defaults to (1, 5, 10).
         exclude_self (bool, optional): Query ``i`` is gallery item ``i`` and
             is removed from its own ranking. Defaults to True when
@@ -339,7 +471,12 @@ def retrieval_metrics(query_feats,
 
     Returns:
         dict: metric name -> value in percent, e.g. ``'Recall@1'``,
-        ``'mAP@10'``, ``'AP@10'``, ``'mAP@R'``.
+        ``'mAP@10'``, ``'AP@10'``, ``'mAP@R'``; plus ``'recall_curve'`` and
+        ``'per_query'`` when asked (see :func:`evaluate_rankings`).
+
+    Raises:
+        ValueError: Malformed embeddings or labels, bad search settings, or
+            see :func:`evaluate_rankings`.
     """
     if exclude_self is None:
         exclude_self = gallery_feats is None
@@ -378,15 +515,28 @@ def image_text_retrieval_metrics(image_feats,
     when its image is in the top K images (COCO 5k / Flickr30k 1k test).
 
     Args:
-        image_feats: ``(n_images, d)`` embeddings.
-        text_feats: ``(n_texts, d)`` embeddings, one per caption.
-        text_to_image: ``(n_texts, )`` index of each caption's image (a row of
+        image_feats (np.ndarray | torch.Tensor): ``(n_images, d)``
+            embeddings.
+        text_feats (np.ndarray | torch.Tensor): ``(n_texts, d)`` embeddings,
+            one per caption.
+        text_to_image (np.ndarray | torch.Tensor | Sequence[int]):
+            ``(n_texts, )`` index of each caption's image (a row of
             ``image_feats``).
-        topk, index, similarity, device, float16, query_chunk: As in
-            :func:`retrieval_metrics`.
+        topk (int | Sequence[int]): Cut-offs K. Defaults to (1, 5, 10).
+        index (str): 'Flat' (exact) or a faiss index-factory string
+            (approximate, with a warning). Defaults to 'Flat'.
+        similarity (str): 'cosine' (default), 'ip' or 'l2'.
+        device (str): 'auto' (default), 'cpu' or 'gpu'.
+        float16 (bool): float16 gallery storage (approximate). Defaults to
+            False.
+        query_chunk (int, optional): Queries per search call.
 
     Returns:
         dict: ``'i2t/Recall@K'`` and ``'t2i/Recall@K'`` in percent.
+
+    Raises:
+        ValueError: Malformed embeddings (or different dimensions), or a
+            caption-to-image index outside ``[0, n_images)``.
     """
     image_feats = check_features(image_feats, 'image embeddings')
     text_feats = check_features(text_feats, 'text embeddings', image_feats.shape[1])

@@ -24,6 +24,20 @@ def collect_parts(parts: List[dict], device: str = 'cpu',
     """All ranks' ``parts`` on the main process (None on the others).
 
     A collective call: every rank must call it, in the same order.
+
+    Args:
+        parts (list): This rank's entries (picklable; the metrics pass dicts
+            or ``(tag, dict)`` pairs).
+        device (str): ``'cpu'`` (pickled through a shared folder) or
+            ``'gpu'``, as for mmengine's ``collect_results``. Defaults to
+            'cpu'.
+        tmpdir (str, optional): The shared folder for ``'cpu'`` (ignored
+            for ``'gpu'``). Defaults to None (mmengine creates one).
+
+    Returns:
+        list | None: On the main process, the entries of all ranks,
+        interleaved by rank (``collect_results``'s order), none dropped;
+        None on the other ranks.
     """
     return collect_results(parts, _ALL, device,
                            **({'tmpdir': tmpdir} if device == 'cpu' else {}))
@@ -80,6 +94,16 @@ def compute_on_main(compute, prefix: Optional[str] = None) -> dict:
 
     As mmengine's ``BaseMetric.evaluate`` does for ``compute_metrics``; the
     metrics here gather their own parts, so they need the same last step.
+    A collective call: every rank must call it.
+
+    Args:
+        compute (Callable[[], dict]): Computes the metrics; called on the
+            main process only.
+        prefix (str, optional): Each key becomes ``'{prefix}/{key}'``.
+            Defaults to None (keys unchanged, as for ``''``).
+
+    Returns:
+        dict: The (prefixed) metrics, on every rank.
     """
     result = [None]
     if is_main_process():

@@ -1,20 +1,19 @@
 """``FaissImageTextRetrievalMetric``: image<->text Recall@K (Karpathy)."""
 from typing import List, Optional, Sequence, Union
 
-import numpy as np
-from mmengine.logging import print_log
-
-from mmpretrain.registry import METRICS
-from .functional import image_text_retrieval_metrics
-from .gather import collect_parts, compute_on_main, merge_parts
-from .retrieval_metric import LOOP_HINT, FaissMetricBase, features_of, indices_of
-from .search import to_numpy, topk_of_scores
-
 # MMPretrain registers its retrieval datasets only when `transformers` is
 # installed (for its own text models); they need nothing of it, and dual
 # encoders of other origins use them too.
 import mmpretrain.datasets.coco_retrieval  # noqa: F401,E402
 import mmpretrain.datasets.flickr30k_retrieval  # noqa: F401,E402
+import numpy as np
+from mmengine.logging import print_log
+from mmpretrain.registry import METRICS
+
+from .functional import image_text_retrieval_metrics
+from .gather import collect_parts, compute_on_main, merge_parts
+from .retrieval_metric import LOOP_HINT, FaissMetricBase, features_of, indices_of
+from .search import to_numpy, topk_of_scores
 
 
 def _texts_of(sample) -> list:
@@ -61,7 +60,17 @@ class FaissImageTextRetrievalMetric(FaissMetricBase):
         index (str): 'Flat' (exact) or a faiss index-factory string.
         device (str): 'auto', 'cpu' or 'gpu'.
         float16 (bool): float16 gallery storage (approximate).
-        collect_device, prefix, collect_dir: As in mmengine's BaseMetric.
+        collect_device (str): 'cpu' or 'gpu': how results are gathered
+            across ranks, as in mmengine's BaseMetric. Defaults to 'cpu'.
+        prefix (str, optional): Prefix of the metric keys
+            (``'{prefix}/i2t/Recall@1'``). Defaults to None, i.e.
+            ``'retrieval'``.
+        collect_dir (str, optional): Shared folder for gathering with
+            ``collect_device='cpu'``. Defaults to None (a temporary one).
+
+    Raises:
+        ValueError: Invalid ``topk`` or ``similarity``, or ``collect_dir``
+            with ``collect_device='gpu'``.
     """
 
     def __init__(self,
@@ -93,7 +102,28 @@ class FaissImageTextRetrievalMetric(FaissMetricBase):
         self._mode = mode
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
-        """Keep embeddings (and ids), or the top-K of each score row."""
+        """Keep embeddings (and ids), or the top-K of each score row.
+
+        Embedding mode (the default): appends an
+        ``('i', dict(idx, feat))`` entry for the images and a
+        ``('t', dict(idx, feat, owner))`` entry for their captions to
+        ``self.results``. Score mode (the first sample has ``pred_score``
+        and no ``image_key``): appends each sample's 1-based rank of its first relevant item in the
+        top ``max(topk)`` (0 if none).
+
+        Args:
+            data_batch (dict | None): The dataloader's batch (unused).
+            data_samples (Sequence[dict]): Embedding mode: ``image_key``,
+                ``text_key`` (one row per caption), ``gt_text_id`` and
+                ``image_id`` or ``sample_idx``. Score mode:
+                ``pred_score`` and ``gt_label``.
+
+        Raises:
+            KeyError: A field that the mode needs is missing.
+            ValueError: An image's numbers of captions, ``gt_text_id`` and
+                text embeddings differ, or the batches of one evaluation mix
+                the two modes.
+        """
         if not data_samples:
             return
         first = data_samples[0]
@@ -149,7 +179,17 @@ class FaissImageTextRetrievalMetric(FaissMetricBase):
 
     def evaluate(self, size: int) -> dict:
         """Score mode: BaseMetric's per-sample collection. Embedding mode:
-        gather images and captions, drop padding repeats, search, score."""
+        gather images and captions, drop padding repeats, search, score.
+
+        Args:
+            size (int): Length of the evaluation dataset; in embedding mode
+                the number of distinct images gathered must equal it.
+
+        Returns:
+            dict: The prefixed metrics (``'retrieval/i2t/Recall@1'``, ... in
+            embedding mode, ``'retrieval/Recall@1'``, ... in score mode), the
+            same on every rank.
+        """
         mode, self._mode = self._mode, None
         if mode != 'feats':
             return super().evaluate(size)
@@ -159,7 +199,16 @@ class FaissImageTextRetrievalMetric(FaissMetricBase):
         return metrics
 
     def compute_metrics(self, results: List) -> dict:
-        """Recall@K from per-sample first-hit ranks (score mode)."""
+        """Recall@K from per-sample first-hit ranks (score mode).
+
+        Args:
+            results (list): Per sample, the 1-based rank of its first
+                relevant item in the top ``max(topk)`` (0 if none).
+
+        Returns:
+            dict: ``'Recall@K'`` -> percent of samples with a hit at rank
+            <= K, for each K in ``topk`` (unprefixed).
+        """
         first_hit = np.asarray(results, dtype=np.int64)
         hit = first_hit > 0
         return {f'Recall@{k}': 100.0 * float(np.mean(hit & (first_hit <= k)))
@@ -171,8 +220,21 @@ class FaissImageTextRetrievalMetric(FaissMetricBase):
         id, padding repeats dropped) and, for each caption, the row of its
         image in ``images``.
 
+        Args:
+            items (list): Gathered ``(tag, part)`` pairs from :meth:`process`.
+            size (int, optional): Expected number of distinct images; None
+                skips the check. Captions are checked against
+                ``self.text_size`` (set by the loop) likewise.
+
+        Returns:
+            tuple: ``(images, texts, pos)``: dicts of ``idx`` and ``feat``
+            (``texts`` also ``owner``, each caption's image id) and the
+            ``(n_texts, )`` row of each caption's image in ``images``.
+
         Raises:
-            RuntimeError: A caption's image was not gathered.
+            RuntimeError: A caption's image was not gathered, or the number
+                of distinct images or captions is not the expected one.
+            ValueError: No image or no caption was gathered.
         """
         images = merge_parts([p for tag, p in items if tag == 'i'], size, 'image',
                              contiguous=False)
@@ -186,7 +248,17 @@ class FaissImageTextRetrievalMetric(FaissMetricBase):
         return images, texts, pos
 
     def compute_from_parts(self, items: list, size: Optional[int]) -> dict:
-        """Merge gathered images and captions and run both searches."""
+        """Merge gathered images and captions and run both searches.
+
+        Args:
+            items (list): Gathered ``(tag, part)`` pairs from :meth:`process`.
+            size (int, optional): Expected number of distinct images; None
+                skips the check.
+
+        Returns:
+            dict: ``'i2t/Recall@K'`` and ``'t2i/Recall@K'`` in percent
+            (unprefixed).
+        """
         images, texts, pos = self.merge_images_texts(items, size)
         print_log(f'{type(self).__name__}: {len(images["idx"])} images, '
                   f'{len(texts["idx"])} captions, faiss '

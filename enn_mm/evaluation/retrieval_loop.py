@@ -15,7 +15,6 @@ from mmengine.dist import is_main_process
 from mmengine.model import is_model_wrapper
 from mmengine.runner import TestLoop, ValLoop, autocast
 from mmengine.utils import ProgressBar
-
 from mmpretrain.registry import LOOPS
 
 
@@ -49,13 +48,38 @@ def embed_batch(model, data_batch: dict, with_texts: bool = False,
     ``RetrievalTestLoop``); ``text_feat`` rows are split over the samples by
     their number of captions. Only the fields in ``keys`` (all if None)
     are kept, so large extras (e.g. BLIP's token embeddings) are dropped.
+    Fields that are not tensors, 0-dim, or (other than captions) whose
+    first dimension is not the batch size are skipped too.
+
+    Args:
+        model (nn.Module): The model, possibly in a wrapper such as DDP; its
+            ``data_preprocessor`` runs first (``training=False``).
+        data_batch (dict): One batch of the dataloader.
+        with_texts (bool): Image-text mode (see above). Defaults to False.
+        extract_kwargs (dict, optional): Keyword arguments of
+            ``extract_feat`` (image models only). Defaults to None.
+        fp16 (bool): Run the model under ``autocast``. Defaults to False.
+        keys (set, optional): Output fields to keep. Defaults to None (all).
+
+    Returns:
+        list: The preprocessed batch's data samples, each with the kept
+        embeddings set as detached float32 CPU tensors (a row per sample,
+        the sample's caption rows for ``text_feat*`` in image-text mode).
+
+    Raises:
+        TypeError: The model output is not a tensor, a tuple/list ending in
+            a tensor, or a dict.
+        ValueError: The batch has no data samples, or the ``text_feat`` rows
+            do not match the number of captions.
     """
     net = _unwrap(model)
     data = net.data_preprocessor(data_batch, False)
     samples = data.get('data_samples')
     with autocast(enabled=fp16):
         if with_texts:
-            out = net._run_forward(data, mode='tensor')
+            # what BaseModel's val/test step does with a preprocessed batch
+            out = net(**data, mode='tensor') if isinstance(data, dict) else \
+                net(*data, mode='tensor')
         else:
             # ClsDataPreprocessor gives 'inputs', MultiModalDataPreprocessor 'images'
             inputs = data['inputs'] if 'inputs' in data else data['images']
@@ -145,7 +169,12 @@ class _RetrievalLoopMixin:
 
     @torch.no_grad()
     def run_iter(self, idx, data_batch: Sequence[dict]) -> None:
-        """Embed one query batch and hand it to the evaluator."""
+        """Embed one query batch and hand it to the evaluator.
+
+        Args:
+            idx (int): Index of the batch, passed to the hooks.
+            data_batch (Sequence[dict]): One batch of the query dataloader.
+        """
         self.runner.call_hook(f'before_{self._phase}_iter', batch_idx=idx,
                               data_batch=data_batch)
         outputs = embed_batch(self.runner.model, data_batch, self.with_texts,
@@ -167,7 +196,8 @@ class FaissRetrievalValLoop(_RetrievalLoopMixin, ValLoop):
         fp16 (bool): Embed under autocast. Defaults to False.
         extract_kwargs (dict, optional): Passed to ``extract_feat``, e.g.
             ``dict(stage='pre_logits')``. Defaults to None.
-        progress (bool): Show a progress bar while embedding a gallery.
+        progress (bool): Show a progress bar (main process) while embedding
+            a gallery. Defaults to True.
     """
     _phase = 'val'
 

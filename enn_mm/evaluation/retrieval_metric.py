@@ -6,10 +6,15 @@ import numpy as np
 from mmengine.dist import get_world_size
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
-
 from mmpretrain.registry import METRICS
-from .functional import (DEFAULT_METRICS, Relevance, check_metric_names,
-                         check_topk, evaluate_rankings)
+
+from .functional import (
+    DEFAULT_METRICS,
+    Relevance,
+    check_metric_names,
+    check_topk,
+    evaluate_rankings,
+)
 from .gather import collect_parts, compute_on_main, merge_parts
 from .search import SIMILARITIES, FaissSearcher, to_numpy
 
@@ -19,7 +24,20 @@ LOOP_HINT = ("set val_cfg = dict(type='FaissRetrievalValLoop') / test_cfg = "
 
 
 def features_of(data_samples: Sequence, key: str, who: str) -> np.ndarray:
-    """Stack the per-sample embeddings ``key`` of a batch into (B, d)."""
+    """Stack the per-sample embeddings ``key`` of a batch into (B, d).
+
+    Args:
+        data_samples (Sequence[dict]): The batch's data samples (dicts or
+            ``DataSample``).
+        key (str): The field holding each sample's embedding.
+        who (str): Who asks, for the error message.
+
+    Returns:
+        np.ndarray: ``(B, d)`` float32, each embedding flattened.
+
+    Raises:
+        KeyError: A sample has no ``key`` (the loop did not embed it).
+    """
     feats = []
     for ds in data_samples:
         feat = ds.get(key) if hasattr(ds, 'get') else None
@@ -31,7 +49,16 @@ def features_of(data_samples: Sequence, key: str, who: str) -> np.ndarray:
 
 
 def indices_of(data_samples: Sequence, key: str = 'sample_idx') -> Optional[np.ndarray]:
-    """Dataset index of each sample, or None if a sample has none."""
+    """Dataset index of each sample, or None if a sample has none.
+
+    Args:
+        data_samples (Sequence[dict]): The batch's data samples.
+        key (str): The field holding the index. Defaults to 'sample_idx'.
+
+    Returns:
+        np.ndarray | None: ``(B, )`` int64 indices (the first element of
+        each value), or None.
+    """
     idx = [ds.get(key) for ds in data_samples]
     if any(i is None for i in idx):
         return None
@@ -39,7 +66,15 @@ def indices_of(data_samples: Sequence, key: str = 'sample_idx') -> Optional[np.n
 
 
 def labels_of(data_samples: Sequence, key: str = 'gt_label') -> list:
-    """Each sample's ground truth as an int64 array (None where absent)."""
+    """Each sample's ground truth as an int64 array (None where absent).
+
+    Args:
+        data_samples (Sequence[dict]): The batch's data samples.
+        key (str): The ground-truth field. Defaults to 'gt_label'.
+
+    Returns:
+        list: Per sample, a flat int64 array or None.
+    """
     out = []
     for ds in data_samples:
         gt = ds.get(key)
@@ -57,7 +92,16 @@ class FaissMetricBase(BaseMetric):
         topk (int | Sequence[int]): Cut-offs K.
         search_cfg (dict): ``similarity`` (checked against ``SIMILARITIES``),
             ``index``, ``device``, ``float16`` and any further search option.
-        collect_device, prefix, collect_dir: As in mmengine's BaseMetric.
+        collect_device (str): 'cpu' or 'gpu': how results are gathered
+            across ranks, as in mmengine's BaseMetric. Defaults to 'cpu'.
+        prefix (str, optional): Prefix of the metric keys. Defaults to None,
+            i.e. ``default_prefix`` ('retrieval').
+        collect_dir (str, optional): Shared folder for gathering with
+            ``collect_device='cpu'``. Defaults to None (a temporary one).
+
+    Raises:
+        ValueError: Invalid ``topk`` or ``similarity``, or ``collect_dir``
+            with ``collect_device='gpu'``.
     """
     default_prefix: Optional[str] = 'retrieval'
 
@@ -120,6 +164,12 @@ class FaissRetrievalMetric(FaissMetricBase):
         collect_device (str): 'cpu' or 'gpu', as in mmengine's BaseMetric.
         prefix (str, optional): Defaults to 'retrieval'.
         collect_dir (str, optional): As in mmengine's BaseMetric.
+
+    Raises:
+        TypeError: ``gallery`` is neither None nor a dict.
+        ValueError: ``gallery`` has neither ``dataset`` nor ``feats``,
+            ``exclude_self=True`` with a gallery, an unknown ``relevance``,
+            or invalid ``topk``, ``metric_names`` or ``similarity``.
     """
 
     def __init__(self,
@@ -180,12 +230,26 @@ class FaissRetrievalMetric(FaissMetricBase):
         return self._gallery_parts
 
     def reset_gallery(self, size: int) -> None:
-        """Start a new gallery of ``size`` items (the gallery dataset length)."""
+        """Start a new gallery of ``size`` items (the gallery dataset length).
+
+        Args:
+            size (int): Length of the gallery dataset; :meth:`merge` checks
+                the number of distinct gathered gallery samples against it.
+        """
         self._gallery_parts = []
         self._gallery_size = size
 
     def add_gallery(self, data_samples: Sequence) -> None:
-        """Keep one batch of this rank's embedded gallery samples."""
+        """Keep one batch of this rank's embedded gallery samples.
+
+        Args:
+            data_samples (Sequence): The batch's data samples (as
+                :func:`embed_batch` returns them), each with ``sample_idx``,
+                the ``feat_key`` embedding and, optionally, ``gt_label``.
+
+        Raises:
+            KeyError: A sample lacks ``sample_idx`` or its embedding.
+        """
         idx = indices_of(data_samples)
         if idx is None:
             raise KeyError("gallery samples lack 'sample_idx' (needed to "
@@ -197,7 +261,21 @@ class FaissRetrievalMetric(FaissMetricBase):
 
     # ---------------------------------------------------------- the queries
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
-        """Keep the batch's query embeddings, dataset indices and labels."""
+        """Keep the batch's query embeddings, dataset indices and labels.
+
+        Without ``sample_idx`` the samples are numbered in arrival order,
+        which only a single process allows (:meth:`evaluate` refuses it
+        under DDP).
+
+        Args:
+            data_batch (dict | None): The dataloader's batch (unused).
+            data_samples (Sequence[dict]): The query batch's data samples,
+                with the ``feat_key`` embedding, ``gt_label`` and
+                ``sample_idx``.
+
+        Raises:
+            KeyError: A sample has no ``feat_key`` embedding.
+        """
         idx = indices_of(data_samples)
         if idx is None:  # only valid without DDP: arrival order then
             offset = sum(len(p['idx']) for p in self.results)
@@ -213,6 +291,17 @@ class FaissRetrievalMetric(FaissMetricBase):
 
         Overrides BaseMetric's version: its truncation to ``size`` assumes
         one result per sample, here one entry holds a batch.
+
+        Args:
+            size (int): Length of the query dataset: the number of distinct
+                query samples gathered must equal it.
+
+        Returns:
+            dict: ``'{prefix}/Recall@1'`` etc. in percent, the same on every
+            rank.
+
+        Raises:
+            KeyError: Query samples lacked ``sample_idx`` under DDP.
         """
         if self._missing_idx and get_world_size() > 1:
             raise KeyError("query samples lack 'sample_idx', needed to drop the "
@@ -232,13 +321,32 @@ class FaissRetrievalMetric(FaissMetricBase):
         return metrics
 
     def compute_metrics(self, results: list) -> dict:
-        """Metrics of single-process results (see :meth:`evaluate`)."""
+        """Metrics of single-process results (see :meth:`evaluate`).
+
+        Args:
+            results (list): The query entries kept by :meth:`process`.
+
+        Returns:
+            dict: Metric name (``'Recall@1'``, ...) -> percent, unprefixed.
+        """
         return self.compute_from_parts(results, self._gallery_parts, None)
 
     # ------------------------------------------------------------- compute
     def compute_from_parts(self, query_parts: List[dict],
                            gallery_parts: List[dict], size: Optional[int]) -> dict:
-        """Merge gathered parts, build the gallery, search and score."""
+        """Merge gathered parts, build the gallery, search and score.
+
+        Args:
+            query_parts (List[dict]): Gathered query entries (``idx``,
+                ``feat``, ``gt``).
+            gallery_parts (List[dict]): Gathered gallery entries (used only
+                when the gallery is a dataloader).
+            size (int, optional): Expected number of distinct queries; None
+                skips the check.
+
+        Returns:
+            dict: Metric name (``'Recall@1'``, ...) -> percent, unprefixed.
+        """
         data = self.merge(query_parts, gallery_parts, size)
         searcher = self.build_searcher(data['gallery'], len(data['query']))
         return evaluate_rankings(searcher, data['query'], data['relevance'], self.topk,
@@ -251,6 +359,28 @@ class FaissRetrievalMetric(FaissMetricBase):
         ground truth ``query_gt``/``gallery_gt`` and the ``relevance``.
 
         ``tools/retrieval_eval.py`` uses this too, to save what it scores.
+
+        Args:
+            query_parts (List[dict]): Gathered query entries (``idx``,
+                ``feat``, ``gt``).
+            gallery_parts (List[dict]): Gathered gallery entries (used only
+                when the gallery is a dataloader).
+            size (int, optional): Expected number of distinct queries; None
+                skips the check.
+
+        Returns:
+            dict: ``query`` ``(n, d)`` and ``gallery`` ``(N, d)`` embeddings
+            (the query embeddings themselves without a gallery, a memmap or
+            array for saved features), ``relevance`` (:class:`Relevance`),
+            ``query_gt`` (per query, an int64 array or None) and
+            ``gallery_gt`` (such a list, the saved labels array, or None).
+
+        Raises:
+            ValueError: No parts, saved labels that do not match the saved
+                embeddings, queries without ``gt_label``, or ground truth
+                that does not fit the ``relevance`` mode.
+            RuntimeError: The gathered sample counts differ from the dataset
+                lengths, or the indices are not ``0..n-1``.
         """
         q = merge_parts(query_parts, size, 'query')
         if self.gallery is None:
@@ -265,7 +395,17 @@ class FaissRetrievalMetric(FaissMetricBase):
                     query_gt=q['gt'], gallery_gt=g_gt)
 
     def build_searcher(self, gallery, num_queries: int) -> FaissSearcher:
-        """The faiss searcher of ``gallery``, logged with its kind."""
+        """The faiss searcher of ``gallery``, logged with its kind.
+
+        Args:
+            gallery (np.ndarray | np.memmap | torch.Tensor): ``(N, d)``
+                gallery embeddings.
+            num_queries (int): Number of queries, for the log line.
+
+        Returns:
+            FaissSearcher: Built with ``self.search_cfg``; an approximate
+            search is also logged as a warning.
+        """
         searcher = FaissSearcher(gallery, **self.search_cfg)
         print_log(f'{type(self).__name__}: {num_queries} queries, '
                   f'{searcher.description}', logger='current')

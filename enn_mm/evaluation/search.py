@@ -33,6 +33,8 @@ from typing import Callable, Optional, Tuple
 import faiss
 import numpy as np
 
+__all__ = ['FaissSearcher', 'exact_scores', 'topk_of_scores', 'faiss_has_gpu', 'SIMILARITIES']
+
 SIMILARITIES = ('cosine', 'ip', 'l2')
 # faiss-gpu's k-selection handles k <= 2048 (faiss/gpu/utils/DeviceDefs.cuh).
 GPU_MAX_K = 2048
@@ -50,6 +52,16 @@ def resolve_device(device: str) -> str:
 
     ``'gpu'`` without faiss-gpu or without a visible GPU falls back to the
     CPU with a warning (same numbers, slower), so one config runs anywhere.
+
+    Args:
+        device (str): ``'auto'`` (the GPU if faiss has a usable one, else the
+            CPU, silently), ``'cpu'`` or ``'gpu'``.
+
+    Returns:
+        str: ``'gpu'`` or ``'cpu'``.
+
+    Raises:
+        ValueError: ``device`` is none of the three.
     """
     if device not in ('auto', 'cpu', 'gpu'):
         raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {device!r}")
@@ -66,7 +78,22 @@ def resolve_device(device: str) -> str:
 
 
 def to_numpy(x, name: str) -> np.ndarray:
-    """numpy view of a numpy array, np.memmap or torch tensor (no copy)."""
+    """numpy view of a numpy array, np.memmap or torch tensor (no copy).
+
+    A torch tensor is detached and moved to the CPU (a copy if it was on a
+    GPU; bfloat16 is converted to float32); anything else that is not an
+    ndarray goes through ``np.asarray``. A memmap stays a memmap.
+
+    Args:
+        x (np.ndarray | np.memmap | torch.Tensor | array-like): The data.
+        name (str): What ``x`` is, for the error message.
+
+    Returns:
+        np.ndarray: ``x`` as a numpy array.
+
+    Raises:
+        TypeError: ``x`` cannot be turned into an array (e.g. a ragged list).
+    """
     if hasattr(x, 'detach') and hasattr(x, 'cpu'):  # torch.Tensor
         x = x.detach().cpu()
         if str(x.dtype) == 'torch.bfloat16':
@@ -87,7 +114,29 @@ def check_features(x, name: str, dim: Optional[int] = None,
     Raises a ``ValueError`` naming the problem for a wrong rank, an empty
     matrix, a dimension that differs from ``dim`` and, with ``check_finite``,
     non-finite values (galleries are checked shard by shard as they are
-    prepared instead, see :func:`prepare_rows`).
+    prepared instead, see :func:`prepare_rows`). Integer and bool matrices
+    are converted to float32 (a copy).
+
+    Args:
+        x (np.ndarray | np.memmap | torch.Tensor): The embeddings (converted
+            by :func:`to_numpy`).
+        name (str): What ``x`` is, for error messages, e.g.
+            ``'query embeddings'`` (a name containing ``'gallery'`` changes
+            the wording of the empty-matrix error).
+        dim (int, optional): Required number of columns. Defaults to None
+            (any).
+        allow_empty (bool): Accept a matrix with no rows. Defaults to False.
+        check_finite (bool): Check for NaN/inf with :func:`assert_finite`
+            (never for a memmap). Defaults to True.
+
+    Returns:
+        np.ndarray: ``x`` as an ``(N, dim)`` float array.
+
+    Raises:
+        ValueError: ``x`` is not 2-D, has no rows (unless ``allow_empty``),
+            has dimension 0 or not ``dim``, or holds NaN/inf.
+        TypeError: ``x`` is not array-like or its dtype is not numeric (nor
+            bool).
     """
     x = to_numpy(x, name)
     if x.ndim != 2:
@@ -113,7 +162,14 @@ def check_features(x, name: str, dim: Optional[int] = None,
 
 
 def squared_norms(x: np.ndarray) -> np.ndarray:
-    """Row sums of squares without a full-size temporary."""
+    """Row sums of squares without a full-size temporary.
+
+    Args:
+        x (np.ndarray): ``(n, d)`` rows.
+
+    Returns:
+        np.ndarray: ``(n, )`` sums of squares, in ``x``'s dtype.
+    """
     return np.einsum('ij,ij->i', x, x)
 
 
@@ -128,7 +184,8 @@ def exact_rows(x, similarity: str) -> np.ndarray:
     for ``'cosine'`` (all-zero rows stay zero), as they are otherwise.
 
     Args:
-        x: ``(..., d)`` embeddings (any float dtype).
+        x (np.ndarray | array-like): ``(..., d)`` embeddings (any float
+            dtype).
         similarity (str): One of :data:`SIMILARITIES`.
 
     Returns:
@@ -175,6 +232,10 @@ def float32_error_bound(q_sq: np.ndarray, g_sq_max: float, dim: int,
         g_sq_max (float): Largest squared norm of a raw gallery row.
         dim (int): Embedding dimension.
         similarity (str): One of :data:`SIMILARITIES`.
+
+    Returns:
+        np.ndarray: ``(n, )`` float64 bounds,
+        ``(2 * dim + 16) * 2**-24 * scale``.
     """
     q_norm, g_norm = np.sqrt(q_sq.astype(np.float64)), np.sqrt(float(g_sq_max))
     if similarity == 'cosine':
@@ -193,6 +254,17 @@ def assert_finite(x: np.ndarray, name: str, offset: int = 0,
     A row's sum of squares is finite unless the row holds NaN/inf (or
     overflows float32, which the exact re-check below tells apart), so one
     pass over the data with no boolean copy of it suffices.
+
+    Args:
+        x (np.ndarray): ``(n, d)`` rows.
+        name (str): What the rows are, for the error message.
+        offset (int): Index of the first row of ``x``, added to the row
+            number reported. Defaults to 0.
+        sq (np.ndarray, optional): ``squared_norms(x)``, if already computed.
+            Defaults to None (computed here).
+
+    Raises:
+        ValueError: A row holds NaN or inf.
     """
     sq = squared_norms(x) if sq is None else sq
     suspect = np.flatnonzero(~np.isfinite(sq))
@@ -259,6 +331,14 @@ def order_rows(scores: np.ndarray, ids: np.ndarray
     """Sort each row by descending score, then ascending id (the tie rule).
 
     Missing results (id -1, returned by approximate indexes) go last.
+
+    Args:
+        scores (np.ndarray): ``(n, k)`` scores, larger is better.
+        ids (np.ndarray): ``(n, k)`` integer gallery indices, -1 for missing.
+
+    Returns:
+        tuple: The reordered ``(scores, ids)``, ``(n, k)`` each; the scores
+        of missing results are set to ``-inf``.
     """
     scores = np.where(ids < 0, -np.inf, scores)
     ids_key = np.where(ids < 0, np.iinfo(np.int64).max, ids)
@@ -278,6 +358,10 @@ def stable_topk(search: Callable, n_queries: int, k: int,
         n_queries (int): Number of query rows.
         k (int): Results wanted per query (``<= n_gallery``).
         n_gallery (int): Items that can be returned.
+
+    Returns:
+        tuple: ``(n_queries, k)`` scores and ids, ordered by
+        :func:`order_rows`.
     """
     kk = min(k + 1, n_gallery)
     scores, ids = order_rows(*search(np.arange(n_queries), kk))
@@ -343,6 +427,19 @@ def topk_of_scores(scores, k: int) -> np.ndarray:
 
     For models that score the whole gallery themselves (MMPretrain's
     ``predict_all``). O(N) per row; the tie rule is the same as the search's.
+
+    Args:
+        scores (np.ndarray | torch.Tensor): ``(..., N)`` scores, larger is
+            better, compared in float32; leading dimensions are flattened
+            into rows.
+        k (int): Columns to keep per row, ``1 <= k <= N``.
+
+    Returns:
+        np.ndarray: ``(rows, k)`` int64 column indices, best first, equal
+        scores by ascending index.
+
+    Raises:
+        ValueError: ``k`` is out of range or the scores hold NaN/inf.
     """
     scores = to_numpy(scores, 'pred_score').astype(np.float32, copy=False)
     scores = scores.reshape(-1, scores.shape[-1])
@@ -362,7 +459,19 @@ def topk_of_scores(scores, k: int) -> np.ndarray:
 def merge_topk(a: Tuple[np.ndarray, np.ndarray],
                b: Tuple[np.ndarray, np.ndarray],
                k: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Merge two ranked (scores, ids) lists of the same queries, keep ``k``."""
+    """Merge two ranked (scores, ids) lists of the same queries, keep ``k``.
+
+    Args:
+        a (Tuple[np.ndarray, np.ndarray]): ``(scores, ids)``, ``(n, ka)``
+            each.
+        b (Tuple[np.ndarray, np.ndarray]): ``(scores, ids)``, ``(n, kb)``
+            each.
+        k (int): Results to keep per query.
+
+    Returns:
+        tuple: ``(scores, ids)``, ``(n, min(k, ka + kb))`` each, ordered by
+        :func:`order_rows`.
+    """
     scores, ids = order_rows(np.concatenate([a[0], b[0]], 1),
                              np.concatenate([a[1], b[1]], 1))
     return scores[:, :k], ids[:, :k]
@@ -391,6 +500,12 @@ class FaissSearcher:
             Defaults to 256 MiB of float32 rows.
         train_rows (int): Gallery rows used to train an index that needs
             training (IVF, PQ, ...). Defaults to 262144.
+
+    Raises:
+        ValueError: An unknown ``similarity`` or ``device``, an empty or
+            invalid ``index`` string (or one faiss cannot train), ``float16``
+            with a non-Flat ``index``, a non-positive ``shard_rows``, or a
+            malformed gallery (see :func:`check_features`).
     """
 
     def __init__(self,
@@ -522,6 +637,10 @@ class FaissSearcher:
             exact search, faiss's float32 scores for an approximate one;
             and ``ids`` (n, k) int64 gallery indices (-1 where an approximate
             index found fewer).
+
+        Raises:
+            ValueError: ``k`` is outside ``[1, gallery size]``, or the queries
+                are malformed or hold NaN/inf (see :func:`check_features`).
         """
         k = int(k)
         if not 1 <= k <= self.ntotal:

@@ -16,31 +16,35 @@ between stages), ``pipeline`` (the wrapper), ``pipeline_hook``,
 ``pipeline_sampler``, ``pipeline_loop``; ``plain`` (ENN-ℓ checkpoint →
 plain classifier).
 """
-from . import export
-from .plain import plain_checkpoint, plain_config, plain_model_config, strip_local_heads
-from .heads import (HEAD_TYPES, AuxNetHead, ConvAuxHead, DownstreamHead, FrozenLinearHead,
-                    PoolLinearHead, build_local_head)
-from .local_model import ENNLocalClassifier, LocalLearningMixin, enn_local_classifier
-from .objectives import (OBJECTIVE_TYPES, ClassificationObjective, ReconstructionObjective,
-                         SimilarityObjective, block_weights, similarity_matrix)
+from .heads import (
+                    ENNAuxNetLocalHead,
+                    ENNConvAuxLocalHead,
+                    ENNDownstreamLocalHead,
+                    ENNFrozenLinearLocalHead,
+                    ENNPoolLinearLocalHead,
+)
+from .local_model import ENNLocalClassifier
 from .memory import SavedTensorMeter
-from .optim import ENNLocalOptimWrapperConstructor, ENNLocalOptimWrapperDict
-from .partition import CUT_PRESETS, Partition, probe_partition, resolve_cuts
+from .objectives import (
+                    ENNClassificationObjective,
+                    ENNReconstructionObjective,
+                    ENNSimilarityObjective,
+)
+from .optim import ENNLocalOptimWrapperConstructor
+from .partition import CUT_PRESETS
 from .pipeline import ENNPipelineParallel
 from .pipeline_hook import ENNPipelineHook
 from .pipeline_loop import ENNPipelineTrainLoop
 from .pipeline_sampler import ENNPipelineSampler
-from .planning import plan_stages
-from .step import LocalStep, block_key
+from .plain import plain_checkpoint, plain_config, strip_local_heads
 
+# What a user names in a config or calls; the helpers are imported from their
+# modules (enn_mm.local.partition, .planning, .step, ...).
 __all__ = [
-    'enn_local_classifier', 'ENNLocalClassifier', 'LocalLearningMixin', 'LocalStep',
-    'ENNLocalOptimWrapperConstructor', 'ENNLocalOptimWrapperDict', 'Partition',
-    'probe_partition', 'resolve_cuts', 'CUT_PRESETS', 'HEAD_TYPES', 'FrozenLinearHead',
-    'PoolLinearHead', 'ConvAuxHead', 'AuxNetHead', 'DownstreamHead', 'build_local_head',
-    'OBJECTIVE_TYPES', 'ClassificationObjective', 'ReconstructionObjective',
-    'SimilarityObjective', 'block_weights', 'similarity_matrix', 'block_key', 'plain_config',
-    'plain_model_config', 'strip_local_heads', 'plain_checkpoint', 'SavedTensorMeter', 'export',
-    'ENNPipelineParallel', 'ENNPipelineHook', 'ENNPipelineSampler', 'ENNPipelineTrainLoop',
-    'plan_stages'
+    'ENNLocalClassifier', 'ENNLocalOptimWrapperConstructor', 'ENNFrozenLinearLocalHead',
+    'ENNPoolLinearLocalHead', 'ENNConvAuxLocalHead', 'ENNAuxNetLocalHead',
+    'ENNDownstreamLocalHead', 'ENNClassificationObjective', 'ENNReconstructionObjective',
+    'ENNSimilarityObjective', 'ENNPipelineParallel', 'ENNPipelineHook', 'ENNPipelineSampler',
+    'ENNPipelineTrainLoop', 'CUT_PRESETS', 'plain_checkpoint', 'plain_config',
+    'strip_local_heads', 'SavedTensorMeter'
 ]

@@ -2,28 +2,29 @@
 
 A local head is an ``nn.Module`` built as ``cls(in_shape, num_classes,
 **options)`` that maps a block's output to class logits. The heads here are
-registered in MMPretrain's ``MODELS`` (so a config names them, and a user
-registers their own the same way) and have short aliases:
+registered in MMPretrain's ``MODELS`` under their class names (a config
+names them, e.g. ``local_head=dict(type='ENNPoolLinearLocalHead')``, and a
+user registers their own the same way):
 
-================  ==========================  =====================================
-alias             registered name             what it is
-================  ==========================  =====================================
-``frozen_linear`` ``ENNFrozenLinearLocalHead`` a fixed random linear map of the
-                                              flattened feature (the authors' head)
-``pool_linear``   ``ENNPoolLinearLocalHead``   global average pooling, linear
-``conv_aux``      ``ENNConvAuxLocalHead``      conv-BN-ReLU, pooling, linear
-``aux_net``       ``ENNAuxNetLocalHead``       InfoPro "1c2f" / DGL MLP-SR auxiliary
-                                              net: conv stages, pooling, an MLP
-``downstream``    ``ENNDownstreamLocalHead``   AugLocal: fresh copies of some of the
-                                              network's own later blocks, pool, linear
-================  ==========================  =====================================
+============================  ===============================================
+registered name               what it is
+============================  ===============================================
+``ENNFrozenLinearLocalHead``  a fixed random linear map of the flattened
+                              feature (the authors' head)
+``ENNPoolLinearLocalHead``    global average pooling, linear
+``ENNConvAuxLocalHead``       conv-BN-ReLU, pooling, linear
+``ENNAuxNetLocalHead``        InfoPro "1c2f" / DGL MLP-SR auxiliary net: conv
+                              stages, pooling, an MLP
+``ENNDownstreamLocalHead``    AugLocal: fresh copies of some of the network's
+                              own later blocks, pool, linear
+============================  ===============================================
 
 A feature is ``(N, C, H, W)`` (pooled over ``H, W``), ``(N, L, C)`` tokens
 (pooled over ``L``) or ``(N, C)``. A head class may define
 ``num_params(in_shape, num_classes, **options)`` (checked against
 ``max_head_params`` before it is built) and a classmethod
 ``from_network(network, k, in_shape, num_classes, **options)`` if it is built
-from the network itself (as ``downstream`` is).
+from the network itself (as ``ENNDownstreamLocalHead`` is).
 """
 import copy
 import inspect
@@ -32,14 +33,15 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
-from mmpretrain.registry import MODELS
 from ..core import export_dense
 from .partition import probing
 
-__all__ = ['FrozenLinearHead', 'PoolLinearHead', 'ConvAuxHead', 'AuxNetHead', 'DownstreamHead',
-           'build_local_head', 'HEAD_TYPES', 'LocalNetwork']
+__all__ = ['ENNFrozenLinearLocalHead', 'ENNPoolLinearLocalHead', 'ENNConvAuxLocalHead',
+           'ENNAuxNetLocalHead', 'ENNDownstreamLocalHead', 'build_local_head',
+           'registered_modules', 'LocalNetwork']
 
 
 def _pool(x: Tensor) -> Tensor:
@@ -55,18 +57,23 @@ def _channels(shape: Tuple[int, ...]) -> int:
     return shape[0] if len(shape) in (1, 3) else shape[-1]
 
 
-def _need_map(kind: str, in_shape, fix: str = 'use pool_linear'):
+def _need_map(kind: str, in_shape, fix: str = 'use ENNPoolLinearLocalHead'):
     if len(in_shape) != 3:
-        raise ValueError(f'the {kind} local head needs (C, H, W) feature maps, got a '
+        raise ValueError(f'the local head {kind} needs (C, H, W) feature maps, got a '
                          f'feature of shape {tuple(in_shape)}; {fix}.')
 
 
-@MODELS.register_module(name='ENNFrozenLinearLocalHead')
-class FrozenLinearHead(nn.Module):
+@MODELS.register_module()
+class ENNFrozenLinearLocalHead(nn.Module):
     """A fixed random ``nn.Linear`` on the flattened feature.
 
     Initialised as ``nn.Linear`` is (uniform, bound ``1/sqrt(in_features)``);
     weight and bias are buffers, so no optimizer ever sees them.
+
+    Args:
+        in_shape (Sequence[int]): Feature shape without the batch dimension;
+            the input size is its product.
+        num_classes (int): Number of classes.
     """
 
     def __init__(self, in_shape: Sequence[int], num_classes: int):
@@ -79,14 +86,34 @@ class FrozenLinearHead(nn.Module):
 
     @staticmethod
     def num_params(in_shape, num_classes, **kwargs) -> int:
+        """Size of the head (its weight and bias buffers) without building it.
+
+        Args:
+            in_shape (Sequence[int]): Feature shape without the batch
+                dimension.
+            num_classes (int): Number of classes.
+            **kwargs: Ignored.
+
+        Returns:
+            int: ``(prod(in_shape) + 1) * num_classes``.
+        """
         return (math.prod(in_shape) + 1) * num_classes
 
     def forward(self, x: Tensor) -> Tensor:
+        """Apply the fixed linear map to the flattened feature.
+
+        Args:
+            x (Tensor): Block output, ``(N, ...)`` with ``prod(in_shape)``
+                numbers per sample.
+
+        Returns:
+            Tensor: Logits ``(N, num_classes)``.
+        """
         return F.linear(x.flatten(1), self.weight, self.bias)
 
 
-@MODELS.register_module(name='ENNPoolLinearLocalHead')
-class PoolLinearHead(nn.Module):
+@MODELS.register_module()
+class ENNPoolLinearLocalHead(nn.Module):
     """Global average pooling, then an ``nn.Linear``.
 
     Args:
@@ -105,14 +132,36 @@ class PoolLinearHead(nn.Module):
 
     @staticmethod
     def num_params(in_shape, num_classes, **kwargs) -> int:
+        """Parameters of the head without building it (counted whether or
+        not they are frozen).
+
+        Args:
+            in_shape (Sequence[int]): Feature shape without the batch
+                dimension; its channels are ``C`` of ``(C, H, W)`` or
+                ``(C,)``, the last entry of ``(L, C)``.
+            num_classes (int): Number of classes.
+            **kwargs: Other head options (``frozen``); ignored.
+
+        Returns:
+            int: ``(C + 1) * num_classes``.
+        """
         return (_channels(tuple(in_shape)) + 1) * num_classes
 
     def forward(self, x: Tensor) -> Tensor:
+        """Pool the feature and apply the linear layer.
+
+        Args:
+            x (Tensor): Block output ``(N, C, H, W)`` (averaged over ``H, W``),
+                ``(N, L, C)`` (averaged over ``L``) or ``(N, C)``.
+
+        Returns:
+            Tensor: Logits ``(N, num_classes)``.
+        """
         return self.fc(_pool(x))
 
 
-@MODELS.register_module(name='ENNConvAuxLocalHead')
-class ConvAuxHead(nn.Module):
+@MODELS.register_module()
+class ENNConvAuxLocalHead(nn.Module):
     """conv(k×k)-BN-ReLU, global average pooling, ``nn.Linear``.
 
     Args:
@@ -122,12 +171,15 @@ class ConvAuxHead(nn.Module):
         kernel_size (int): Conv kernel size. Defaults to 3.
         stride (int): Conv stride (2 quarters the head's compute on large
             maps). Defaults to 1.
+
+    Raises:
+        ValueError: ``in_shape`` is not ``(C, H, W)``.
     """
 
     def __init__(self, in_shape: Sequence[int], num_classes: int, channels: int = None,
                  kernel_size: int = 3, stride: int = 1):
         super().__init__()
-        _need_map('conv_aux', in_shape)
+        _need_map('ENNConvAuxLocalHead', in_shape)
         c = in_shape[0]
         channels = channels or c
         self.conv = nn.Conv2d(c, channels, kernel_size, stride, kernel_size // 2, bias=False)
@@ -136,11 +188,33 @@ class ConvAuxHead(nn.Module):
 
     @staticmethod
     def num_params(in_shape, num_classes, channels=None, kernel_size=3, **kwargs) -> int:
+        """Parameters of the head without building it: conv weight, BN
+        weight and bias, linear weight and bias.
+
+        Args:
+            in_shape (Sequence[int]): ``(C, H, W)`` of the block output.
+            num_classes (int): Number of classes.
+            channels (int, optional): Conv output channels. Defaults to ``C``.
+            kernel_size (int): Conv kernel size. Defaults to 3.
+            **kwargs: Other head options (``stride``); ignored, they do not
+                change the count.
+
+        Returns:
+            int: The number of parameters.
+        """
         c = in_shape[0]
         channels = channels or c
         return c * channels * kernel_size**2 + 2 * channels + (channels + 1) * num_classes
 
     def forward(self, x: Tensor) -> Tensor:
+        """conv-BN-ReLU, global average pooling, linear.
+
+        Args:
+            x (Tensor): Block output ``(N, C, H, W)``.
+
+        Returns:
+            Tensor: Logits ``(N, num_classes)``.
+        """
         return self.fc(_pool(F.relu(self.bn(self.conv(x)))))
 
 
@@ -156,8 +230,8 @@ def _aux_net_plan(in_shape, num_convs, channel_mult, min_size, pool_size, hidden
     return convs, dims
 
 
-@MODELS.register_module(name='ENNAuxNetLocalHead')
-class AuxNetHead(nn.Module):
+@MODELS.register_module()
+class ENNAuxNetLocalHead(nn.Module):
     """An auxiliary net with spatial detail (InfoPro "1c2f", DGL MLP-SR).
 
     ``num_convs`` conv3×3-BN-ReLU stages, each with stride 2 while the map
@@ -177,13 +251,16 @@ class AuxNetHead(nn.Module):
         min_size (int): Smallest map a stride-2 conv may produce. Defaults to 2.
         pool_size (int): Side of the pooled map (DGL: 2). Defaults to 1.
         hidden (Sequence[int]): Hidden MLP widths. Defaults to ``(128,)``.
+
+    Raises:
+        ValueError: ``in_shape`` is not ``(C, H, W)``.
     """
 
     def __init__(self, in_shape: Sequence[int], num_classes: int, num_convs: int = 1,
                  channel_mult: float = 2.0, min_size: int = 2, pool_size: int = 1,
                  hidden: Sequence[int] = (128, )):
         super().__init__()
-        _need_map('aux_net', in_shape)
+        _need_map('ENNAuxNetLocalHead', in_shape)
         convs, dims = _aux_net_plan(tuple(in_shape), num_convs, channel_mult, min_size,
                                     pool_size, tuple(hidden))
         layers = []
@@ -202,6 +279,25 @@ class AuxNetHead(nn.Module):
     @staticmethod
     def num_params(in_shape, num_classes, num_convs=1, channel_mult=2.0, min_size=2,
                    pool_size=1, hidden=(128, ), **kwargs) -> int:
+        """Parameters of the head without building it: the convs (3×3, no
+        bias) and their BN, the MLP and the classifier.
+
+        Args:
+            in_shape (Sequence[int]): ``(C, H, W)`` of the block output.
+            num_classes (int): Number of classes.
+            num_convs (int): Conv stages. Defaults to 1.
+            channel_mult (float): Channel multiplier per conv stage.
+                Defaults to 2.
+            min_size (int): Smallest map a stride-2 conv may produce.
+                Defaults to 2.
+            pool_size (int): Side of the pooled map. Defaults to 1.
+            hidden (Sequence[int]): Hidden MLP widths. Defaults to ``(128,)``.
+            **kwargs: Ignored.
+
+        Returns:
+            int: The number of parameters; 0 if ``in_shape`` is not
+            ``(C, H, W)`` (building the head then refuses it).
+        """
         if len(in_shape) != 3:
             return 0  # refused with a clear message when built
         convs, dims = _aux_net_plan(tuple(in_shape), num_convs, channel_mult, min_size,
@@ -211,6 +307,14 @@ class AuxNetHead(nn.Module):
         return n + (dims[-1] + 1) * num_classes
 
     def forward(self, x: Tensor) -> Tensor:
+        """Conv stages, pooling, MLP, then the classifier.
+
+        Args:
+            x (Tensor): Block output ``(N, C, H, W)``.
+
+        Returns:
+            Tensor: Logits ``(N, num_classes)``.
+        """
         return self.fc(self.net(x))
 
 
@@ -229,7 +333,16 @@ class LocalNetwork:
 
     def units(self) -> List[str]:
         """The network's repeated blocks in forward order: the residual
-        blocks of an MMPretrain ResNet, the layers of a ViT."""
+        blocks of an MMPretrain ResNet, the layers of a ViT.
+
+        Returns:
+            list[str]: Their module names, e.g. ``'backbone.layer1.0'`` or
+            ``'backbone.layers.0'``.
+
+        Raises:
+            TypeError: The backbone has neither ``res_layers`` nor a
+                ``layers`` ``nn.ModuleList``.
+        """
         backbone = getattr(self.model, 'backbone', None)
         layers = getattr(backbone, 'res_layers', None)
         if layers:
@@ -238,14 +351,19 @@ class LocalNetwork:
         if isinstance(getattr(backbone, 'layers', None), nn.ModuleList):
             return [f'backbone.layers.{i}' for i in range(len(backbone.layers))]
         raise TypeError(
-            f'the downstream local head copies the network\'s own blocks, but '
+            f'ENNDownstreamLocalHead copies the network\'s own blocks, but '
             f'{type(backbone).__name__} is neither an MMPretrain ResNet (`res_layers`) nor a '
             'ViT (`layers`); give the blocks to copy with units=[module names].')
 
     def probe(self, handles) -> None:
         """One forward pass of a random input in eval mode (running statistics
         untouched, its own random stream) for the hooks ``handles``, which
-        are removed after."""
+        are removed after.
+
+        Args:
+            handles (Iterable[RemovableHandle]): Hooks already registered on
+                the model's modules; removed after the pass, even if it fails.
+        """
         try:
             with probing(self.model) as device, torch.no_grad():
                 self.model(torch.randn(1, *self.input_shape, device=device), mode='tensor')
@@ -256,7 +374,20 @@ class LocalNetwork:
     def order(self, names: Sequence[str]) -> Dict[str, int]:
         """``(name, position)`` of the first call of each module in ``names``
         and of each cut point, in one probe forward pass (eval mode, its own
-        random stream)."""
+        random stream).
+
+        Args:
+            names (Sequence[str]): Module names of the model.
+
+        Returns:
+            dict[str, int]: Position of the first call (events counted in
+            order: a module's call starts, a cut point's ends) of each
+            module of ``names`` that ran, and of each cut point that ran,
+            keyed ``'cut:' + cut point name``.
+
+        Raises:
+            ValueError: A name in ``names`` is not a module of the model.
+        """
         modules = dict(self.model.named_modules())
         missing = [n for n in names if n not in modules]
         if missing:
@@ -274,7 +405,22 @@ class LocalNetwork:
         return first
 
     def downstream(self, k: int, units: Optional[Sequence[str]] = None) -> List[str]:
-        """The units that run after block ``k``'s cut point, in forward order."""
+        """The units that run after block ``k``'s cut point, in forward order.
+
+        Args:
+            k (int): Index of a block with a cut point (not the last block).
+            units (Sequence[str], optional): Module names of the candidate
+                units. Defaults to :meth:`units`.
+
+        Returns:
+            list[str]: The units of ``units`` whose first call comes after
+            the cut point of block ``k`` ends, in order of first call.
+
+        Raises:
+            TypeError: ``units`` is not given and the backbone has no known
+                units (see :meth:`units`).
+            ValueError: A unit is not a module of the model.
+        """
         units = list(units) if units is not None else self.units()
         first = self.order(units)
         at = first['cut:' + self.partition.cuts[k]]
@@ -298,8 +444,8 @@ def _fresh(module: nn.Module) -> nn.Module:
     return twin
 
 
-@MODELS.register_module(name='ENNDownstreamLocalHead')
-class DownstreamHead(nn.Module):
+@MODELS.register_module()
+class ENNDownstreamLocalHead(nn.Module):
     """AugLocal: the head of block ``k`` is made of fresh copies of some of
     the network's own later blocks, then global pooling and a linear layer.
 
@@ -312,11 +458,17 @@ class DownstreamHead(nn.Module):
     tapers linearly from ``depth`` at the first block to ``min_depth`` at the
     last local block (AugLocal uses fewer near the output).
 
+    Build it with :meth:`from_network` (``build_local_head`` does).
+
     Args:
-        blocks (nn.Module): The copied units, in order.
-        in_shape (Sequence[int]): Feature shape of the block output.
+        blocks (Sequence[nn.Module]): The copied units, in order; they run
+            as an ``nn.Sequential``.
+        in_shape (Sequence[int]): Feature shape of the block output (not
+            used by the constructor).
         num_classes (int): Number of classes.
-        out_channels (int): Channels of the last copy's output.
+        out_channels (int): Channels of the last copy's output (of the
+            block output if there are no copies): the input size of the
+            linear layer.
     """
 
     def __init__(self, blocks: Sequence[nn.Module], in_shape: Sequence[int], num_classes: int,
@@ -329,10 +481,15 @@ class DownstreamHead(nn.Module):
     def from_network(cls, network: LocalNetwork, k: int, in_shape: Sequence[int],
                      num_classes: int, depth: Union[int, Sequence[int]] = 2,
                      min_depth: int = 1, units: Optional[Sequence[str]] = None,
-                     num_local: Optional[int] = None) -> 'DownstreamHead':
+                     num_local: Optional[int] = None) -> 'ENNDownstreamLocalHead':
         """Build block ``k``'s head.
 
         Args:
+            network (LocalNetwork): The network to copy units from.
+            k (int): Index of the block the head belongs to.
+            in_shape (Sequence[int]): Feature shape of block ``k``'s output,
+                without the batch dimension.
+            num_classes (int): Number of classes.
             depth (int | list[int]): Copies for the first local block (tapered
                 to ``min_depth`` for the last), or an exact count per local
                 block. Defaults to 2.
@@ -341,29 +498,42 @@ class DownstreamHead(nn.Module):
                 from, in forward order. Defaults to the residual blocks of a
                 ResNet or the layers of a ViT.
             num_local (int, optional): Number of local blocks (set by the
-                builder).
+                builder). Defaults to the number of cut points.
+
+        Returns:
+            ENNDownstreamLocalHead: The head; its ``copied`` attribute lists
+            the module names of the units it copies.
+
+        Raises:
+            ValueError: ``depth`` or ``min_depth`` is negative, ``depth``
+                (an int) exceeds the units after the first block, a
+                ``depth`` list does not have one entry per local block or an
+                entry exceeds the units after its block, or the copies do not
+                chain on block ``k``'s output.
+            TypeError: ``units`` is not given and the backbone has no known
+                units.
         """
         later = network.downstream(k, units)
         num_local = num_local or len(network.partition.cuts)
         if isinstance(depth, int):
             if depth < 0 or min_depth < 0:
-                raise ValueError(f'downstream head: depth {depth} and min_depth {min_depth} '
+                raise ValueError(f'ENNDownstreamLocalHead: depth {depth} and min_depth {min_depth} '
                                  'must be >= 0.')
             first_later = len(network.downstream(0, units))
             if depth > first_later:
                 raise ValueError(
-                    f'downstream head: depth={depth} copies, but only {first_later} units run '
-                    'after the first block; it reaches past the end of the network. Use '
+                    f'ENNDownstreamLocalHead: depth={depth} copies, but only {first_later} '
+                    'units run after the first block; it reaches past the end of the network. Use '
                     f'depth <= {first_later}.')
             d = min(_taper(depth, min_depth, k, num_local), len(later))
         else:
             if len(depth) != num_local:
-                raise ValueError(f'downstream head: {len(depth)} depths for {num_local} local '
-                                 'blocks; give an int or one per local block.')
+                raise ValueError(f'ENNDownstreamLocalHead: {len(depth)} depths for {num_local} '
+                                 'local blocks; give an int or one per local block.')
             d = int(depth[k])
             if d > len(later) or d < 0:
                 raise ValueError(
-                    f'downstream head of {network.partition.describe(k)}: depth {d} reaches '
+                    f'ENNDownstreamLocalHead of {network.partition.describe(k)}: depth {d} reaches '
                     f'past the end of the network (only {len(later)} units run after it: '
                     f'{later}). Use at most {len(later)} there.')
         modules = dict(network.model.named_modules())
@@ -375,6 +545,14 @@ class DownstreamHead(nn.Module):
         return head
 
     def forward(self, x: Tensor) -> Tensor:
+        """Run the copies, pool their output and apply the linear layer.
+
+        Args:
+            x (Tensor): Block output, ``in_shape`` per sample.
+
+        Returns:
+            Tensor: Logits ``(N, num_classes)``.
+        """
         return self.fc(_pool(self.blocks(x)))
 
 
@@ -412,34 +590,74 @@ def _chain_shape(copies, in_shape, where, names):
                 x = main_output(m(x))
                 m.train()
     except RuntimeError as e:
-        raise ValueError(f'downstream head of {where}: the copied units {names} do not chain '
-                         f'on its {tuple(in_shape)} output ({str(e).splitlines()[0]}). Give '
+        raise ValueError(f'ENNDownstreamLocalHead of {where}: the copied units {names} do not '
+                         f'chain on its {tuple(in_shape)} output ({str(e).splitlines()[0]}). Give '
                          'units= that take this feature in turn.') from None
     return tuple(x.shape[1:])
 
 
 def main_output(out):
+    """The main output of a module call.
+
+    Args:
+        out (Any): A module's output.
+
+    Returns:
+        Any: ``out[0]`` if ``out`` is a tuple or list, else ``out``.
+    """
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-HEAD_TYPES = {
-    'frozen_linear': FrozenLinearHead,
-    'pool_linear': PoolLinearHead,
-    'conv_aux': ConvAuxHead,
-    'aux_net': AuxNetHead,
-    'downstream': DownstreamHead,
-}
+def registered_modules(suffix: str) -> List[str]:
+    """The names of enn_mm's modules registered in ``MODELS`` whose name
+    starts with ``ENN`` and ends with ``suffix`` (``'LocalHead'``,
+    ``'Objective'``), sorted.
+
+    Args:
+        suffix (str): The name ending, e.g. ``'LocalHead'``.
+
+    Returns:
+        list[str]: The registered names of such ``nn.Module`` classes.
+    """
+    return sorted(key for key, cls in MODELS.module_dict.items()
+                  if key.startswith('ENN') and key.endswith(suffix)
+                  and isinstance(cls, type) and issubclass(cls, nn.Module))
 
 
-def module_class(kind, aliases: dict, what: str) -> type:
-    """The module class an alias or a ``MODELS`` name stands for."""
-    if kind in aliases:
-        return aliases[kind]
-    cls = MODELS.get(kind) if isinstance(kind, str) else None
-    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
-        raise KeyError(f'unknown {what} {kind!r}; choose one of {sorted(aliases)} or a module '
-                       'registered in MODELS.')
-    return cls
+def registered_class(kind, suffix: str, what: str) -> type:
+    """The ``nn.Module`` class registered in ``MODELS`` as ``kind`` (or
+    ``kind`` itself if it is one).
+
+    Args:
+        kind (str | type): The ``type`` of a head or objective config.
+        suffix (str): The name ending of enn_mm's own ones, listed in the
+            error if ``kind`` is unknown.
+        what (str): ``'local head'`` or ``'local objective'``, for errors.
+
+    Returns:
+        type: The ``nn.Module`` subclass.
+
+    Raises:
+        KeyError: ``kind`` is neither an ``nn.Module`` class nor the name of
+            one registered in ``MODELS``; the message lists the registered
+            names ending with ``suffix``.
+    """
+    if isinstance(kind, type):
+        cls = kind
+    else:
+        try:
+            cls = MODELS.get(kind) if isinstance(kind, str) else None
+        except RuntimeError:
+            cls = None
+    if isinstance(cls, type) and issubclass(cls, nn.Module):
+        return cls
+    names = registered_modules(suffix)
+    squash = str(kind).replace('_', '').lower()
+    near = [n for n in names if squash and squash in n.lower()]
+    hint = f' Did you mean {near[0]!r}?' if len(near) == 1 else ''
+    raise KeyError(f'unknown {what} type {kind!r}.{hint} The registered ENN {what}s are '
+                   f'{names}; or register a module of your own in MMPretrain\'s MODELS and '
+                   'give its registered name.')
 
 
 def build_local_head(cfg: dict, in_shape: Sequence[int], num_classes: int,
@@ -448,7 +666,8 @@ def build_local_head(cfg: dict, in_shape: Sequence[int], num_classes: int,
     """Build one local head, refusing it if it is over the parameter budget.
 
     Args:
-        cfg (dict): ``dict(type=<alias or MODELS name>, **options)``.
+        cfg (dict): ``dict(type=<MODELS name>, **options)``, e.g.
+            ``dict(type='ENNPoolLinearLocalHead')``.
         in_shape (Sequence[int]): Feature shape without the batch dimension.
         num_classes (int): Number of classes.
         max_params (int): Largest allowed number of head parameters (frozen
@@ -457,13 +676,28 @@ def build_local_head(cfg: dict, in_shape: Sequence[int], num_classes: int,
         network (LocalNetwork, optional): For heads built from the network.
         k (int): The block's index.
         num_local (int): Number of blocks with a local head.
+
+    Returns:
+        nn.Module: The head. A head class with ``from_network`` is built
+        with it (``num_local`` passed if it takes it) and counted after
+        building (parameters and buffers); any other is counted with its
+        ``num_params`` (if it has one) before building and then built as
+        ``cls(in_shape, num_classes, **options)``.
+
+    Raises:
+        KeyError: ``cfg['type']`` is not a registered ``nn.Module``.
+        TypeError: The head is built from the network but ``network`` is
+            None, or the options do not fit the head's signature.
+        ValueError: The head has more than ``max_params`` parameters (or
+            ``from_network`` refuses its options).
     """
     cfg = dict(cfg)
     kind = cfg.pop('type', None)
-    cls = module_class(kind, HEAD_TYPES, 'local head type')
+    cls = registered_class(kind, 'LocalHead', 'local head')
+    kind = kind if isinstance(kind, str) else cls.__name__
     if hasattr(cls, 'from_network'):
         if network is None:
-            raise TypeError(f'the {kind} local head is built from the network; '
+            raise TypeError(f'the local head {kind} is built from the network; '
                             'build it through ENNLocalClassifier.')
         if 'num_local' in inspect.signature(cls.from_network).parameters:
             cfg.setdefault('num_local', num_local)
@@ -480,8 +714,8 @@ def build_local_head(cfg: dict, in_shape: Sequence[int], num_classes: int,
         head = None
     if n is not None and n > max_params:
         raise ValueError(
-            f'the {kind} local head of {where} on its {tuple(in_shape)} output '
+            f'the local head {kind} of {where} on its {tuple(in_shape)} output '
             f'would have {n:,} parameters, over the budget max_head_params='
-            f'{max_params:,}. Use local_head=dict(type=\'pool_linear\') or '
-            '\'conv_aux\', a smaller input size, or raise max_head_params.')
+            f'{max_params:,}. Use local_head=dict(type=\'ENNPoolLinearLocalHead\') or '
+            '\'ENNConvAuxLocalHead\', a smaller input size, or raise max_head_params.')
     return head if head is not None else cls(tuple(in_shape), num_classes, **cfg)

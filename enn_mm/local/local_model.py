@@ -11,45 +11,178 @@ activations are alive at a time. The last block's loss is the model's own.
 Prediction, testing and ``mode='tensor'`` are the plain network's: the heads
 are only used in ``train_step``.
 """
-import copy
 from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper, OptimWrapperDict
-from torch import Tensor, nn
-
 from mmpretrain.models import ImageClassifier
 from mmpretrain.registry import MODELS
+from torch import Tensor, nn
+
 from ..core import bases
-from ..deprecation import deprecated_alias
-from ..models.mixin import mix_in, runner_iteration
+from ..models.mixin import MixinModel, runner_iteration
 from .heads import LocalNetwork, build_local_head
 from .objectives import build_objectives
 from .partition import Partition, detach_output, main_tensor, probe_partition, resolve_cuts
 from .step import HEADS_KEY, OBJECTIVES_KEY, LocalStep, block_key, targets_of
 
-__all__ = ['enn_local_classifier', 'ENNLocalClassifier', 'LocalLearningMixin', 'LocalStep',
-           'block_key']
+__all__ = ['ENNLocalClassifier', 'LocalStep', 'block_key']
 
 
-class LocalLearningMixin:
-    """ENN-ℓ training for an MMPretrain ``ImageClassifier``.
+@MODELS.register_module()
+class ENNLocalClassifier(MixinModel):
+    """ENN-ℓ: an MMPretrain ``ImageClassifier`` trained block by block.
 
-    Set by :func:`enn_local_classifier`: ``local_heads`` (an ``nn.ModuleDict``
-    keyed ``block0`` ... ``block{K-2}``), ``local_objectives`` (per block, an
+    Building it builds the classifier its ``model`` config names and extends
+    it in place (:mod:`enn_mm.models.mixin`): same state-dict keys plus
+    ``local_heads.`` (and ``local_objectives.``), an instance of both its own
+    class and ``ENNLocalClassifier``. Wrap an existing model::
+
+        model = dict(type='ENNLocalClassifier', model={{_base_.model}},
+                     cuts='resnet_block', input_shape=(1, 28, 28))
+        optim_wrapper = dict(constructor='ENNLocalOptimWrapperConstructor')
+
+    The inner model may be an ``ENNModel`` config (ENN-ℓ, the penalty of each
+    block joins its local loss) or a plain one (local learning on the dense
+    network).
+
+    Args:
+        model (dict): Config of an MMPretrain ``ImageClassifier`` (or of an
+            ``ENNModel`` around one).
+        cuts (str | dict | list[str]): Cut points: module names in forward
+            order, each ending a block, or a preset: ``'resnet_block'`` (stem,
+            every residual block, head: the paper's), ``'resnet_stage'``
+            (one block per stage), ``dict(preset='vit', every=N)``. ``[]``
+            gives one block, i.e. ordinary end-to-end training.
+        input_shape (Sequence[int]): ``(C, H, W)`` of the network input (after
+            the data preprocessor); the partition check and the heads' sizes
+            depend on it.
+        local_head (dict | list[dict]): Head of the blocks before the last:
+            ``dict(type=..., **options)`` with the name of a head registered
+            in ``MODELS`` (``'ENNFrozenLinearLocalHead'``, the default and
+            the authors', ``'ENNPoolLinearLocalHead'``,
+            ``'ENNConvAuxLocalHead'``, ``'ENNAuxNetLocalHead'``,
+            ``'ENNDownstreamLocalHead'``, see :mod:`.heads`, or one of your
+            own); or one dict per block.
+        max_head_params (int): Refuse any local head larger than this.
+            Defaults to 2**23 (8.4M, 32 MB in fp32).
+        loss (dict, optional): Loss of the local heads. Defaults to the loss
+            module of the model's head (so label smoothing etc. carry over).
+        local_objectives (list[dict], optional): What each block before the
+            last minimizes: ``dict(type='ENNClassificationObjective' |
+            'ENNReconstructionObjective' | 'ENNSimilarityObjective' | another
+            MODELS name, weight=w, **options)`` each, the weight a number,
+            one per local block or ``dict(start=, end=)`` (linear over the
+            blocks). Defaults to the classification loss alone (the
+            paper's).
+        data_preprocessor (dict, optional): Passed on to ``model`` if it sets
+            none itself (the Runner fills this from the top-level config).
+
+    Attributes set on the model: ``local_heads`` (an ``nn.ModuleDict`` keyed
+    ``block0`` ... ``block{K-2}``), ``local_objectives`` (per block, an
     ``nn.ModuleList`` of its objectives, see :mod:`.objectives`) with
-    ``local_objective_names`` and ``local_objective_weights`` (a
+    ``local_objective_names`` (their log names, e.g. ``'classification'``,
+    as in the ``block{k}.loss_classification`` log keys) and
+    ``local_objective_weights`` (a
     ``[block][objective]`` table), ``local_partition`` (a checked
     :class:`Partition`), ``local_input_shape`` (``(C, H, W)``) and, if the
     heads have a loss of their own, ``local_loss``.
+
+    Raises:
+        TypeError: The model's head has no ``loss_module`` and no ``loss`` is
+            given, or it has no int ``num_classes``; the model is not an
+            ``ImageClassifier`` with a head, or is already an
+            ``ENNLocalClassifier`` (:meth:`check_model`).
+        ValueError: ``input_shape`` is not ``(C, H, W)``; ``local_head`` is a
+            list without one dict per cut point; the partition, a head or an
+            objective is refused (see :func:`probe_partition`,
+            :func:`build_local_head`, :func:`build_objectives`).
     """
+    prefix = 'Local'
+
     local_heads: nn.ModuleDict
     local_partition: Partition
     local_input_shape: tuple
     local_objective_names: List[str]
     local_objective_weights: List[List[float]]
+
+    def __init__(self,
+                 model: dict,
+                 cuts: Union[str, dict, Sequence[str]],
+                 input_shape: Sequence[int],
+                 local_head: Union[dict, Sequence[dict]] = dict(type='ENNFrozenLinearLocalHead'),
+                 max_head_params: int = 2**23,
+                 loss: Optional[dict] = None,
+                 local_objectives: Optional[Sequence[dict]] = None,
+                 data_preprocessor=None):
+        # `self` is the built classifier (MixinModel.__new__): extend it in place.
+        built = self
+        local_loss = MODELS.build(loss) if loss is not None else None
+        if local_loss is None and not isinstance(getattr(built.head, 'loss_module', None),
+                                                 nn.Module):
+            raise TypeError(f'{type(built.head).__name__} has no `loss_module`; give the '
+                            'local heads a loss, e.g. loss=dict(type=\'CrossEntropyLoss\').')
+        num_classes = getattr(built.head, 'num_classes', None)
+        if not isinstance(num_classes, int):
+            raise TypeError(f'{type(built.head).__name__} has no `num_classes`; the local '
+                            'heads need it.')
+        if len(input_shape) != 3:
+            raise ValueError(f'input_shape must be (C, H, W), got {tuple(input_shape)}.')
+
+        partition = probe_partition(built, resolve_cuts(built, cuts), input_shape)
+        n_cuts = len(partition.cuts)
+        head_cfgs = [local_head] * n_cuts if isinstance(local_head, dict) else list(local_head)
+        if len(head_cfgs) != n_cuts or not all(isinstance(c, dict) for c in head_cfgs):
+            raise ValueError(f'{len(head_cfgs)} local head configs for {n_cuts} cut points '
+                             f'({partition.num_blocks} blocks, the last trained by the '
+                             "model's own head); give one dict, or a list of one dict per cut "
+                             'point.')
+        network = LocalNetwork(built, partition, input_shape)
+        # The heads draw from their own random stream: the network itself
+        # starts as its end-to-end twin does under the same seed.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((torch.initial_seed() + 0x10ca1) % 2**63)
+            heads = nn.ModuleDict({
+                block_key(k): build_local_head(cfg, partition.shapes[k], num_classes,
+                                               max_head_params, partition.describe(k),
+                                               network=network, k=k, num_local=n_cuts)
+                for k, cfg in enumerate(head_cfgs)
+            })
+            names, weights, objectives = build_objectives(
+                local_objectives, partition.shapes, num_classes, input_shape)
+        device = next(built.parameters()).device
+        setattr(built, HEADS_KEY, heads.to(device))
+        setattr(built, OBJECTIVES_KEY, objectives.to(device))
+        built.local_objective_names, built.local_objective_weights = names, weights
+        built.local_partition = partition
+        built.local_input_shape = tuple(input_shape)
+        if local_loss is not None:
+            built.local_loss = local_loss
+        sizes = [len(p) for p in partition.params]
+        head_params = sum(t.numel() for t in (*heads.buffers(), *heads.parameters()))
+        objective_params = sum(t.numel() for t in objectives.parameters())
+        print_log(f'ENN-ℓ: {partition.num_blocks} blocks (trainable tensors per block: '
+                  f'{sizes}); {head_params:,} local head parameters; objectives {names} '
+                  f'({objective_params:,} parameters)', logger='current')
+
+    @classmethod
+    def check_model(cls, model) -> None:
+        """ENN-ℓ cuts an ImageClassifier with a head, once.
+
+        Args:
+            model (nn.Module): The built inner model.
+
+        Raises:
+            TypeError: ``model`` is already an ``ENNLocalClassifier``, or is
+                not an ``ImageClassifier`` with a head.
+        """
+        if isinstance(model, cls):
+            raise TypeError('the model inside ENNLocalClassifier is already cut into blocks.')
+        if not isinstance(model, ImageClassifier) or model.head is None:
+            raise TypeError(f'ENNLocalClassifier needs an ImageClassifier with a head, got '
+                            f'{type(model).__name__}.')
 
     # ------------------------------------------------------------ structure
     @property
@@ -58,7 +191,16 @@ class LocalLearningMixin:
 
     def block_param_names(self, k: int) -> List[str]:
         """The parameters block ``k``'s optimizer updates: the block's own and
-        the trainable ones of its local head."""
+        the trainable ones of its local head.
+
+        Args:
+            k (int): Block index.
+
+        Returns:
+            list[str]: Parameter names as in ``named_parameters``: the
+            block's, then (for a block before the last) the trainable ones of
+            its local head and of its local objectives.
+        """
         names = list(self.local_partition.params[k])
         if k < self.num_blocks - 1:
             for key in (HEADS_KEY, OBJECTIVES_KEY):
@@ -68,13 +210,30 @@ class LocalLearningMixin:
 
     def block_objectives(self, k: int):
         """``(name, weight, module)`` of each objective of local block ``k``
-        whose weight is not 0."""
+        whose weight is not 0.
+
+        Args:
+            k (int): Index of a local block (not the last).
+
+        Returns:
+            list[tuple]: ``(log name, weight, module)`` in the order of
+            ``local_objectives``.
+        """
         modules = getattr(self, OBJECTIVES_KEY)[block_key(k)]
         return [(n, w, m) for n, w, m in zip(self.local_objective_names,
                                              self.local_objective_weights[k], modules) if w != 0]
 
     def needs_image(self, blocks: Sequence[int]) -> bool:
-        """Whether an objective of one of ``blocks`` reads the network input."""
+        """Whether an objective of one of ``blocks`` reads the network input.
+
+        Args:
+            blocks (Sequence[int]): Block indices; the last block (which has
+                no local objectives) is skipped.
+
+        Returns:
+            bool: True if an objective with a non-zero weight in one of them
+            has ``'image'`` in its ``uses``.
+        """
         return any('image' in getattr(m, 'uses', ()) for k in blocks
                    if k < self.num_blocks - 1 for _, _, m in self.block_objectives(k))
 
@@ -96,7 +255,14 @@ class LocalLearningMixin:
     def penalty_weight(self, step: int) -> Optional[float]:
         """γ for training step ``step``, as ``ENNModel`` weighs it: ``None``
         without a penalty, ``n·γ`` on every n-th step (``penalty_interval``),
-        else 0."""
+        else 0.
+
+        Args:
+            step (int): Training iteration.
+
+        Returns:
+            float | None: The penalty weight of that step.
+        """
         if self.penalty_interval is None:
             return None
         return self.enn_options.penalty_weight(step)
@@ -114,7 +280,19 @@ class LocalLearningMixin:
 
     def block_wrappers(self, optim_wrapper) -> List[OptimWrapper]:
         """The optimizer wrapper of each block, in block order, from the
-        ``OptimWrapperDict`` that ``ENNLocalOptimWrapperConstructor`` builds."""
+        ``OptimWrapperDict`` that ``ENNLocalOptimWrapperConstructor`` builds.
+
+        Args:
+            optim_wrapper (OptimWrapperDict): Wrappers keyed ``block0`` ...
+                ``block{K-1}``, in that order.
+
+        Returns:
+            list[OptimWrapper]: One wrapper per block.
+
+        Raises:
+            TypeError: ``optim_wrapper`` is not an ``OptimWrapperDict`` with
+                exactly those keys in that order.
+        """
         keys = [block_key(k) for k in range(self.num_blocks)]
         if not isinstance(optim_wrapper, OptimWrapperDict) or list(optim_wrapper.keys()) != keys:
             got = list(optim_wrapper.keys()) if isinstance(optim_wrapper, OptimWrapperDict) \
@@ -160,7 +338,10 @@ class LocalLearningMixin:
             local_update (callable): ``(k, z_k) -> None``, e.g.
                 :meth:`LocalStep.local_update`.
             blocks (Sequence[int], optional): The blocks whose cut points
-                are hooked.
+                are hooked. Defaults to all blocks with a cut point.
+
+        Yields:
+            None: The hooks are removed on exit.
         """
         modules = dict(self.named_modules())
 
@@ -178,116 +359,3 @@ class LocalLearningMixin:
         finally:
             for h in handles:
                 h.remove()
-
-
-def enn_local_classifier(model: dict,
-                       cuts: Union[str, dict, Sequence[str]],
-                       input_shape: Sequence[int],
-                       local_head: Union[dict, Sequence[dict]] = dict(type='frozen_linear'),
-                       max_head_params: int = 2**23,
-                       loss: Optional[dict] = None,
-                       local_objectives: Optional[Sequence[dict]] = None,
-                       data_preprocessor=None):
-    """Build a classifier for ENN-ℓ (block-wise local learning).
-
-    Returns the classifier itself (same state-dict keys plus ``local_heads.``)
-    with :class:`LocalLearningMixin` behaviour. Wrap an existing model::
-
-        model = dict(type='ENNLocalClassifier', model={{_base_.model}},
-                     cuts='resnet_block', input_shape=(1, 28, 28))
-        optim_wrapper = dict(constructor='ENNLocalOptimWrapperConstructor')
-
-    The inner model may be an ``ENNModel`` config (ENN-ℓ, the penalty of each
-    block joins its local loss) or a plain one (local learning on the dense
-    network).
-
-    Args:
-        model (dict): Config of an MMPretrain ``ImageClassifier`` (or of an
-            ``ENNModel`` around one).
-        cuts (str | dict | list[str]): Cut points: module names in forward
-            order, each ending a block, or a preset: ``'resnet_block'`` (stem,
-            every residual block, head: the paper's), ``'resnet_stage'``
-            (one block per stage), ``dict(preset='vit', every=N)``. ``[]``
-            gives one block, i.e. ordinary end-to-end training.
-        input_shape (Sequence[int]): ``(C, H, W)`` of the network input (after
-            the data preprocessor); the partition check and the heads' sizes
-            depend on it.
-        local_head (dict | list[dict]): Head of the blocks before the last:
-            ``dict(type=..., **options)`` with an alias of
-            :data:`HEAD_TYPES` (``'frozen_linear'``, ``'pool_linear'``,
-            ``'conv_aux'``, ``'aux_net'``, ``'downstream'``) or a head
-            registered in ``MODELS``; or one dict per block.
-        max_head_params (int): Refuse any local head larger than this.
-            Defaults to 2**23 (8.4M, 32 MB in fp32).
-        loss (dict, optional): Loss of the local heads. Defaults to the loss
-            module of the model's head (so label smoothing etc. carry over).
-        local_objectives (list[dict], optional): What each block before the
-            last minimizes: ``dict(type='classification' | 'reconstruction'
-            | 'similarity' | a MODELS name, weight=w, **options)`` each, the
-            weight a number, one per local block or ``dict(start=, end=)``
-            (linear over the blocks). Defaults to the classification loss
-            alone (the paper's).
-        data_preprocessor (dict, optional): Passed on to ``model`` if it sets
-            none itself (the Runner fills this from the top-level config).
-    """
-    model = copy.deepcopy(model)
-    if data_preprocessor is not None:
-        model.setdefault('data_preprocessor', data_preprocessor)
-    built = MODELS.build(model)
-    if isinstance(built, LocalLearningMixin):
-        raise TypeError('the model inside ENNLocalClassifier is already cut into blocks.')
-    if not isinstance(built, ImageClassifier) or built.head is None:
-        raise TypeError(f'ENNLocalClassifier needs an ImageClassifier with a head, got '
-                        f'{type(built).__name__}.')
-    local_loss = MODELS.build(loss) if loss is not None else None
-    if local_loss is None and not isinstance(getattr(built.head, 'loss_module', None), nn.Module):
-        raise TypeError(f'{type(built.head).__name__} has no `loss_module`; give the '
-                        'local heads a loss, e.g. loss=dict(type=\'CrossEntropyLoss\').')
-    num_classes = getattr(built.head, 'num_classes', None)
-    if not isinstance(num_classes, int):
-        raise TypeError(f'{type(built.head).__name__} has no `num_classes`; the local '
-                        'heads need it.')
-    if len(input_shape) != 3:
-        raise ValueError(f'input_shape must be (C, H, W), got {tuple(input_shape)}.')
-
-    partition = probe_partition(built, resolve_cuts(built, cuts), input_shape)
-    n_cuts = len(partition.cuts)
-    head_cfgs = [local_head] * n_cuts if isinstance(local_head, dict) else list(local_head)
-    if len(head_cfgs) != n_cuts or not all(isinstance(c, dict) for c in head_cfgs):
-        raise ValueError(f'{len(head_cfgs)} local head configs for {n_cuts} cut points '
-                         f'({partition.num_blocks} blocks, the last trained by the model\'s own '
-                         'head); give one dict, or a list of one dict per cut point.')
-    network = LocalNetwork(built, partition, input_shape)
-    # The heads draw from their own random stream: the network itself starts
-    # as its end-to-end twin does under the same seed.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed((torch.initial_seed() + 0x10ca1) % 2**63)
-        heads = nn.ModuleDict({
-            block_key(k): build_local_head(cfg, partition.shapes[k], num_classes,
-                                           max_head_params, partition.describe(k),
-                                           network=network, k=k, num_local=n_cuts)
-            for k, cfg in enumerate(head_cfgs)
-        })
-        names, weights, objectives = build_objectives(
-            local_objectives, partition.shapes, num_classes, input_shape)
-    device = next(built.parameters()).device
-    setattr(built, HEADS_KEY, heads.to(device))
-    setattr(built, OBJECTIVES_KEY, objectives.to(device))
-    built.local_objective_names, built.local_objective_weights = names, weights
-    mix_in(built, LocalLearningMixin, 'Local')
-    built.local_partition = partition
-    built.local_input_shape = tuple(input_shape)
-    if local_loss is not None:
-        built.local_loss = local_loss
-    sizes = [len(p) for p in partition.params]
-    head_params = sum(t.numel() for t in (*heads.buffers(), *heads.parameters()))
-    objective_params = sum(t.numel() for t in objectives.parameters())
-    print_log(f'ENN-ℓ: {partition.num_blocks} blocks (trainable tensors per block: '
-              f'{sizes}); {head_params:,} local head parameters; objectives {names} '
-              f'({objective_params:,} parameters)', logger='current')
-    return built
-
-
-MODELS.register_module(name='ENNLocalClassifier', module=enn_local_classifier)
-
-ENNLocalClassifier = deprecated_alias(enn_local_classifier, 'ENNLocalClassifier')

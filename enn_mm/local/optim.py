@@ -5,13 +5,12 @@ from collections import OrderedDict
 
 from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapperDict
+from mmpretrain.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, OPTIMIZERS
 
-from mmpretrain.registry import (OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS,
-                                 OPTIMIZERS)
 from ..core import enn_modules
-from .local_model import LocalLearningMixin
-from .step import block_key
+from .local_model import ENNLocalClassifier
 from .pipeline import ENNPipelineParallel
+from .step import block_key
 
 __all__ = ['ENNLocalOptimWrapperConstructor', 'ENNLocalOptimWrapperDict']
 
@@ -26,6 +25,14 @@ class ENNLocalOptimWrapperDict(OptimWrapperDict):
     """
 
     def initialize_count_status(self, model, init_counts: int, max_counts: int) -> None:
+        """Initialize the iteration counters of every block's wrapper.
+
+        Args:
+            model (nn.Module): The trained model, passed on to each wrapper.
+            init_counts (int): The current iteration (0, or where a resumed
+                run starts).
+            max_counts (int): The total number of training iterations.
+        """
         for wrapper in self.values():
             wrapper.initialize_count_status(model, init_counts, max_counts)
 
@@ -56,6 +63,9 @@ class ENNLocalOptimWrapperConstructor:
             (no weight decay on the ENN bases) for a model with ENN layers,
             ``'DefaultOptimWrapperConstructor'`` otherwise.
         paramwise_cfg (dict, optional): Passed to ``block_constructor``.
+
+    Raises:
+        KeyError: ``optim_wrapper_cfg`` has no ``optimizer``.
     """
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg=None):
@@ -77,7 +87,7 @@ class ENNLocalOptimWrapperConstructor:
                 'synchronise. Launch tools/train.py without --launcher, or pipeline '
                 "the blocks over processes with model_wrapper_cfg=dict(type='ENNPipelineParallel', "
                 "stages=K) and train_cfg=dict(type='ENNPipelineTrainLoop', ...).")
-        if not isinstance(model, LocalLearningMixin):
+        if not isinstance(model, ENNLocalClassifier):
             raise TypeError('ENNLocalOptimWrapperConstructor needs a model built by '
                             "ENNLocalClassifier (model=dict(type='ENNLocalClassifier', ...)).")
         # The block constructor applies the parameter-wise rules once, to the

@@ -27,7 +27,15 @@ __all__ = [
 def own_rng(device: torch.device):
     """Random draws within the context leave the global streams (CPU, and
     ``device``'s if it is a GPU) as they were: planning and probing must not
-    change what training draws."""
+    change what training draws.
+
+    Args:
+        device (torch.device): The device whose CUDA stream is also saved and
+            restored, if it is a CUDA device.
+
+    Returns:
+        contextmanager: ``torch.random.fork_rng`` over those devices.
+    """
     return torch.random.fork_rng(devices=[device] if device.type == 'cuda' else [])
 
 
@@ -35,7 +43,15 @@ def own_rng(device: torch.device):
 def probing(model: nn.Module):
     """Set up a probe pass of ``model``: eval mode (running statistics
     untouched) and random draws that leave the global streams as they were;
-    the mode is restored after. Yields the model's device."""
+    the mode is restored after. Yields the model's device.
+
+    Args:
+        model (nn.Module): The model to probe.
+
+    Yields:
+        torch.device: The device of the model's first parameter (CPU if it
+        has none).
+    """
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device('cpu')
     training = model.training
@@ -74,6 +90,18 @@ def resnet_block_cuts(model: nn.Module) -> List[str]:
     """The paper's split: the stem, every residual block, the final FC.
 
     The last block is the neck and head (global pooling + FC).
+
+    Args:
+        model (nn.Module): A classifier with an MMPretrain ResNet-family
+            backbone.
+
+    Returns:
+        list[str]: The end of the stem (``backbone.maxpool``,
+        ``backbone.stem`` or ``backbone.relu``), then every residual block
+        (``backbone.layer1.0``, ...).
+
+    Raises:
+        TypeError: The backbone has no ``res_layers``.
     """
     backbone = model.backbone
     cuts = [_resnet_stem_end(backbone)]
@@ -83,7 +111,18 @@ def resnet_block_cuts(model: nn.Module) -> List[str]:
 
 
 def resnet_stage_cuts(model: nn.Module) -> List[str]:
-    """One block per stage: stem + stage 1, stage 2, ..., last stage + head."""
+    """One block per stage: stem + stage 1, stage 2, ..., last stage + head.
+
+    Args:
+        model (nn.Module): A classifier with an MMPretrain ResNet-family
+            backbone.
+
+    Returns:
+        list[str]: Every stage but the last (``backbone.layer1``, ...).
+
+    Raises:
+        TypeError: The backbone has no ``res_layers``.
+    """
     return [f'backbone.{layer}' for layer in _res_layers(model)[:-1]]
 
 
@@ -92,6 +131,19 @@ def vit_cuts(model: nn.Module, every: int = 1) -> List[str]:
 
     The patch embedding joins the first block; the layers after the last cut
     join the final norm and the head.
+
+    Args:
+        model (nn.Module): A classifier whose backbone has a ``layers``
+            ``nn.ModuleList``.
+        every (int): Layers per block. Defaults to 1.
+
+    Returns:
+        list[str]: ``backbone.layers.{i}`` for ``i = every - 1, 2 * every -
+        1, ...`` before the last layer.
+
+    Raises:
+        TypeError: The backbone has no ``layers`` ``nn.ModuleList``.
+        ValueError: ``every`` is not a positive integer.
     """
     layers = getattr(getattr(model, 'backbone', None), 'layers', None)
     if not isinstance(layers, nn.ModuleList):
@@ -111,7 +163,21 @@ CUT_PRESETS: Dict[str, Callable[..., List[str]]] = {
 
 
 def resolve_cuts(model: nn.Module, cuts: Union[str, dict, Sequence[str]]) -> List[str]:
-    """Turn a preset name, ``dict(preset=..., **kwargs)`` or a list into names."""
+    """Turn a preset name, ``dict(preset=..., **kwargs)`` or a list into names.
+
+    Args:
+        model (nn.Module): The classifier the presets read.
+        cuts (str | dict | Sequence[str]): A name of :data:`CUT_PRESETS`,
+            ``dict(preset=name, **kwargs)`` (the kwargs go to the preset) or
+            the cut point module names.
+
+    Returns:
+        list[str]: The cut point module names (not yet checked).
+
+    Raises:
+        KeyError: An unknown preset.
+        TypeError: A list with a non-str entry (or a preset's error).
+    """
     if isinstance(cuts, str):
         cuts = dict(preset=cuts)
     if isinstance(cuts, dict):
@@ -130,7 +196,19 @@ def resolve_cuts(model: nn.Module, cuts: Union[str, dict, Sequence[str]]) -> Lis
 def main_tensor(output, where: str = 'output') -> Tensor:
     """The feature a cut point hands on: the tensor itself, or the first
     floating-point tensor of a tuple/list (e.g. a patch embedding's
-    ``(tokens, patch_resolution)``)."""
+    ``(tokens, patch_resolution)``).
+
+    Args:
+        output (Any): A module's output.
+        where (str): What ``output`` is, for the error message.
+
+    Returns:
+        Tensor: The feature.
+
+    Raises:
+        TypeError: ``output`` is neither a tensor nor a tuple/list holding a
+            floating-point tensor.
+    """
     if isinstance(output, Tensor):
         return output
     if isinstance(output, (tuple, list)):
@@ -142,7 +220,16 @@ def main_tensor(output, where: str = 'output') -> Tensor:
 
 
 def detach_output(output):
-    """``output`` with every tensor detached (same structure)."""
+    """``output`` with every tensor detached (same structure).
+
+    Args:
+        output (Any): A tensor, a tuple/list (nested) of them, or anything
+            else.
+
+    Returns:
+        Any: ``output`` with its tensors (also inside tuples and lists)
+        detached; other objects as they are.
+    """
     if isinstance(output, Tensor):
         return output.detach()
     if isinstance(output, (tuple, list)):
@@ -171,6 +258,16 @@ class Partition:
         return len(self.params)
 
     def describe(self, k: int) -> str:
+        """Describe block ``k`` for messages.
+
+        Args:
+            k (int): Block index.
+
+        Returns:
+            str: E.g. ``"block 1 (from 'backbone.maxpool' to
+            'backbone.layer1.0')"``; the first block starts at ``the
+            input``, the last ends at ``the loss``.
+        """
         start = 'the input' if k == 0 else repr(self.cuts[k - 1])
         end = repr(self.cuts[k]) if k < len(self.cuts) else 'the loss'
         return f'block {k} (from {start} to {end})'
@@ -205,11 +302,17 @@ def probe_partition(model: nn.Module, cuts: Sequence[str],
         input_shape (Sequence[int]): ``(C, H, W)`` of the network input after
             the data preprocessor.
 
+    Returns:
+        Partition: The cut points, each block's trainable parameter names
+        and the shape each cut point hands on.
+
     Raises:
-        ValueError: A name that is not a module; a cut point called never, or
-            more than once, per forward pass; cut points out of forward order;
-            a trainable parameter that no block uses or that two blocks use;
-            a block without trainable parameters.
+        TypeError: A cut point's output holds no floating-point tensor.
+        ValueError: A name that is not a module or is listed twice; a cut
+            point called never, or more than once, per forward pass; cut
+            points out of forward order; a trainable parameter that no block
+            uses or that two blocks use; a block without trainable
+            parameters.
     """
     cuts = list(cuts)
     modules = _check_names(model, cuts)

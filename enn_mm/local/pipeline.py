@@ -32,14 +32,22 @@ import torch
 import torch.distributed as dist
 from mmengine.logging import print_log
 from mmengine.registry import MODEL_WRAPPERS as ENGINE_MODEL_WRAPPERS
+from mmpretrain.registry import MODEL_WRAPPERS
 from torch import Tensor, nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from mmpretrain.registry import MODEL_WRAPPERS
 from ..models.mixin import runner_iteration
-from .local_model import LocalLearningMixin
-from .planning import (block_costs, local_head_costs, measure_block_times, plan_stages,
-                       record_calls, refine_split, time_stage, training_twin)
+from .local_model import ENNLocalClassifier
+from .planning import (
+    block_costs,
+    local_head_costs,
+    measure_block_times,
+    plan_stages,
+    record_calls,
+    refine_split,
+    time_stage,
+    training_twin,
+)
 from .stage import check_segments, run_blocks
 from .step import HEADS_KEY, OBJECTIVES_KEY, block_key, targets_of
 from .transport import StageLink, comm_device
@@ -90,6 +98,13 @@ class ENNPipelineParallel(nn.Module):
             beside its own neighbours than when the whole model runs on one
             core, which timing blocks alone cannot see. The fastest split
             tried is kept. ``0`` skips this. Defaults to 3.
+
+    Raises:
+        TypeError: ``module`` is not built by ``ENNLocalClassifier``.
+        ValueError: ``stages`` is not a positive integer, exceeds the
+            model's blocks or does not divide the world size;
+            ``max_inflight < 1`` or ``timeout <= 0``; an unknown ``balance``;
+            ``refine`` is not a non-negative integer.
     """
 
     def __init__(self, module: nn.Module, stages: int = 2,
@@ -97,7 +112,7 @@ class ENNPipelineParallel(nn.Module):
                  timeout: float = 300.0, max_inflight: int = 2, balance: str = 'measure',
                  refine: int = 3):
         super().__init__()
-        if not isinstance(module, LocalLearningMixin):
+        if not isinstance(module, ENNLocalClassifier):
             raise TypeError('ENNPipelineParallel pipelines the blocks of an ENN-ℓ model: set '
                             "model=dict(type='ENNLocalClassifier', ...), got "
                             f'{type(module).__name__}.')
@@ -137,7 +152,14 @@ class ENNPipelineParallel(nn.Module):
     def start(self, batch_size: int) -> List[List[int]]:
         """Make every rank's model rank 0's and plan the stages (once).
         Collective. ``ENNPipelineHook`` calls it before training; otherwise
-        the first ``train_step`` does, at that batch's size."""
+        the first ``train_step`` does, at that batch's size.
+
+        Args:
+            batch_size (int): Micro-batch size, for balancing the stages.
+
+        Returns:
+            list[list[int]]: The blocks of each stage (see :meth:`plan`).
+        """
         if self.blocks is None:
             self.broadcast_from(0)
         return self.plan(batch_size)
@@ -148,6 +170,15 @@ class ENNPipelineParallel(nn.Module):
 
         Args:
             batch_size (int): Micro-batch size, for balancing the stages.
+
+        Returns:
+            list[list[int]]: The blocks of each stage, contiguous and in
+            order; the same on every rank.
+
+        Raises:
+            ValueError: The ``assignment`` does not list blocks ``0..K-1`` in
+                order in ``stages`` non-empty stages, or a stage cannot run
+                on its own (:func:`check_segments`).
         """
         if self.blocks is not None:
             return self.blocks
@@ -213,7 +244,7 @@ class ENNPipelineParallel(nn.Module):
         try:
             return refine_split(costs, self.num_stages, measure, self.refine, agree)
         finally:
-            del twin, wrappers
+            twin = wrappers = None  # (dropped: the copy holds reference cycles)
             gc.collect()  # a copy holds reference cycles; left alive it slows training
 
     def _stage_times(self, twin, wrappers, blocks, batch_size: int) -> List[float]:
@@ -245,7 +276,11 @@ class ENNPipelineParallel(nn.Module):
         return {b: s for s, g in enumerate(self.blocks) for b in g}
 
     def flush(self) -> float:
-        """Wait until the next stage has received everything sent so far."""
+        """Wait until the next stage has received everything sent so far.
+
+        Returns:
+            float: Seconds spent waiting.
+        """
         return self.link.flush()
 
     # ------------------------------------------------------------- training
@@ -272,6 +307,10 @@ class ENNPipelineParallel(nn.Module):
         Returns:
             dict: ``block{k}.loss`` / ``block{k}.top1`` of this stage's blocks
             (and the model's loss items on the last stage).
+
+        Raises:
+            ValueError: The feature received from the previous stage does
+                not have the shape planned from ``input_shape``.
         """
         start = time.perf_counter()
         model = self.module
@@ -369,18 +408,53 @@ class ENNPipelineParallel(nn.Module):
                     wrappers[k].load_state_dict(obj[0])
 
     def broadcast_from(self, src: int = 0) -> None:
-        """Make every rank's model equal to rank ``src``'s (at start)."""
+        """Make every rank's model equal to rank ``src``'s (at start).
+
+        Collective; does nothing without a process group of more than one
+        rank.
+
+        Args:
+            src (int): The rank whose parameters and buffers are copied.
+                Defaults to 0.
+        """
         if _is_dist() and dist.get_world_size() > 1:
             self._broadcast(list(self.module.parameters()) + list(self.module.buffers()), src)
 
     # ------------------------------------------------------------ inference
     def val_step(self, data):
+        """The wrapped model's ``val_step`` (this rank's copy, whole after
+        :meth:`assemble`).
+
+        Args:
+            data (dict): A batch from the dataloader.
+
+        Returns:
+            list[DataSample]: The predictions.
+        """
         return self.module.val_step(data)
 
     def test_step(self, data):
+        """The wrapped model's ``test_step`` (this rank's copy, whole after
+        :meth:`assemble`).
+
+        Args:
+            data (dict): A batch from the dataloader.
+
+        Returns:
+            list[DataSample]: The predictions.
+        """
         return self.module.test_step(data)
 
     def forward(self, *args, **kwargs):
+        """Call the wrapped model.
+
+        Args:
+            *args: Passed to the wrapped model.
+            **kwargs: Passed to the wrapped model.
+
+        Returns:
+            Any: The wrapped model's output.
+        """
         return self.module(*args, **kwargs)
 
 

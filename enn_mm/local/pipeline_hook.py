@@ -4,7 +4,6 @@ from typing import Dict, List
 import torch.distributed as dist
 from mmengine.hooks import CheckpointHook, EMAHook, Hook
 from mmengine.logging import print_log
-
 from mmpretrain.registry import HOOKS
 
 __all__ = ['ENNPipelineHook']
@@ -35,6 +34,16 @@ class ENNPipelineHook(Hook):
         self._busy0 = self._wait0 = 0.0
 
     def before_train(self, runner) -> None:
+        """Refuse EMA, then start the pipeline (:meth:`ENNPipelineParallel.start`)
+        at the training dataloader's batch size.
+
+        Args:
+            runner (Runner): The runner; its model is an
+                ``ENNPipelineParallel``.
+
+        Raises:
+            TypeError: The runner has an ``EMAHook``.
+        """
         for hook in runner.hooks:
             if isinstance(hook, EMAHook):
                 # rank 0's copy of the later stages' blocks is only current
@@ -45,10 +54,25 @@ class ENNPipelineHook(Hook):
         runner.model.start(runner.train_dataloader.batch_size)
 
     def before_train_epoch(self, runner) -> None:
+        """Clear the epoch's logs and note the pipeline's busy and wait time
+        so far.
+
+        Args:
+            runner (Runner): The runner.
+        """
         stats = runner.model.stats
         self._logs, self._busy0, self._wait0 = {}, stats['busy_s'], stats['wait_s']
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        """Keep this iteration's ``block*`` logs and, if an iteration-based
+        ``CheckpointHook`` saves after it, assemble the model first.
+
+        Args:
+            runner (Runner): The runner.
+            batch_idx (int): Index of the batch in the epoch (unused).
+            data_batch (dict, optional): The batch (unused).
+            outputs (dict, optional): The ``train_step`` log variables.
+        """
         for key, value in (outputs or {}).items():
             if key.startswith('block'):
                 self._logs.setdefault(key, []).append(float(value))
@@ -56,6 +80,14 @@ class ENNPipelineHook(Hook):
             runner.model.assemble(runner.optim_wrapper)
 
     def after_train_epoch(self, runner) -> None:
+        """Assemble the whole model (with the optimizer states) on every rank
+        and log the epoch's ``pipeline/...`` scalars.
+
+        Collective: every rank calls it.
+
+        Args:
+            runner (Runner): The runner.
+        """
         pipeline = runner.model
         pipeline.assemble(runner.optim_wrapper)
         busy = pipeline.stats['busy_s'] - self._busy0

@@ -4,8 +4,8 @@ import copy
 from mmengine.dataset import DefaultSampler
 from mmengine.model import is_model_wrapper
 from mmengine.runner import EpochBasedTrainLoop
-
 from mmpretrain.registry import LOOPS
+
 from .pipeline import ENNPipelineParallel
 from .pipeline_hook import ENNPipelineHook
 
@@ -44,6 +44,11 @@ class ENNPipelineTrainLoop(EpochBasedTrainLoop):
         dataloader (DataLoader | dict): The training dataloader.
         max_epochs (int): Total training epochs.
         **kwargs: Other arguments of ``EpochBasedTrainLoop``.
+
+    Raises:
+        TypeError: The model is not (and ``model_wrapper_cfg`` does not make
+            it) an ``ENNPipelineParallel``, or the built dataloader's sampler
+            does not shard over the pipeline replicas.
     """
 
     def __init__(self, runner, dataloader, max_epochs: int, **kwargs) -> None:

@@ -4,7 +4,6 @@ from typing import Optional
 
 from mmengine.dataset import DefaultSampler
 from mmengine.dist import get_dist_info
-
 from mmpretrain.registry import DATA_SAMPLERS
 
 __all__ = ['ENNPipelineSampler']
@@ -26,6 +25,10 @@ class ENNPipelineSampler(DefaultSampler):
         shuffle (bool): As for ``DefaultSampler``. Defaults to True.
         seed (int, optional): As for ``DefaultSampler``.
         round_up (bool): As for ``DefaultSampler``. Defaults to True.
+
+    Raises:
+        ValueError: ``stages`` is not a positive integer dividing the world
+            size.
     """
 
     def __init__(self, dataset, stages: int = 1, shuffle: bool = True,

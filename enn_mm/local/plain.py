@@ -24,7 +24,15 @@ HEADS_PREFIX = 'local_heads.'
 
 
 def plain_model_config(model_cfg: dict) -> dict:
-    """The model config without ENN-ℓ: the inner model's (ENN or dense)."""
+    """The model config without ENN-ℓ: the inner model's (ENN or dense).
+
+    Args:
+        model_cfg (dict): A model config.
+
+    Returns:
+        dict: A deep copy of the ``model`` of an ``ENNLocalClassifier``
+        config, else of ``model_cfg`` itself.
+    """
     model_cfg = copy.deepcopy(model_cfg)
     if model_cfg.get('type') == 'ENNLocalClassifier':
         model_cfg = model_cfg['model']
@@ -32,7 +40,15 @@ def plain_model_config(model_cfg: dict) -> dict:
 
 
 def strip_local_heads(state_dict: dict) -> dict:
-    """``state_dict`` without the local heads' (and their loss's) entries."""
+    """``state_dict`` without the local heads' (and their loss's) entries.
+
+    Args:
+        state_dict (dict): An ENN-ℓ model's state dict.
+
+    Returns:
+        dict: Of ``state_dict``'s type, without the keys starting with
+        ``local_heads.``, ``local_loss.`` or ``local_objectives.``.
+    """
     return type(state_dict)((k, v) for k, v in state_dict.items()
                             if not k.startswith((HEADS_PREFIX, 'local_loss.',
                                                    'local_objectives.')))
@@ -40,7 +56,20 @@ def strip_local_heads(state_dict: dict) -> dict:
 
 def plain_config(cfg):
     """The full config for the plain classifier: inner model, one optimizer
-    built by the rules constructor the blocks used, one schedule."""
+    built by the rules constructor the blocks used, one schedule.
+
+    Args:
+        cfg (Config): The ENN-ℓ config.
+
+    Returns:
+        Config: A deep copy with the inner model
+        (:func:`plain_model_config`); an ``ENNLocalOptimWrapperConstructor``
+        replaced by its ``block_constructor`` (default
+        ``ENNOptimWrapperConstructor`` for an ``ENNModel``, else
+        ``DefaultOptimWrapperConstructor``); a ``param_scheduler`` dict of
+        per-block lists replaced by its first list; ``load_from`` set to
+        None.
+    """
     cfg = copy.deepcopy(cfg)
     cfg.model = plain_model_config(cfg.model)
     optim = cfg.get('optim_wrapper', None)

@@ -20,10 +20,10 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import torch
 from mmengine.optim import OptimWrapper
+from mmpretrain.structures import DataSample
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from mmpretrain.structures import DataSample
 from ..core import is_enn
 from .partition import Partition, main_tensor, own_rng, probing
 from .stage import PROBE_BATCH, TensorSpec, run_blocks
@@ -93,7 +93,16 @@ def block_costs(record: 'CallRecord', batch_size: int) -> List[float]:
     """Estimated multiply-adds of one training step of each block at
     ``batch_size``: forward + backward (3x) of its Conv/Linear layers, an ENN
     layer computing the cheaper of building W and applying the factors (as
-    ``compute='auto'`` does), plus its orthonormality penalty."""
+    ``compute='auto'`` does), plus its orthonormality penalty.
+
+    Args:
+        record (CallRecord): The probe record (:func:`record_calls`).
+        batch_size (int): Micro-batch size.
+
+    Returns:
+        list[float]: One estimate per block; local heads and objectives are
+        not included (see :func:`local_head_costs`).
+    """
     costs = [0.0] * len(record.block_macs)
     for block, (positions, d_in, d_out, r, g, enn), first in record.layers:
         n = positions * batch_size
@@ -110,7 +119,16 @@ def local_head_costs(model: nn.Module, batch_size: int) -> List[float]:
     """Multiply-adds of one training step (forward + backward, 3x) of each
     block's local head and objectives (decoders, similarity convs) at
     ``batch_size``, counted by ``torch.utils.flop_counter`` on one forward
-    pass; 0 for the last block, which has the model's own head."""
+    pass; 0 for the last block, which has the model's own head.
+
+    Args:
+        model (ENNLocalClassifier): The model; its heads and objectives are
+            run as deep copies in train mode (its own are untouched).
+        batch_size (int): Micro-batch size.
+
+    Returns:
+        list[float]: One count per block.
+    """
     costs = [0.0] * model.num_blocks
     device = next(model.parameters()).device
     heads = getattr(model, HEADS_KEY)
@@ -132,7 +150,15 @@ def local_head_costs(model: nn.Module, batch_size: int) -> List[float]:
 
 def training_twin(model: nn.Module):
     """A deep copy of ``model`` in train mode with one SGD wrapper per block
-    (``lr=0``, momentum: the work of a step, the weights kept), for timing."""
+    (``lr=0``, momentum: the work of a step, the weights kept), for timing.
+
+    Args:
+        model (ENNLocalClassifier): The model to copy.
+
+    Returns:
+        tuple: ``(twin, wrappers)``: the copy and a list of one
+        ``OptimWrapper`` per block over that block's parameters of the copy.
+    """
     twin = copy.deepcopy(model).train()
     params = dict(twin.named_parameters())
     wrappers = [OptimWrapper(torch.optim.SGD(
@@ -145,7 +171,16 @@ def penalty_period_mean(measure: Callable[[int], Sequence[float]],
                         interval: int) -> List[float]:
     """Mean per step over a penalty period of ``interval`` steps:
     ``measure(0)`` (step 0, with the penalty) once, ``measure(1)`` (a step
-    without) ``interval - 1`` times; just ``measure(0)`` if ``interval`` is 1."""
+    without) ``interval - 1`` times; just ``measure(0)`` if ``interval`` is 1.
+
+    Args:
+        measure (callable): ``step index -> per-item values`` (e.g. seconds
+            per block); called with 0 and, if ``interval > 1``, with 1.
+        interval (int): Steps between penalties (1: every step).
+
+    Returns:
+        list[float]: The mean per step of each value.
+    """
     on = list(measure(0))
     if interval == 1:
         return on
@@ -157,7 +192,17 @@ def measure_block_times(model: nn.Module, batch_size: int, steps: int = 2) -> Li
     """Seconds of one ENN-ℓ training step of each block (its forward, local
     head, backward and an SGD step), median of ``steps`` timed steps after
     one warm-up, on a deep copy of ``model`` with random data. With a penalty
-    every n-th step, the mean over n steps (timed with and without it)."""
+    every n-th step, the mean over n steps (timed with and without it).
+
+    Args:
+        model (ENNLocalClassifier): The model (left untouched; the global
+            random streams too).
+        batch_size (int): Batch size of the random data.
+        steps (int): Timed steps per median. Defaults to 2.
+
+    Returns:
+        list[float]: Seconds per block.
+    """
     twin, wrappers = training_twin(model)
     device = next(twin.parameters()).device
     num_classes, num_blocks = twin.head.num_classes, twin.num_blocks
@@ -196,7 +241,7 @@ def measure_block_times(model: nn.Module, batch_size: int, steps: int = 2) -> Li
             return [statistics.median(r[k] for r in runs) for k in range(num_blocks)]
 
         times = penalty_period_mean(medians, interval)
-    del twin, wrappers
+    twin = wrappers = None  # (dropped before the collection below)
     gc.collect()  # a copy holds reference cycles; left alive it slows training
     return times
 
@@ -204,7 +249,20 @@ def measure_block_times(model: nn.Module, batch_size: int, steps: int = 2) -> Li
 def record_calls(model: nn.Module, partition: Partition,
                  input_shape: Sequence[int]) -> CallRecord:
     """One probe pass of ``model(x, mode='tensor')`` (eval mode, no grad, the
-    global random stream untouched) recording every module call."""
+    global random stream untouched) recording every module call.
+
+    Args:
+        model (nn.Module): The partitioned classifier.
+        partition (Partition): Its partition.
+        input_shape (Sequence[int]): ``(C, H, W)`` of the network input; the
+            probe batch holds ``PROBE_BATCH`` random inputs.
+
+    Returns:
+        CallRecord: The calls of every named submodule (their output specs
+        with the batch dimension marked ``None``), who called each first,
+        where each cut point ends, and the Conv/Linear layers and
+        multiply-accumulates of each block.
+    """
     record = CallRecord(input_shape=tuple(input_shape))
     cut_set = set(partition.cuts)
     macs = [0] * partition.num_blocks
@@ -260,7 +318,7 @@ def time_stage(model: nn.Module, record: 'CallRecord', wrappers: List, blocks: L
     with a penalty every n-th step, the mean over n steps.
 
     Args:
-        model (LocalLearningMixin): The model copy to time.
+        model (ENNLocalClassifier): The model copy to time.
         record (CallRecord): Its probe record.
         wrappers (list): One optimizer wrapper per block.
         blocks (list[int]): The stage's blocks.
@@ -269,6 +327,9 @@ def time_stage(model: nn.Module, record: 'CallRecord', wrappers: List, blocks: L
         seed (int): Seed of the random data (its own random stream).
         before (callable): Called before each timing, e.g. a barrier so
             that all stages of a pipeline run at once, as in training.
+
+    Returns:
+        float: Seconds per step.
     """
     device = next(model.parameters()).device
     with own_rng(device):
@@ -305,7 +366,18 @@ def time_stage(model: nn.Module, record: 'CallRecord', wrappers: List, blocks: L
 
 def plan_stages(costs: Sequence[float], num_stages: int) -> List[List[int]]:
     """Split blocks ``0..K-1`` into ``num_stages`` contiguous groups with the
-    smallest possible largest group cost (exact, by dynamic programming)."""
+    smallest possible largest group cost (exact, by dynamic programming).
+
+    Args:
+        costs (Sequence[float]): Cost of each block ``0..K-1``.
+        num_stages (int): Number of groups.
+
+    Returns:
+        list[list[int]]: The block indices of each group, in order.
+
+    Raises:
+        ValueError: ``num_stages`` is not between 1 and ``K``.
+    """
     k = len(costs)
     if not 1 <= num_stages <= k:
         raise ValueError(f'cannot split {k} blocks into {num_stages} pipeline stages: use '

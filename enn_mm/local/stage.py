@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
+from mmpretrain.structures import DataSample
 from torch import Tensor, nn
 
-from mmpretrain.structures import DataSample
 from .partition import Partition, main_tensor, probing
 from .step import LocalStep
 
@@ -35,7 +35,11 @@ PROBE_BATCH = 3
 
 
 class StageDone(Exception):
-    """Raised from the last cut point of a stage to end its forward pass."""
+    """Raised from the last cut point of a stage to end its forward pass.
+
+    Args:
+        output (Any): The cut point's output, kept as ``self.output``.
+    """
 
     def __init__(self, output):
         super().__init__('stage done')
@@ -53,7 +57,21 @@ def materialize(spec, batch: int, device, inject: Optional[Tensor] = None,
                  cache: Optional[dict] = None):
     """A placeholder of ``spec``'s structure; the first floating tensor is
     ``inject`` when given (the received feature at a cut point). Zeros, reused
-    from ``cache`` (one tensor per probed output) when given."""
+    from ``cache`` (one tensor per probed output) when given.
+
+    Args:
+        spec (Any): A :class:`TensorSpec`, or tuples, lists and dicts of them
+            (other objects are returned as they are).
+        batch (int): Size of the batch dimensions (``None`` in the specs).
+        device (torch.device): Device of the placeholders.
+        inject (Tensor, optional): Returned in place of the first
+            floating-point spec.
+        cache (dict, optional): Zero tensors kept between calls, keyed by
+            spec, shape and device; re-zeroed before reuse.
+
+    Returns:
+        Any: The structure of ``spec`` with tensors in place of its specs.
+    """
     injected = [inject is None]
 
     def build(s):
@@ -86,6 +104,19 @@ def stub_prefix(model: nn.Module, record, entry_cut: Optional[str],
     A module is stubbed when all its calls end by ``entry_cut``'s and the
     module that called it is not stubbed itself; modules also called after
     the cut run normally (on placeholders, their results unused).
+
+    Args:
+        model (nn.Module): The partitioned classifier.
+        record (CallRecord): Its probe record.
+        entry_cut (str, optional): The cut point before the stage's first
+            block; ``None`` stubs nothing.
+        batch (int): Batch size of the placeholders.
+        z (Tensor, optional): The received feature that ``entry_cut``
+            returns (needed when ``entry_cut`` is given; placeholders go to
+            its device).
+
+    Yields:
+        None: The modules' own ``forward`` is restored on exit.
     """
     if entry_cut is None:
         yield
@@ -120,13 +151,34 @@ def stub_prefix(model: nn.Module, record, entry_cut: Optional[str],
 
 
 def model_input(record, batch: int, device) -> Tensor:
-    """A zero-memory stand-in for the network input of a later stage."""
+    """A zero-memory stand-in for the network input of a later stage.
+
+    Args:
+        record (CallRecord): The probe record (for the input shape).
+        batch (int): Batch size.
+        device (torch.device): Device of the stand-in.
+
+    Returns:
+        Tensor: A zero scalar expanded to ``(batch, *input_shape)``.
+    """
     return torch.zeros((), device=device).expand(batch, *record.input_shape)
 
 
 @contextmanager
 def exit_at(model: nn.Module, cut: Optional[str]):
-    """Stop the forward pass right after ``cut`` (after its other hooks)."""
+    """Stop the forward pass right after ``cut`` (after its other hooks).
+
+    Within the context, ``cut``'s forward hook raises :class:`StageDone`
+    with its output.
+
+    Args:
+        model (nn.Module): The model.
+        cut (str, optional): A module name of ``model``; ``None`` stops
+            nothing.
+
+    Yields:
+        None: The hook is removed on exit.
+    """
     if cut is None:
         yield
         return
@@ -144,7 +196,24 @@ def exit_at(model: nn.Module, cut: Optional[str]):
 def check_segments(model: nn.Module, partition: Partition, record,
                    stages: List[List[int]], atol: float = 1e-5) -> None:
     """Replay each stage after the first from the cut outputs of a plain
-    forward pass; raise if a stage does not reproduce its output exactly."""
+    forward pass; raise if a stage does not reproduce its output exactly.
+
+    The passes run in eval mode on ``PROBE_BATCH`` random inputs, without
+    gradients or touching the global random streams.
+
+    Args:
+        model (nn.Module): The partitioned classifier.
+        partition (Partition): Its partition.
+        record (CallRecord): Its probe record.
+        stages (list[list[int]]): The blocks of each stage.
+        atol (float): Absolute tolerance, relative to the largest magnitude
+            of the expected output (at least 1); ``rtol`` is 1e-4.
+            Defaults to 1e-5.
+
+    Raises:
+        ValueError: A stage's output differs from the plain pass's in shape
+            or values.
+    """
     cuts = partition.cuts
     outputs: Dict[str, Tensor] = {}
     handles = [m.register_forward_hook(
@@ -190,13 +259,15 @@ def run_blocks(model: nn.Module, record, wrappers: List, blocks: List[int], targ
     """Train ``blocks`` (contiguous) of ``model`` on one micro-batch.
 
     Args:
-        model (LocalLearningMixin): The model.
+        model (ENNLocalClassifier): The model.
         record (CallRecord): Its probe record.
         wrappers (list[OptimWrapper]): One per block of the model.
         blocks (list[int]): The stage's blocks.
         target (Tensor): Labels or soft scores of the micro-batch.
         penalty_weight (float, optional): As for :class:`LocalStep`.
-        inputs, samples: The network input and data samples (first stage).
+        inputs (Tensor, optional): The network input (first stage).
+        samples (list[DataSample], optional): The data samples (first
+            stage).
         z (Tensor, optional): The feature at the cut point before the
             blocks (later stages).
         grad_sync (callable, optional): As for :class:`LocalStep`.
@@ -206,6 +277,10 @@ def run_blocks(model: nn.Module, record, wrappers: List, blocks: List[int], targ
     Returns:
         tuple: The logs and, unless the blocks end with the model's own head,
         the feature to hand on (else ``None``).
+
+    Raises:
+        RuntimeError: The forward pass never reached the last block's cut
+            point.
     """
     cuts = model.local_partition.cuts
     first, final = blocks[0], blocks[-1]

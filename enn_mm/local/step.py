@@ -3,7 +3,7 @@
 The per-step API that the single-process ``train_step``, the pipeline stages
 and the planner's timing all use: :class:`LocalStep` trains each block on its
 own loss as the forward pass reaches the block's cut point. The penalty
-weight of the step is passed in (``LocalLearningMixin.penalty_weight``); the
+weight of the step is passed in (``ENNLocalClassifier.penalty_weight``); the
 optimizer wrappers are duck-typed (mmengine's ``OptimWrapper`` interface).
 """
 from collections import OrderedDict
@@ -23,13 +23,28 @@ OBJECTIVES_KEY = 'local_objectives'
 
 
 def block_key(k: int) -> str:
-    """Name of block ``k``'s optimizer wrapper, scheduler list and logs."""
+    """Name of block ``k``'s optimizer wrapper, scheduler list and logs.
+
+    Args:
+        k (int): Block index.
+
+    Returns:
+        str: ``'block{k}'``.
+    """
     return f'block{k}'
 
 
 def targets_of(data_samples) -> Tensor:
     """The training targets of a batch: soft scores (mixup, cutmix) win over
-    labels, as in MMPretrain's ``ClsHead``."""
+    labels, as in MMPretrain's ``ClsHead``.
+
+    Args:
+        data_samples (list[DataSample]): The batch's data samples.
+
+    Returns:
+        Tensor: The stacked ``gt_score`` ``(N, C)`` if the first sample has
+        one, else the concatenated ``gt_label`` ``(N,)``.
+    """
     if 'gt_score' in data_samples[0]:
         return torch.stack([s.gt_score for s in data_samples])
     return torch.cat([s.gt_label for s in data_samples])
@@ -38,14 +53,32 @@ def targets_of(data_samples) -> Tensor:
 def block_penalty(block_bases: Sequence[Tensor]) -> Optional[Tensor]:
     """The orthonormality penalty of one block's bases (``None`` if it owns
     none). Same order and arithmetic as ``orthogonality_penalty``: with one
-    block the two agree bit for bit."""
+    block the two agree bit for bit.
+
+    Args:
+        block_bases (Sequence[Tensor]): The block's bases.
+
+    Returns:
+        Tensor | None: The sum of their ``basis_penalty`` terms.
+    """
     terms = [basis_penalty(B) for B in block_bases]
     return torch.stack(terms).sum() if terms else None
 
 
 def log_block(log_vars: Dict[str, Tensor], k: int, loss: Tensor, logits: Optional[Tensor],
               target: Tensor) -> None:
-    """Record block ``k``'s loss and, with hard labels, its top-1 accuracy."""
+    """Record block ``k``'s loss and, with hard labels, its top-1 accuracy.
+
+    Args:
+        log_vars (dict[str, Tensor]): Updated in place with
+            ``block{k}.loss`` (detached) and ``block{k}.top1`` (in percent).
+        k (int): Block index.
+        loss (Tensor): The block's loss.
+        logits (Tensor, optional): The logits the top-1 is computed from;
+            ``None`` logs no top-1.
+        target (Tensor): Labels ``(N,)``; soft scores ``(N, C)`` log no
+            top-1.
+    """
     log_vars[f'{block_key(k)}.loss'] = loss.detach()
     if logits is not None and target.dim() == 1:
         with torch.no_grad():
@@ -62,7 +95,7 @@ class LocalStep:
     block.
 
     Args:
-        model (LocalLearningMixin): The model.
+        model (ENNLocalClassifier): The model.
         wrappers (list[OptimWrapper]): One per block
             (``model.block_wrappers(optim_wrapper)``).
         target (Tensor): Labels ``(B,)`` or soft scores ``(B, C)``.
@@ -104,7 +137,17 @@ class LocalStep:
         return block_penalty(self.bases[k]) if self.gamma else None
 
     def local_update(self, k: int, z: Tensor) -> None:
-        """Loss of block ``k``'s local head on ``z``, backward, step."""
+        """Loss of block ``k``'s local head on ``z``, backward, step.
+
+        The loss is the weighted sum of the block's objectives plus ``γ``
+        times its penalty; the backward runs outside autocast; the loss,
+        top-1 and (with several objectives) each objective's term are
+        logged.
+
+        Args:
+            k (int): Index of a local block (not the last).
+            z (Tensor): The block's output at its cut point.
+        """
         model = self.model
         logits = getattr(model, HEADS_KEY)[block_key(k)](z)
         loss, terms = None, model.block_objectives(k)
@@ -123,7 +166,15 @@ class LocalStep:
         log_block(self.log_vars, k, loss, logits, self.target)
 
     def final_losses(self, inputs: Tensor, samples) -> Dict[str, Tensor]:
-        """The forward pass to the model head's loss dict."""
+        """The forward pass to the model head's loss dict.
+
+        Args:
+            inputs (Tensor): The network input after the data preprocessor.
+            samples (list[DataSample]): The batch's data samples.
+
+        Returns:
+            dict[str, Tensor]: The loss items of ``model.head.loss``.
+        """
         model = self.model
         handle = model.head.register_forward_hook(
             lambda m, a, out: self._final_logits.append(main_tensor(out)))
@@ -133,7 +184,18 @@ class LocalStep:
             handle.remove()
 
     def final_update(self, losses: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        """Train the last block on the model's own loss; return the logs."""
+        """Train the last block on the model's own loss; return the logs.
+
+        Args:
+            losses (dict[str, Tensor]): The head's loss items
+                (:meth:`final_losses`); ``loss_ortho`` (the last block's
+                penalty, or 0 on a step without it) is added in place when
+                the model has a penalty.
+
+        Returns:
+            dict[str, Tensor]: The parsed loss items (``loss`` is the last
+            block's loss) and every block's ``block{k}.*`` logs.
+        """
         model = self.model
         k = model.num_blocks - 1
         penalty = self._penalty(k)

@@ -25,7 +25,14 @@ _HEADER = 24
 
 
 def comm_device(device: torch.device) -> torch.device:
-    """Where tensors must be to go through the default process group."""
+    """Where tensors must be to go through the default process group.
+
+    Args:
+        device (torch.device): Where the tensors are.
+
+    Returns:
+        torch.device: ``device`` with NCCL, else the CPU.
+    """
     return device if dist.get_backend() == 'nccl' else torch.device('cpu')
 
 
@@ -68,7 +75,25 @@ class StageLink:
         return time.perf_counter() - t
 
     def send(self, z: Tensor, target: Tensor, image: Optional[Tensor] = None) -> float:
-        """Send to the next stage; returns the seconds spent waiting for it."""
+        """Send to the next stage; returns the seconds spent waiting for it.
+
+        The sends are asynchronous; this waits only while more than
+        ``max_inflight`` messages are unconfirmed.
+
+        Args:
+            z (Tensor): The feature at the cut point (sent detached).
+            target (Tensor): Labels or soft scores.
+            image (Tensor, optional): The network input, sent when a later
+                stage's objective reads it.
+
+        Returns:
+            float: Seconds spent waiting.
+
+        Raises:
+            RuntimeError: The next stage stopped or hung (a failed or
+                timed-out send).
+            TimeoutError: A send did not complete within ``timeout``.
+        """
         dev = comm_device(z.device)
         z, target = z.detach().to(dev).contiguous(), target.to(dev).contiguous()
         header = torch.zeros(_HEADER, dtype=torch.int64)
@@ -94,7 +119,11 @@ class StageLink:
         return sum(self._wait(w, 1, 'send to') for w in item[0])
 
     def flush(self) -> float:
-        """Wait until the next stage has received everything sent so far."""
+        """Wait until the next stage has received everything sent so far.
+
+        Returns:
+            float: Seconds spent waiting.
+        """
         waited = 0.0
         while self._pending:
             waited += self._wait_sent(self._pending.pop(0))
@@ -102,7 +131,20 @@ class StageLink:
 
     def recv(self, device: torch.device):
         """Receive from the previous stage: ``(z, target, image or None,
-        seconds waited)``, on ``device``."""
+        seconds waited)``, on ``device``.
+
+        Args:
+            device (torch.device): Where the received tensors go.
+
+        Returns:
+            tuple: ``(z, target, image, waited)``; ``image`` is None if it was
+            not sent, ``waited`` the seconds spent waiting.
+
+        Raises:
+            RuntimeError: The previous stage stopped or hung (a failed or
+                timed-out receive).
+            TimeoutError: A receive did not complete within ``timeout``.
+        """
         dev = comm_device(device)
         src = self.rank - 1
         header = torch.empty(_HEADER, dtype=torch.int64, device=dev)

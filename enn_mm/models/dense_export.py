@@ -22,12 +22,12 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
-
 from mmpretrain.registry import MODELS
+
 from .. import __version__
 from ..core import enn_modules, export_dense, orthogonality_error
-from .enn_model import vanilla_class
 from .loading import init_model
+from .mixin import vanilla_class
 
 __all__ = ['dense_config', 'export_checkpoint', 'ExportCheckError', 'load_model',
            'export_meta', 'save_export', 'check_export', 'export_cli']
@@ -44,6 +44,10 @@ def load_model(cfg: Config, checkpoint: str) -> tuple:
     """Build ``cfg.model`` as the Runner does and load ``checkpoint`` into
     it strictly on the CPU (:func:`enn_mm.models.init_model`).
 
+    Args:
+        cfg (Config): The config the checkpoint was trained with.
+        checkpoint (str): The checkpoint (a path or URI).
+
     Returns:
         tuple: The model (in eval mode) and the loaded checkpoint dict.
 
@@ -55,14 +59,36 @@ def load_model(cfg: Config, checkpoint: str) -> tuple:
 
 def export_meta(ckpt: dict, checkpoint: str, key: str, **info) -> dict:
     """The meta of an exported checkpoint: the source's ``dataset_meta`` and,
-    under ``key``, the source's absolute path and ``info``."""
+    under ``key``, the source's absolute path and ``info``.
+
+    Args:
+        ckpt (dict): The loaded source checkpoint.
+        checkpoint (str): The source checkpoint's path.
+        key (str): The meta key of this export (``'enn_mm'``, say).
+        **info: Further entries under ``key`` (version, orthogonality
+            error, ...).
+
+    Returns:
+        dict: ``{'dataset_meta': ..., key: dict(source=..., **info)}``;
+        ``dataset_meta`` is None when the source has none.
+    """
     return {'dataset_meta': ckpt.get('meta', {}).get('dataset_meta'),
             key: dict(source=osp.abspath(checkpoint), **info)}
 
 
 def save_export(out: str, state_dict: dict, meta: dict, cfg: Config) -> str:
     """Write ``out`` (``state_dict`` and ``meta``) and ``cfg`` next to it as
-    ``out`` with ``.py``; returns the config's path."""
+    ``out`` with ``.py``; returns the config's path.
+
+    Args:
+        out (str): Path of the checkpoint to write (``.pth``).
+        state_dict (dict): The weights to save.
+        meta (dict): The checkpoint's ``meta`` (:func:`export_meta`).
+        cfg (Config): The config to dump next to ``out``.
+
+    Returns:
+        str: The path of the written config.
+    """
     torch.save(dict(state_dict=state_dict, meta=meta), out)
     cfg_out = osp.splitext(out)[0] + '.py'
     cfg.dump(cfg_out)
@@ -82,7 +108,8 @@ def check_export(model_cfg: dict, out: str, inputs, ref, tolerance: float,
         model_cfg (dict): The exported model config.
         out (str): The exported checkpoint.
         inputs (Tensor, optional): Model inputs; None: load check only.
-        ref: The source model's output on ``inputs``.
+        ref (Tensor | tuple, optional): The source model's ``'tensor'``
+            output on ``inputs`` (of a tuple, the last item is compared).
         tolerance (float): Largest relative difference (largest absolute
             difference over the largest absolute reference value) accepted;
             0: the outputs must be equal.
@@ -119,9 +146,20 @@ def export_cli(export: Callable[[Config, str, str], dict], description: str,
     [--cfg-options ...]``; calls ``export(cfg, checkpoint, out)`` in the
     config's default scope and logs where the files went.
 
+    Args:
+        export (Callable): ``export(cfg, checkpoint, out)``, returning a dict
+            with at least ``config`` (the written config's path).
+        description (str): The description of the argument parser.
+        argv (Sequence[str], optional): The arguments; None reads
+            ``sys.argv``.
+
+    Returns:
+        dict: What ``export`` returned.
+
     Raises:
         SystemExit: ``export`` raised ``ValueError`` or
-            :class:`ExportCheckError` (the message names both inputs).
+            :class:`ExportCheckError` (the message names both inputs), or
+            the arguments are invalid (from ``argparse``).
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument('config')
@@ -167,6 +205,12 @@ def dense_config(cfg: Config) -> Config:
     ENN optimizer constructor and ``load_from`` are dropped. ``custom_imports``
     goes too unless something else of the plugin (a Faiss metric, say) is
     still used, so that the dense config stays runnable.
+
+    Args:
+        cfg (Config): The ENN config; not modified (a deep copy is changed).
+
+    Returns:
+        Config: The dense config.
     """
     cfg = copy.deepcopy(cfg)
     if cfg.model.get('type') == 'ENNModel':

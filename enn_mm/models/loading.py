@@ -16,7 +16,6 @@ from typing import Tuple
 
 from mmengine.config import Config
 from mmengine.runner.checkpoint import _load_checkpoint
-
 from mmpretrain.registry import MODELS
 
 __all__ = ['CheckpointMismatchError', 'build_model', 'load_model_checkpoint', 'init_model']
@@ -134,6 +133,9 @@ def init_model(cfg: Config, checkpoint: str, device: str = 'cpu') -> Tuple[objec
 
     Returns:
         tuple: The model (on ``device``, in eval mode) and the checkpoint.
+
+    Raises:
+        CheckpointMismatchError: The checkpoint does not fit the config.
     """
     model = build_model(cfg)
     ckpt = load_model_checkpoint(model, checkpoint)

@@ -21,8 +21,7 @@ import importlib.util
 from .contrastive_loss import gather_batch, symmetric_info_nce
 from .fmnist_captions import ENNFashionMNISTCaptions
 from .retriever import ENNContrastiveRetriever
-from .text_encoders import (ENNCLIPTextEncoder, ENNSentenceTextEncoder,
-                            resolve_model_path)
+from .text_encoders import ENNCLIPTextEncoder, ENNSentenceTextEncoder, resolve_model_path
 
 __all__ = [
     'ENNContrastiveRetriever', 'ENNSentenceTextEncoder', 'ENNCLIPTextEncoder',

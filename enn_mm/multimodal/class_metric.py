@@ -3,8 +3,8 @@ from typing import Sequence
 
 import numpy as np
 from mmengine.logging import print_log
-
 from mmpretrain.registry import METRICS
+
 from ..evaluation import FaissImageTextRetrievalMetric, retrieval_metrics
 from ..evaluation.functional import check_metric_names
 from ..evaluation.retrieval_metric import labels_of
@@ -34,6 +34,10 @@ class ENNClassImageTextRetrievalMetric(FaissImageTextRetrievalMetric):
             ``'mAP'``, ``'AP'``, ``'mAP@R'`` (see ``retrieval_metrics``), for
             both directions. Defaults to ('Recall', ).
         **kwargs: As for :class:`FaissImageTextRetrievalMetric`.
+
+    Raises:
+        ValueError: An unknown metric name, or see
+            :class:`FaissImageTextRetrievalMetric`.
     """
 
     def __init__(self, metric_names: Sequence[str] = ('Recall', ), **kwargs):
@@ -41,7 +45,19 @@ class ENNClassImageTextRetrievalMetric(FaissImageTextRetrievalMetric):
         self.metric_names = check_metric_names(metric_names)
 
     def process(self, data_batch, data_samples: Sequence) -> None:
-        """As the parent; the image entries also keep ``gt_label``."""
+        """As the parent; the image entries also keep ``gt_label``.
+
+        Args:
+            data_batch (dict | None): The dataloader's batch (unused).
+            data_samples (Sequence): Image samples as for the parent's
+                embedding mode, each also with one ``gt_label``.
+
+        Raises:
+            ValueError: The metric is not in embedding mode (e.g. the
+                samples carry ``pred_score``), or see the parent.
+            KeyError: An image sample has no single ``gt_label``, or see the
+                parent.
+        """
         start = len(self.results)
         super().process(data_batch, data_samples)
         if self._mode != 'feats':
@@ -55,7 +71,18 @@ class ENNClassImageTextRetrievalMetric(FaissImageTextRetrievalMetric):
                 part['label'] = np.concatenate(labels)
 
     def compute_from_parts(self, items: list, size) -> dict:
-        """Merge images (with labels) and captions, search both ways."""
+        """Merge images (with labels) and captions, search both ways.
+
+        Args:
+            items (list): Gathered ``(tag, part)`` pairs from :meth:`process`.
+            size (int, optional): Expected number of distinct images; None
+                skips the check.
+
+        Returns:
+            dict: ``'i2t/<name>'`` and ``'t2i/<name>'`` in percent for every
+            key of :func:`retrieval_metrics` (``'Recall@1'``, ...,
+            ``'mAP@R'``), unprefixed.
+        """
         images, texts, pos = self.merge_images_texts(items, size)
         img_labels, txt_labels = images['label'], images['label'][pos]
         print_log(f'{type(self).__name__}: {len(img_labels)} images, '

@@ -53,7 +53,22 @@ class _GatherWithGrad(torch.autograd.Function):
 
 def gather_batch(*tensors: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:
     """Concatenate each tensor over all ranks in rank order (no-op without
-    a process group). Floating tensors keep gradients; None stays None."""
+    a process group). Floating tensors keep gradients; None stays None.
+
+    A collective call: every rank must call it with the same tensors being
+    None. Tensors that require gradients are gathered with a backward that
+    sums their gradient over the ranks and keeps this rank's rows.
+
+    Args:
+        *tensors (Tensor | None): Tensors whose first dimension is this
+            rank's batch size (the same for all of them; it may differ
+            between ranks).
+
+    Returns:
+        tuple: The gathered tensors in argument order, each with the sum of
+        the ranks' batch sizes as first dimension (the inputs unchanged
+        without a process group), None where the input was None.
+    """
     rank, world = _world()
     if world == 1:
         return tensors
@@ -91,6 +106,7 @@ def symmetric_info_nce(image: Tensor, text: Tensor, logit_scale: Tensor,
         text (Tensor): (N, d) L2-normalized text embeddings.
         logit_scale (Tensor): Scalar multiplier (1 / temperature).
         groups (Tensor, optional): (N,) integer group of each pair.
+            Defaults to None (only the diagonal pairs are positive).
 
     Returns:
         Tensor: ``(loss_i2t + loss_t2i) / 2``.

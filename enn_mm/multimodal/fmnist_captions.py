@@ -12,7 +12,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 from mmengine.fileio import join_path
-
 from mmpretrain.datasets import FashionMNIST
 from mmpretrain.datasets.mnist import read_image_file, read_label_file
 from mmpretrain.registry import DATASETS
@@ -57,6 +56,12 @@ class ENNFashionMNISTCaptions(FashionMNIST):
         **kwargs: Other arguments of ``FashionMNIST`` / ``BaseDataset``
             (``pipeline``, ``indices`` for a subset, ...). ``download`` is
             off: the files must be there.
+
+    Raises:
+        ValueError: A template does not hold exactly one ``{}``, or the
+            number of class phrases is not the number of classes.
+        FileNotFoundError: The IDX files of ``split`` are missing (raised
+            when the data is loaded).
     """
 
     def __init__(self, data_root: str, split: str = 'train',
@@ -104,9 +109,32 @@ class ENNFashionMNISTCaptions(FashionMNIST):
         self.text_size = len(self._owner) * len(self.templates)
 
     def caption(self, label: int, template: int) -> str:
+        """The caption of class ``label`` in template number ``template``.
+
+        Args:
+            label (int): Class index into ``class_phrases``.
+            template (int): Index into ``templates``.
+
+        Returns:
+            str: The template with the class phrase filled in.
+        """
         return self.templates[template].format(self.class_phrases[label])
 
     def get_data_info(self, idx: int) -> dict:
+        """The annotation of sample ``idx`` with ``image_id`` and captions.
+
+        Args:
+            idx (int): Index of the sample.
+
+        Returns:
+            dict: The parent's annotation (``img``, ``gt_label``, ...) plus
+            ``image_id`` (``idx``) and ``text``. Training: one caption of the
+            sample's class, the template drawn with ``np.random``. Test mode:
+            for the first image of a class all captions of that class, with
+            ``gt_text_id`` (``label * len(templates) + t``) and
+            ``gt_image_id`` (``idx`` per caption); for other images empty
+            lists.
+        """
         info = super().get_data_info(idx)
         label = int(info['gt_label'])
         info['image_id'] = idx

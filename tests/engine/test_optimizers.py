@@ -3,15 +3,15 @@ factors, directly and through the registry."""
 import pytest
 import torch
 from mmengine.registry import init_default_scope
+from mmpretrain.registry import MODELS
 from torch import nn
 
 from enn_mm.core import ENNOptions, factors
-from mmpretrain.registry import MODELS
 
 
 def test_constructor_rules_reach_exactly_the_factors():
-    from enn_mm.engine.optimizers import ENNOptimWrapperConstructor
     from enn_mm.core.eigenbasis import factor_names
+    from enn_mm.engine.optimizers import ENNOptimWrapperConstructor
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 16), nn.BatchNorm1d(16), nn.Linear(16, 16),
                           nn.Linear(16, 4))
@@ -47,6 +47,9 @@ def test_constructor_rules_reach_exactly_the_factors():
 
 
 def test_enn_constructor_without_weight_decay():
+    """An optimizer config with no weight_decay: every parameter is in a
+    group, and every group's decay is the optimizer's default (0), the
+    factors' included (the rules multiply a base that is not there)."""
     init_default_scope('mmpretrain')
     inner = dict(type='ImageClassifier', backbone=dict(type='LeNet5', num_classes=10))
     model = MODELS.build(dict(type='ENNModel', model=inner))
@@ -54,6 +57,33 @@ def test_enn_constructor_without_weight_decay():
     ctor = OPTIM_WRAPPER_CONSTRUCTORS.build(dict(
         type='ENNOptimWrapperConstructor',
         optim_wrapper_cfg=dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1))))
-    wrapper = ctor(model)
-    assert {id(p) for p in model.parameters()} <= {
-        id(p) for g in wrapper.param_groups for p in g['params']}
+    groups = ctor(model).optimizer.param_groups  # (the wrapper's adds a placeholder)
+    assert sorted(id(p) for g in groups for p in g['params']) == \
+        sorted(id(p) for p in model.parameters())
+    assert {g['weight_decay'] for g in groups} == {0}
+    assert {g['lr'] for g in groups} == {0.1}
+
+
+def test_decay_and_lr_multipliers_of_bases_and_spectra():
+    """basis_decay_mult, spectrum_decay_mult and spectrum_lr_mult act on
+    exactly the bases / spectra, other parameters keep the base values."""
+    from enn_mm.core.eigenbasis import factor_names
+    from enn_mm.engine.optimizers import ENNOptimWrapperConstructor
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Linear(8, 3))
+    ENNOptions().apply(model)
+    names = factor_names(model)
+    ctor = ENNOptimWrapperConstructor(
+        dict(optimizer=dict(type='SGD', lr=0.2, weight_decay=0.1)),
+        dict(basis_decay_mult=0.5, spectrum_decay_mult=3.0, spectrum_lr_mult=0.25))
+    groups = ctor(model).optimizer.param_groups
+    by_id = {id(p): g for g in groups for p in g['params']}
+    for name, p in model.named_parameters():
+        g = by_id[id(p)]
+        if name in names['basis']:
+            assert (g['lr'], g['weight_decay']) == (0.2, pytest.approx(0.05)), name
+        elif name in names['spectrum']:
+            assert (g['lr'], g['weight_decay']) == (pytest.approx(0.05),
+                                                    pytest.approx(0.3)), name
+        else:
+            assert (g['lr'], g['weight_decay']) == (0.2, 0.1), name

@@ -13,12 +13,19 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
-
-import enn_mm  # noqa: F401
 from mmpretrain.registry import DATASETS, MODELS
 
-from helpers import (ALL, IT_METRIC, RETRIEVAL_WARNINGS, assert_close, ref_image_text,
-                     ref_metrics, ref_scores)
+import enn_mm  # noqa: F401
+
+from helpers import (
+    ALL,
+    IT_METRIC,
+    RETRIEVAL_WARNINGS,
+    assert_close,
+    ref_image_text,
+    ref_metrics,
+    ref_scores,
+)
 
 pytestmark = RETRIEVAL_WARNINGS
 init_default_scope('mmpretrain')
@@ -108,8 +115,9 @@ class ToyDualEncoder(torch.nn.Module):
         texts = [t for s in data_samples for t in s.text]
         return dict(image_feat=self.proj(images.mean((2, 3))), text_feat=self.text_feat(texts))
 
-    def _run_forward(self, data, mode):
-        return self.extract_feat(**data)
+    def forward(self, images, data_samples, mode='tensor'):
+        assert mode == 'tensor'  # what the retrieval loops ask of image-text models
+        return self.extract_feat(images, data_samples)
 
 
 CAPTIONS = [['a cat sits', 'a cat', 'cats sit'], ['a dog', 'a cat', 'dogs eat toast'],

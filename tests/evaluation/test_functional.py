@@ -7,16 +7,26 @@ import numpy as np
 import pytest
 import torch
 from mmengine.registry import init_default_scope
+from mmpretrain.evaluation import RetrievalAveragePrecision, RetrievalRecall
+from mmpretrain.structures import DataSample
 
 import enn_mm  # noqa: F401
 import enn_mm.evaluation as ev
 from enn_mm.evaluation.functional import Relevance, evaluate_rankings
 from enn_mm.evaluation.search import FaissSearcher
-from mmpretrain.evaluation import RetrievalAveragePrecision, RetrievalRecall
-from mmpretrain.structures import DataSample
 
-from helpers import (ALL, RETRIEVAL_WARNINGS, assert_close, label_sets, ref_image_text,
-                     ref_metrics, ref_ranking, ref_scores, tie_data, unit_tie_data)
+from helpers import (
+    ALL,
+    RETRIEVAL_WARNINGS,
+    assert_close,
+    label_sets,
+    ref_image_text,
+    ref_metrics,
+    ref_ranking,
+    ref_scores,
+    tie_data,
+    unit_tie_data,
+)
 
 pytestmark = RETRIEVAL_WARNINGS
 init_default_scope('mmpretrain')

@@ -13,15 +13,23 @@ import torch
 import torch.multiprocessing as mp
 from mmengine.dataset import DefaultSampler
 from mmengine.registry import init_default_scope
-
-import enn_mm  # noqa: F401
-import enn_mm.evaluation as ev
 from mmpretrain.evaluation import RetrievalRecall
 from mmpretrain.registry import METRICS
 from mmpretrain.structures import DataSample
 
-from helpers import (ALL, IT_METRIC, RETRIEVAL_WARNINGS, assert_close, ref_image_text,
-                     ref_metrics, samples_for, shard_like_ddp)
+import enn_mm  # noqa: F401
+import enn_mm.evaluation as ev
+
+from helpers import (
+    ALL,
+    IT_METRIC,
+    RETRIEVAL_WARNINGS,
+    assert_close,
+    ref_image_text,
+    ref_metrics,
+    samples_for,
+    shard_like_ddp,
+)
 
 pytestmark = RETRIEVAL_WARNINGS
 init_default_scope('mmpretrain')

@@ -1,36 +1,46 @@
 """enn_mm.local.heads: no gradient crosses a block boundary whatever the
-heads and objectives, downstream / aux-net heads, registered names and a
-user head."""
+heads and objectives, downstream / aux-net heads, registered names (one per
+component, its class name) and a user head."""
 import copy
 
 import pytest
 import torch
 from mmengine.optim import OptimWrapperDict
 from mmengine.registry import init_default_scope
+from mmpretrain.registry import MODELS
 from torch import nn
 
-from enn_mm.local import AuxNetHead, DownstreamHead, ReconstructionObjective, SimilarityObjective
-from mmpretrain.registry import MODELS
+import enn_mm.local.heads
+import enn_mm.local.objectives
+from enn_mm.local import (
+    ENNAuxNetLocalHead,
+    ENNDownstreamLocalHead,
+    ENNReconstructionObjective,
+    ENNSimilarityObjective,
+)
 
 from helpers import INFOPRO, LOCAL_CFG, LOCAL_DENSE_CFG, CheckedWrapper, batch, build, local
 
-
-PREDSIM = [dict(type='classification', weight=0.01), dict(type='similarity', weight=0.99)]
+PREDSIM = [dict(type='ENNClassificationObjective', weight=0.01),
+           dict(type='ENNSimilarityObjective', weight=0.99)]
 
 
 RECIPES = {
-    'aux_net': dict(local_head=dict(type='aux_net')),
-    'aux_net_dgl': dict(local_head=dict(type='aux_net', num_convs=2, pool_size=2,
+    'aux_net': dict(local_head=dict(type='ENNAuxNetLocalHead')),
+    'aux_net_dgl': dict(local_head=dict(type='ENNAuxNetLocalHead', num_convs=2, pool_size=2,
                                         hidden=(32, 32))),
-    'downstream': dict(local_head=dict(type='downstream', depth=2)),
-    'reconstruction': dict(local_head=dict(type='aux_net'), local_objectives=INFOPRO),
-    'similarity': dict(local_head=dict(type='pool_linear'), local_objectives=PREDSIM),
-    'mixed_list': dict(local_head=[dict(type='downstream', depth=3), dict(type='aux_net'),
-                                   dict(type='conv_aux'), dict(type='downstream', depth=1),
-                                   dict(type='aux_net')],
-                       local_objectives=[dict(type='classification'),
-                                         dict(type='reconstruction', weight=[1, 1, 0, 0, 0.5]),
-                                         dict(type='similarity', weight=0.5)]),
+    'downstream': dict(local_head=dict(type='ENNDownstreamLocalHead', depth=2)),
+    'reconstruction': dict(local_head=dict(type='ENNAuxNetLocalHead'), local_objectives=INFOPRO),
+    'similarity': dict(local_head=dict(type='ENNPoolLinearLocalHead'), local_objectives=PREDSIM),
+    'mixed_list': dict(local_head=[dict(type='ENNDownstreamLocalHead', depth=3),
+                                   dict(type='ENNAuxNetLocalHead'),
+                                   dict(type='ENNConvAuxLocalHead'),
+                                   dict(type='ENNDownstreamLocalHead', depth=1),
+                                   dict(type='ENNAuxNetLocalHead')],
+                       local_objectives=[dict(type='ENNClassificationObjective'),
+                                         dict(type='ENNReconstructionObjective',
+                                              weight=[1, 1, 0, 0, 0.5]),
+                                         dict(type='ENNSimilarityObjective', weight=0.5)]),
 }
 
 
@@ -78,7 +88,8 @@ def _storage(tensors):
 
 @pytest.mark.parametrize('path', [LOCAL_CFG, LOCAL_DENSE_CFG])
 def test_downstream_heads_are_fresh_copies_of_later_blocks(path):
-    model = build(path, cuts='resnet_block', local_head=dict(type='downstream', depth=2))
+    model = build(path, cuts='resnet_block',
+                  local_head=dict(type='ENNDownstreamLocalHead', depth=2))
     net = [*model.backbone.parameters(), *model.backbone.buffers(), *model.head.parameters()]
     # cuts: stem, layer1.0, layer1.1, layer2.0, layer2.1. Copies taper 2, 2, 2, 1, 0
     # (nothing runs after layer2.1 but the pooled FC); layer2.0 changes the
@@ -86,7 +97,7 @@ def test_downstream_heads_are_fresh_copies_of_later_blocks(path):
     expect = [['backbone.layer2.0', 'backbone.layer2.1']] * 3 + [['backbone.layer2.1'], []]
     for k in range(model.num_blocks - 1):
         head = model.local_heads[f'block{k}']
-        assert isinstance(head, DownstreamHead)
+        assert isinstance(head, ENNDownstreamLocalHead)
         assert head.copied == expect[k], k
         mine = [*head.parameters(), *head.buffers()]
         assert not _storage(mine) & _storage(net)  # no tensor shared with the network
@@ -106,35 +117,36 @@ def test_downstream_heads_are_fresh_copies_of_later_blocks(path):
 
 def test_downstream_depth_past_the_end_is_refused():
     with pytest.raises(ValueError, match=r'depth=9 .* past the end of the network.*depth <= 4'):
-        local(cuts='resnet_block', local_head=dict(type='downstream', depth=9))
+        local(cuts='resnet_block', local_head=dict(type='ENNDownstreamLocalHead', depth=9))
     with pytest.raises(ValueError, match=r'block 4 .*depth 1 reaches past the end.*at most 0'):
-        local(cuts='resnet_block', local_head=dict(type='downstream', depth=[2, 2, 1, 1, 1]))
+        local(cuts='resnet_block',
+              local_head=dict(type='ENNDownstreamLocalHead', depth=[2, 2, 1, 1, 1]))
     with pytest.raises(ValueError, match='3 depths for 5 local blocks'):
-        local(cuts='resnet_block', local_head=dict(type='downstream', depth=[1, 1, 1]))
+        local(cuts='resnet_block', local_head=dict(type='ENNDownstreamLocalHead', depth=[1, 1, 1]))
 
 
 def test_aux_net_shapes_zero_start_and_parameter_count():
-    head = AuxNetHead((16, 14, 14), 10)  # InfoPro 1c2f: conv s2 x2 channels, FC128, FC
+    head = ENNAuxNetLocalHead((16, 14, 14), 10)  # InfoPro 1c2f: conv s2 x2 channels, FC128, FC
     conv = head.net[0]
     assert (conv.in_channels, conv.out_channels, conv.stride) == (16, 32, (2, 2))
     assert head.fc.in_features == 128 and not head.fc.weight.any() and not head.fc.bias.any()
     out = head(torch.randn(3, 16, 14, 14))
     assert out.shape == (3, 10) and not out.any()  # zero-initialised classifier
-    assert AuxNetHead.num_params((16, 14, 14), 10) == sum(p.numel() for p in head.parameters())
-    dgl = AuxNetHead((8, 7, 7), 10, num_convs=3, pool_size=2, hidden=(64, 64))
+    n = sum(p.numel() for p in head.parameters())
+    assert ENNAuxNetLocalHead.num_params((16, 14, 14), 10) == n
+    dgl = ENNAuxNetLocalHead((8, 7, 7), 10, num_convs=3, pool_size=2, hidden=(64, 64))
     strides = [m.stride[0] for m in dgl.net if isinstance(m, nn.Conv2d)]
     assert strides == [2, 2, 1]  # 7 -> 4 -> 2, then stride 1: never below min_size 2
-    assert AuxNetHead.num_params((8, 7, 7), 10, num_convs=3, pool_size=2,
-                                 hidden=(64, 64)) == sum(p.numel() for p in dgl.parameters())
+    n = sum(p.numel() for p in dgl.parameters())
+    assert ENNAuxNetLocalHead.num_params((8, 7, 7), 10, num_convs=3, pool_size=2,
+                                         hidden=(64, 64)) == n
 
 
 def test_registered_names_and_a_user_head():
     init_default_scope('mmpretrain')
-    for name, cls in [('ENNAuxNetLocalHead', AuxNetHead),
-                      ('ENNDownstreamLocalHead', DownstreamHead),
-                      ('ENNReconstructionObjective', ReconstructionObjective),
-                      ('ENNSimilarityObjective', SimilarityObjective)]:
-        assert MODELS.get(name) is cls
+    for cls in [ENNAuxNetLocalHead, ENNDownstreamLocalHead, ENNReconstructionObjective,
+                ENNSimilarityObjective]:
+        assert MODELS.get(cls.__name__) is cls
 
     @MODELS.register_module(name='TestMaxPoolLocalHead', force=True)
     class MaxPoolHead(nn.Module):
@@ -148,5 +160,49 @@ def test_registered_names_and_a_user_head():
     model = local(cuts='resnet_stage', local_head=dict(type='TestMaxPoolLocalHead', scale=2.0))
     assert isinstance(model.local_heads.block0, MaxPoolHead)
     assert 'local_heads.block0.fc.weight' in model.block_param_names(0)
-    with pytest.raises(TypeError, match=r"local head 'TestMaxPoolLocalHead'.*options are \['scale'\]"):
+    with pytest.raises(TypeError,
+                       match=r"local head 'TestMaxPoolLocalHead'.*options are \['scale'\]"):
         local(cuts='resnet_stage', local_head=dict(type='TestMaxPoolLocalHead', width=3))
+
+
+HEADS = ['ENNAuxNetLocalHead', 'ENNConvAuxLocalHead', 'ENNDownstreamLocalHead',
+         'ENNFrozenLinearLocalHead', 'ENNPoolLinearLocalHead']
+OBJECTIVES = ['ENNClassificationObjective', 'ENNReconstructionObjective',
+              'ENNSimilarityObjective']
+
+
+def test_one_name_per_component_its_class_name():
+    modules = (enn_mm.local.heads.__name__, enn_mm.local.objectives.__name__)
+    ours = {key: cls for key, cls in MODELS.module_dict.items()
+            if key.startswith('ENN') and getattr(cls, '__module__', None) in modules}
+    assert sorted(ours) == sorted(HEADS + OBJECTIVES)
+    for key, cls in ours.items():
+        assert cls.__name__ == key, (key, cls.__name__)
+    # each class is registered once, under that one name
+    for cls in ours.values():
+        assert [k for k, c in MODELS.module_dict.items() if c is cls] == [cls.__name__]
+    for gone in ('HEAD_TYPES', 'OBJECTIVE_TYPES', 'module_class'):
+        assert not hasattr(enn_mm.local, gone)
+        assert not hasattr(enn_mm.local.heads, gone)
+        assert not hasattr(enn_mm.local.objectives, gone)
+    # log names: short, from the class
+    assert [enn_mm.local.objectives.log_name(MODELS.get(n)) for n in OBJECTIVES] == [
+        'classification', 'reconstruction', 'similarity']
+
+
+@pytest.mark.parametrize('kw, error, match', [
+    (dict(local_head=dict(type='frozen_linear')), KeyError,
+     r"unknown local head type 'frozen_linear'\. Did you mean 'ENNFrozenLinearLocalHead'\?"),
+    (dict(local_head=dict(type='downstream', depth=2)), KeyError,
+     r"Did you mean 'ENNDownstreamLocalHead'"),
+    (dict(local_head=dict(type='mlp')), KeyError,
+     r"unknown local head type 'mlp'\. The registered ENN local heads are "
+     + repr(HEADS).replace('[', r'\[').replace(']', r'\]')),
+    (dict(local_objectives=[dict(type='reconstruction')]), KeyError,
+     r"unknown local objective type 'reconstruction'\. Did you mean "
+     r"'ENNReconstructionObjective'\? The registered ENN local objectives are "
+     + repr(OBJECTIVES).replace('[', r'\[').replace(']', r'\]')),
+])
+def test_old_aliases_are_refused_naming_the_registered_ones(kw, error, match):
+    with pytest.raises(error, match=match):
+        local(cuts='resnet_stage', **kw)

@@ -10,14 +10,24 @@ import torch.nn.functional as F
 from mmengine.optim import OptimWrapper, build_optim_wrapper
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
+from mmpretrain.registry import MODELS
 
 import enn_mm
 from enn_mm.local import SavedTensorMeter
-from mmpretrain.registry import MODELS
 
-from helpers import (ENN_CFG, LOCAL_CFG, LOCAL_DENSE_CFG, SGD, TINY, batch, build,
-                     full_and_resumed, local, tiny_local_cfg)
-from helpers import one_thread  # noqa: F401  (an autouse fixture)
+from helpers import (
+    ENN_CFG,
+    LOCAL_CFG,
+    LOCAL_DENSE_CFG,
+    SGD,
+    TINY,
+    batch,
+    build,
+    full_and_resumed,
+    local,
+    one_thread,  # noqa: F401  (an autouse fixture)
+    tiny_local_cfg,
+)
 
 
 def record_grads(model, optim_wrapper):
@@ -98,8 +108,8 @@ def test_each_block_gets_only_its_local_gradient(path):
 ])
 def test_one_block_is_end_to_end_training(fmnist_root, tmp_path, wrapper, enn):
     runs = []
-    for path, local in ((ENN_CFG, {}), (LOCAL_CFG, dict(cuts=[]))):
-        cfg = tiny_local_cfg(path, fmnist_root, tmp_path / str(len(runs)), epochs=2, **local)
+    for path, options in ((ENN_CFG, {}), (LOCAL_CFG, dict(cuts=[]))):
+        cfg = tiny_local_cfg(path, fmnist_root, tmp_path / str(len(runs)), epochs=2, **options)
         cfg.optim_wrapper.update(wrapper)
         enn_cfg = cfg.model if cfg.model.type == 'ENNModel' else cfg.model.model
         enn_cfg.enn.update(enn)
@@ -148,7 +158,7 @@ def test_training_lowers_every_local_loss_and_logs_per_block(fmnist_root, tmp_pa
 
 
 def test_resume_is_exact(fmnist_root, tmp_path):
-    extra = dict(local_head=dict(type='conv_aux', channels=8))  # trained heads too
+    extra = dict(local_head=dict(type='ENNConvAuxLocalHead', channels=8))  # trained heads too
     full, resumed = full_and_resumed(
         lambda work_dir, epochs: tiny_local_cfg(LOCAL_CFG, fmnist_root, work_dir, epochs=epochs,
                                                 **extra), tmp_path)
@@ -169,7 +179,7 @@ def test_local_learning_keeps_one_block_of_activations():
     data = batch(16)
     peaks = {}
     for cuts in ([], 'resnet_block'):
-        model = build(LOCAL_DENSE_CFG, cuts=cuts, local_head=dict(type='pool_linear'))
+        model = build(LOCAL_DENSE_CFG, cuts=cuts, local_head=dict(type='ENNPoolLinearLocalHead'))
         optim = build_optim_wrapper(model, SGD)
         with SavedTensorMeter() as meter:
             model.train_step(data, optim)
@@ -182,7 +192,7 @@ def test_local_learning_keeps_one_block_of_activations():
 def test_frozen_pooled_heads_hold_no_optimizer_state():
     data = batch(8)
     model = build(LOCAL_DENSE_CFG, cuts='resnet_stage',
-                  local_head=dict(type='pool_linear', frozen=True))
+                  local_head=dict(type='ENNPoolLinearLocalHead', frozen=True))
     head = model.local_heads.block0.fc
     before = head.weight.clone()
     assert not any(p.requires_grad for p in model.local_heads.parameters())

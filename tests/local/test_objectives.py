@@ -6,27 +6,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.optim import OptimWrapperDict
+from mmpretrain.registry import MODELS
 from torch import nn
 
-from enn_mm.local import (ReconstructionObjective, SimilarityObjective, block_weights,
-                          similarity_matrix)
+from enn_mm.local import ENNReconstructionObjective, ENNSimilarityObjective
+from enn_mm.local.objectives import block_weights, similarity_matrix
 
 from helpers import INFOPRO, LOCAL_CFG, CheckedWrapper, batch, build, local
 
 
 def test_reconstruction_target_is_the_preprocessed_input_at_decoder_size():
     image = torch.randn(2, 1, 28, 28)
-    full = ReconstructionObjective((8, 14, 14), 10, (1, 28, 28))
+    full = ENNReconstructionObjective((8, 14, 14), 10, (1, 28, 28))
     assert torch.equal(full.target(image), image)
     assert full.decode(torch.randn(2, 8, 14, 14)).shape == (2, 1, 28, 28)
-    half = ReconstructionObjective((8, 7, 7), 10, (1, 28, 28), size=14)
+    half = ENNReconstructionObjective((8, 7, 7), 10, (1, 28, 28), size=14)
     torch.testing.assert_close(half.target(image), F.avg_pool2d(image, 2))
     assert half.decode(torch.randn(2, 8, 7, 7)).shape == (2, 1, 14, 14)
     z = torch.randn(2, 8, 7, 7)
     loss = half(z, None, None, image, None)
     torch.testing.assert_close(loss, ((half.decode(z) - F.avg_pool2d(image, 2))**2).mean())
     # through the model: block 0's objective is handed the preprocessed input
-    model = build(LOCAL_CFG, cuts='resnet_stage', local_head=dict(type='aux_net'),
+    model = build(LOCAL_CFG, cuts='resnet_stage', local_head=dict(type='ENNAuxNetLocalHead'),
                   local_objectives=INFOPRO)
     seen = []
     obj = model.local_objectives.block0[1]
@@ -42,7 +43,7 @@ def test_reconstruction_target_is_the_preprocessed_input_at_decoder_size():
 def test_similarity_loss_matches_a_hand_computed_value():
     # rows [1,2,3] and [3,1,2]: centred [-1,0,1] and [1,-1,0], cosine -1/2; both
     # label 0: label similarity 1 everywhere. MSE = 2 * (1 - (-1/2))^2 / 4 = 1.125
-    obj = SimilarityObjective((3, ), 3, (1, 28, 28))
+    obj = ENNSimilarityObjective((3, ), 3, (1, 28, 28))
     z = torch.tensor([[1., 2., 3.], [3., 1., 2.]])
     torch.testing.assert_close(similarity_matrix(z), torch.tensor([[1., -.5], [-.5, 1.]]))
     loss = obj(z, torch.tensor([0, 0]), None, None, None)
@@ -62,7 +63,8 @@ def test_weight_schedules():
         block_weights([1, 2, 3], 2, 'x')
     with pytest.raises(KeyError, match=r'dict\(start=..., end=...\)'):
         block_weights(dict(start=1), 2, 'x')
-    model = local(cuts='resnet_block', local_head=dict(type='aux_net'), local_objectives=INFOPRO)
+    model = local(cuts='resnet_block', local_head=dict(type='ENNAuxNetLocalHead'),
+                  local_objectives=INFOPRO)
     assert model.local_objective_names == ['classification', 'reconstruction']
     assert model.local_objective_weights[0] == [0.5, 1.0]
     assert model.local_objective_weights[-1] == [1.0, 0.0]
@@ -74,14 +76,17 @@ def test_weight_schedules():
 @pytest.mark.parametrize('kw, error, match', [
     (dict(local_head=dict(type='mlp')), KeyError, 'unknown local head type'),
     (dict(local_objectives=[dict(type='contrastive')]), KeyError, 'unknown local objective'),
-    (dict(local_objectives=dict(type='classification')), TypeError, 'non-empty list of dicts'),
-    (dict(local_objectives=[dict(type='similarity'), dict(type='similarity')]), ValueError,
-     'listed twice'),
-    (dict(local_objectives=[dict(type='reconstruction', hidden=4, depth=2)]), TypeError,
-     r"local objective 'reconstruction'.*options are \['size', 'hidden'\]"),
-    (dict(local_head=[dict(type='aux_net')] * 3), ValueError,
+    (dict(local_objectives=dict(type='ENNClassificationObjective')), TypeError,
+     'non-empty list of dicts'),
+    (dict(local_objectives=[dict(type='ENNSimilarityObjective'),
+                            dict(type='ENNSimilarityObjective')]), ValueError,
+     "local objective 'ENNSimilarityObjective' is listed twice"),
+    (dict(local_objectives=[dict(type='ENNReconstructionObjective', hidden=4, depth=2)]),
+     TypeError,
+     r"local objective 'ENNReconstructionObjective'.*options are \['size', 'hidden'\]"),
+    (dict(local_head=[dict(type='ENNAuxNetLocalHead')] * 3), ValueError,
      r'3 local head configs for 5 cut points \(6 blocks'),
-    (dict(local_objectives=[dict(type='reconstruction', weight=[1, 0])]), ValueError,
+    (dict(local_objectives=[dict(type='ENNReconstructionObjective', weight=[1, 0])]), ValueError,
      '2 weights for 5 local blocks'),
 ])
 def test_bad_head_or_objective_is_named(kw, error, match):
@@ -91,17 +96,35 @@ def test_bad_head_or_objective_is_named(kw, error, match):
 
 def test_reconstruction_needs_an_image_and_a_feature_map():
     with pytest.raises(ValueError, match=r'rebuilds an image, but the network input is '
-                                         r'\(16,\), not \(C, H, W\); use the similarity'):
-        ReconstructionObjective((8, 4, 4), 10, (16, ))
+                                         r'\(16,\), not \(C, H, W\); use ENNSimilarityObjective'):
+        ENNReconstructionObjective((8, 4, 4), 10, (16, ))
     with pytest.raises(ValueError, match=r'decodes a \(C, H, W\) feature map, got a feature '
                                          r'of shape \(197, 64\)'):
-        ReconstructionObjective((197, 64), 10, (3, 224, 224))
+        ENNReconstructionObjective((197, 64), 10, (3, 224, 224))
     with pytest.raises(ValueError, match=r'larger than the input'):
-        ReconstructionObjective((8, 4, 4), 10, (1, 28, 28), size=56)
+        ENNReconstructionObjective((8, 4, 4), 10, (1, 28, 28), size=56)
 
 
 def test_one_block_builds_no_objective_but_checks_its_options():
     model = local(cuts=[], local_objectives=INFOPRO)
     assert model.num_blocks == 1 and len(model.local_objectives) == 0
-    with pytest.raises(TypeError, match="local objective 'reconstruction'"):
-        local(cuts=[], local_objectives=[dict(type='reconstruction', depth=2)])
+    with pytest.raises(TypeError, match="local objective 'ENNReconstructionObjective'"):
+        local(cuts=[], local_objectives=[dict(type='ENNReconstructionObjective', depth=2)])
+
+
+def test_a_user_objective_logs_by_its_log_name_else_its_registered_name():
+    @MODELS.register_module(force=True)
+    class TestSharperSimilarity(ENNSimilarityObjective):  # inherits no log_name
+        pass
+
+    @MODELS.register_module(force=True)
+    class TestOtherSimilarity(ENNSimilarityObjective):
+        log_name = 'similarity'
+
+    model = local(cuts='resnet_stage', local_objectives=[
+        dict(type='ENNClassificationObjective'), dict(type='TestSharperSimilarity')])
+    assert model.local_objective_names == ['classification', 'TestSharperSimilarity']
+    with pytest.raises(ValueError, match=r"'ENNSimilarityObjective' and 'TestOtherSimilarity' "
+                                         r"both log as 'similarity'"):
+        local(cuts='resnet_stage', local_objectives=[dict(type='ENNSimilarityObjective'),
+                                                     dict(type='TestOtherSimilarity')])

@@ -6,14 +6,18 @@ import pytest
 import torch
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
-
-import enn_mm
-import enn_mm.local
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from helpers import SGD, TINY, local
-from helpers import one_thread  # noqa: F401  (an autouse fixture)
+import enn_mm
+import enn_mm.local
+
+from helpers import (
+    SGD,
+    TINY,
+    local,
+    one_thread,  # noqa: F401  (an autouse fixture)
+)
 
 
 def test_presets_resnet50_and_vit():
@@ -21,9 +25,9 @@ def test_presets_resnet50_and_vit():
     r50 = MODELS.build(dict(type='ImageClassifier', backbone=dict(type='ResNet', depth=50),
                             neck=dict(type='GlobalAveragePooling'),
                             head=dict(type='LinearClsHead', num_classes=10, in_channels=2048)))
-    cuts = enn_mm.local.resolve_cuts(r50, 'resnet_block')
+    cuts = enn_mm.local.partition.resolve_cuts(r50, 'resnet_block')
     assert cuts[0] == 'backbone.maxpool' and len(cuts) == 17 and cuts[-1] == 'backbone.layer4.2'
-    assert enn_mm.local.resolve_cuts(r50, 'resnet_stage') == [
+    assert enn_mm.local.partition.resolve_cuts(r50, 'resnet_stage') == [
         'backbone.layer1', 'backbone.layer2', 'backbone.layer3']
 
     vit = dict(type='ImageClassifier',
@@ -33,7 +37,7 @@ def test_presets_resnet50_and_vit():
                head=dict(type='VisionTransformerClsHead', num_classes=10, in_channels=32))
     model = MODELS.build(dict(type='ENNLocalClassifier', model=vit,
                               cuts=dict(preset='vit', every=2), input_shape=(3, 32, 32),
-                              local_head=dict(type='pool_linear')))
+                              local_head=dict(type='ENNPoolLinearLocalHead')))
     part = model.local_partition
     assert part.cuts == ['backbone.layers.1']
     assert {'backbone.cls_token', 'backbone.pos_embed'} <= set(part.params[0])
@@ -55,7 +59,7 @@ def test_presets_resnet50_and_vit():
      r"block 1 \(from 'backbone.bn1' to 'backbone.relu'\) has no trainable parameters"),
     (dict(cuts=['backbone.layer1', 'backbone.layer1']), ValueError, 'more than once'),
     (dict(cuts='resnet_block', input_shape=(1, 224, 224), max_head_params=10**6), ValueError,
-     r'frozen_linear local head of block 0 .* over the budget max_head_params'),
+     r'local head ENNFrozenLinearLocalHead of block 0 .* over the budget max_head_params'),
     (dict(cuts='resnet_block', local_head=dict(type='mlp')), KeyError, 'unknown local head type'),
     (dict(cuts='resnet_blocks'), KeyError, 'unknown cut preset'),
     (dict(cuts=dict(preset='vit')), TypeError, 'vit cut preset needs'),
@@ -97,7 +101,7 @@ class _SkipAcrossCut(torch.nn.Module):
 @pytest.mark.parametrize('tied, cut, name', [(False, 'b', 'a.weight'), (True, 'b', 'b.weight')])
 def test_gradient_crossing_a_cut_is_named(tied, cut, name):
     with pytest.raises(ValueError, match=rf"parameter '{name}' is used by blocks \[0, 1\]"):
-        enn_mm.local.probe_partition(_SkipAcrossCut(tied), [cut], (4, ))
+        enn_mm.local.partition.probe_partition(_SkipAcrossCut(tied), [cut], (4, ))
     # cut after the skip's source instead: a valid partition
-    part = enn_mm.local.probe_partition(_SkipAcrossCut(), ['a'], (4, ))
+    part = enn_mm.local.partition.probe_partition(_SkipAcrossCut(), ['a'], (4, ))
     assert part.params == [['a.weight', 'a.bias'], ['b.weight', 'b.bias', 'c.weight', 'c.bias']]

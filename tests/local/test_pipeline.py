@@ -10,19 +10,27 @@ from torch import nn
 
 from enn_mm.local import ENNPipelineParallel
 
-from helpers import (LOCAL_CFG, assert_same_checkpoint, batch, build, launch, load, pipe_cfg,
-                     tiny_local_cfg)
-
+from helpers import (
+    LOCAL_CFG,
+    assert_same_checkpoint,
+    batch,
+    build,
+    launch,
+    load,
+    pipe_cfg,
+    tiny_local_cfg,
+)
 
 # Heads of every kind and all three objectives; the reconstruction weight is
 # 0 on blocks 2-3 and 1 on block 4, so the network input must travel past
 # stages that do not read it themselves.
 NEW_HEADS = dict(
-    local_head=[dict(type='downstream', depth=2), dict(type='aux_net'), dict(type='conv_aux'),
-                dict(type='downstream', depth=1), dict(type='aux_net')],
-    local_objectives=[dict(type='classification', weight=dict(start=0.5, end=1.0)),
-                      dict(type='reconstruction', weight=[1.0, 0.5, 0.0, 0.0, 1.0]),
-                      dict(type='similarity', weight=0.5)])
+    local_head=[dict(type='ENNDownstreamLocalHead', depth=2), dict(type='ENNAuxNetLocalHead'),
+                dict(type='ENNConvAuxLocalHead'), dict(type='ENNDownstreamLocalHead', depth=1),
+                dict(type='ENNAuxNetLocalHead')],
+    local_objectives=[dict(type='ENNClassificationObjective', weight=dict(start=0.5, end=1.0)),
+                      dict(type='ENNReconstructionObjective', weight=[1.0, 0.5, 0.0, 0.0, 1.0]),
+                      dict(type='ENNSimilarityObjective', weight=0.5)])
 
 
 @pytest.mark.parametrize('local', [{}, NEW_HEADS], ids=['frozen_heads', 'new_heads'])
@@ -136,8 +144,9 @@ def test_pipeline_sampler_shards_over_replicas_as_data_parallel_does(monkeypatch
     """Rank r of a pipeline reads what rank r // stages of a data-parallel
     run of world // stages processes reads: DefaultSampler is the reference."""
     import mmengine.dataset.sampler as default_module
-    import enn_mm.local.pipeline_sampler as pipe_module
     from mmengine.dataset import DefaultSampler
+
+    import enn_mm.local.pipeline_sampler as pipe_module
     from enn_mm.local import ENNPipelineSampler
     dataset = list(range(23))
     for rank in range(world):

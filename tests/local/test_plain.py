@@ -1,6 +1,6 @@
 """enn_mm.local.plain: tools/test.py and the export ignore the local heads;
 plain_checkpoint (tools/export_local.py) computes what the ENN-ℓ model
-computes; the deprecated enn_mm.local.export."""
+computes; tools/export_local.py."""
 import os
 import os.path as osp
 import pickle
@@ -12,18 +12,20 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, load_checkpoint
+from mmpretrain.registry import MODELS
 
-import enn_mm
-import enn_mm.local
-import enn_mm.local.export
 from enn_mm.local import plain_config, strip_local_heads
 from enn_mm.local.plain import plain_checkpoint
 from enn_mm.models import ExportCheckError
 from enn_mm.models.dense_export import export_cli
-from mmpretrain.registry import MODELS
 
-from helpers import ENN_CFG, LOCAL_CFG, REPO, tiny_local_cfg
-from helpers import one_thread  # noqa: F401  (an autouse fixture)
+from helpers import (
+    ENN_CFG,
+    LOCAL_CFG,
+    REPO,
+    one_thread,  # noqa: F401  (an autouse fixture)
+    tiny_local_cfg,
+)
 
 
 def _run(args):
@@ -65,9 +67,8 @@ def test_tools_test_and_export_ignore_the_heads(fmnist_root, tmp_path, monkeypat
         ref = torch.cat([torch.stack([s.pred_score for s in plain.val_step(d)]) for d in loader])
     torch.testing.assert_close(scores, ref)
 
-    monkeypatch.setattr(sys, 'argv', ['export', cfg_path, str(tmp_path / 'epoch_1.pth'),
-                                      str(tmp_path / 'plain.pth')])
-    enn_mm.local.export.main()
+    export_cli(plain_checkpoint, 'export',
+               [cfg_path, str(tmp_path / 'epoch_1.pth'), str(tmp_path / 'plain.pth')])
     state = torch.load(tmp_path / 'plain.pth', map_location='cpu', weights_only=True)['state_dict']
     assert not any(k.startswith('local_heads.') for k in state)
     exported = Config.fromfile(str(tmp_path / 'plain.py'))
@@ -153,7 +154,8 @@ def test_plain_checkpoint_computes_what_the_local_model_computes(tmp_path, monke
         export_cli(plain_checkpoint, 'export', [ENN_CFG, ckpt, str(tmp_path / 'x.pth')])
 
 
-def test_export_local_tool_and_deprecated_module(tmp_path, monkeypatch):
+def test_export_local_tool(tmp_path):
+    """tools/export_local.py writes what plain_checkpoint writes."""
     cfg_path, ckpt = local_checkpoint(tmp_path)
     proc = subprocess.run(
         [sys.executable, 'tools/export_local.py', cfg_path, ckpt, str(tmp_path / 'tool.pth'),
@@ -162,13 +164,10 @@ def test_export_local_tool_and_deprecated_module(tmp_path, monkeypatch):
         env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert 'local-head entries dropped' in proc.stdout + proc.stderr
-    # python -m enn_mm.local.export: the same files, with a deprecation warning
-    monkeypatch.setattr(sys, 'argv', ['export', cfg_path, ckpt, str(tmp_path / 'old.pth')])
-    with pytest.warns(DeprecationWarning, match='tools/export_local.py'):
-        enn_mm.local.export.main()
-    tool, old = (torch.load(tmp_path / f'{n}.pth', map_location='cpu', weights_only=True)
-                 for n in ('tool', 'old'))
-    assert tool['state_dict'].keys() == old['state_dict'].keys()
-    assert all(torch.equal(v, old['state_dict'][k]) for k, v in tool['state_dict'].items())
+    plain_checkpoint(cfg_path, ckpt, str(tmp_path / 'api.pth'))
+    tool, api = (torch.load(tmp_path / f'{n}.pth', map_location='cpu', weights_only=True)
+                 for n in ('tool', 'api'))
+    assert tool['state_dict'].keys() == api['state_dict'].keys()
+    assert all(torch.equal(v, api['state_dict'][k]) for k, v in tool['state_dict'].items())
     assert Config.fromfile(str(tmp_path / 'tool.py')).model == \
-        Config.fromfile(str(tmp_path / 'old.py')).model
+        Config.fromfile(str(tmp_path / 'api.py')).model

@@ -6,11 +6,15 @@ import random
 import pytest
 from mmengine.logging import MessageHub
 from mmengine.registry import init_default_scope
-
-from enn_mm.local import plan_stages
-from enn_mm.local.planning import measure_block_times, penalty_period_mean, refine_split
-from enn_mm.local.step import LocalStep
 from mmpretrain.registry import MODELS
+
+from enn_mm.local.planning import (
+    measure_block_times,
+    penalty_period_mean,
+    plan_stages,
+    refine_split,
+)
+from enn_mm.local.step import LocalStep
 
 from helpers import LOCAL_CFG, local, tiny_local_cfg
 
@@ -91,13 +95,14 @@ def test_block_timing_averages_a_periodic_penalty(monkeypatch):
 
 def test_stage_planning_counts_heads_and_decoders():
     from enn_mm.local.planning import local_head_costs
-    model = local(cuts='resnet_block', local_head=dict(type='pool_linear'))
+    model = local(cuts='resnet_block', local_head=dict(type='ENNPoolLinearLocalHead'))
     # a pooled FC: C·classes multiply-adds a sample, forward + backward = 3x
     channels = [s[0] for s in model.local_partition.shapes]
     assert local_head_costs(model, 32) == [3.0 * 32 * c * 10 for c in channels] + [0.0]
-    recon = local(cuts='resnet_block', local_head=dict(type='pool_linear'),
-                  local_objectives=[dict(type='classification'),
-                                    dict(type='reconstruction', weight=[1, 0, 0, 0, 0])])
+    recon = local(cuts='resnet_block', local_head=dict(type='ENNPoolLinearLocalHead'),
+                  local_objectives=[dict(type='ENNClassificationObjective'),
+                                    dict(type='ENNReconstructionObjective',
+                                         weight=[1, 0, 0, 0, 0])])
     costs = local_head_costs(recon, 32)
     # block 0's decoder: conv3x3 8->12 and 12->1 at 28x28 on top of the FC
     decoder = 28 * 28 * 9 * (8 * 12 + 12 * 1)

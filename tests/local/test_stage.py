@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from enn_mm.local import probe_partition
+from enn_mm.local.partition import probe_partition
 from enn_mm.local.planning import record_calls
 from enn_mm.local.stage import check_segments
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 from mmengine.hub import get_config
 from mmengine.registry import init_default_scope
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
 from torch import nn
 
 import enn_mm
 from enn_mm.core import enn_modules, factors, is_enn
-from mmpretrain.registry import MODELS
-from mmpretrain.structures import DataSample
 
 # (packaged config, overrides of model.backbone / model.head, input size).
 # Overrides only shrink widths/depths/input so the suite stays fast on a CPU.

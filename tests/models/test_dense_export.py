@@ -10,9 +10,9 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, load_checkpoint
+from mmpretrain.registry import MODELS
 
 import enn_mm
-from mmpretrain.registry import MODELS
 
 from helpers import DEFAULT_CFG, DENSE_CFG, ENN_CFG, REPO, logits, tiny_enn_cfg
 

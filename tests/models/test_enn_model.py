@@ -1,8 +1,9 @@
 """enn_mm.models.enn_model (ENNModel) through mmengine's Runner: training,
 the default retraction, resume, the SVD of the dense init, dense checkpoints,
 ENN layers from conv_cfg, config errors, the weighted penalty and its
-interval, the packaged config, and the mix_in helper with its old names."""
+interval, the packaged config, and the model types as classes (pickling)."""
 import copy
+import io
 import os.path as osp
 
 import pytest
@@ -11,13 +12,12 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
-
-import enn_mm
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from helpers import (DEFAULT_CFG, DENSE_CFG, ENN_CFG, REPO, full_and_resumed, logits,
-                     tiny_enn_cfg)
+import enn_mm
+
+from helpers import DEFAULT_CFG, DENSE_CFG, ENN_CFG, REPO, full_and_resumed, logits, tiny_enn_cfg
 
 
 def params(model):
@@ -193,30 +193,47 @@ def test_packaged_config_with_the_two_readme_lines_builds():
     assert sum(1 for _ in enn_mm.enn_modules(model)) == 21  # 20 convs + fc
 
 
-def test_mixed_in_classes_are_made_once_and_undone_and_old_names_warn():
-    """ENNModel and ENNLocalClassifier add behaviour through one mix_in
-    helper: one class per (mixin, class), stripped again by vanilla_class;
-    the CamelCase Python names still build, with a deprecation warning."""
-    import warnings
+def test_model_types_are_classes_that_extend_the_built_model_and_pickle():
+    """ENNModel and ENNLocalClassifier are registered classes named as in
+    configs; building one gives the built model, an instance of both, one
+    derived class per pair, stripped again by vanilla_class; the objects
+    deep-copy and pickle (the derived class by its parts), and torch.save of
+    a parametrized ENN model points to state_dict() (torch's own rule)."""
+    import pickle
+
     from mmpretrain.models import ImageClassifier
-    from enn_mm.local import ENNLocalClassifier, LocalLearningMixin, enn_local_classifier
-    from enn_mm.models import ENNModel, ENNModelMixin, enn_model, vanilla_class
+
+    from enn_mm.local import ENNLocalClassifier
+    from enn_mm.models import ENNModel, vanilla_class
     init_default_scope('mmpretrain')
+    for name, cls in (('ENNModel', ENNModel), ('ENNLocalClassifier', ENNLocalClassifier)):
+        assert MODELS.get(name) is cls and cls.__name__ == name
     cfg = tiny_enn_cfg(ENN_CFG, '', '')
-    args = {k: v for k, v in cfg.model.to_dict().items() if k != 'type'}
-    a = enn_model(**copy.deepcopy(args))
-    with pytest.warns(DeprecationWarning, match=r'call enn_model\(\.\.\.\)'):
-        b = ENNModel(**copy.deepcopy(args))
+    a, b = MODELS.build(copy.deepcopy(cfg.model)), MODELS.build(copy.deepcopy(cfg.model))
     assert type(a) is type(b) and type(a).__name__ == 'ENNImageClassifier'
-    assert isinstance(a, ENNModelMixin) and isinstance(a, ImageClassifier)
+    assert isinstance(a, ENNModel) and isinstance(a, ImageClassifier)
     assert vanilla_class(a) is ImageClassifier
-    local_cfg = dict(model=cfg.model.to_dict(), cuts='resnet_stage', input_shape=(1, 28, 28))
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')  # the registered name does not warn
-        c = MODELS.build(dict(type='ENNLocalClassifier', **copy.deepcopy(local_cfg)))
-    with pytest.warns(DeprecationWarning, match='call enn_local_classifier'):
-        d = ENNLocalClassifier(**copy.deepcopy(local_cfg))
-    assert type(c) is type(d) is type(enn_local_classifier(**copy.deepcopy(local_cfg)))
+    local_cfg = dict(type='ENNLocalClassifier', model=cfg.model.to_dict(), cuts='resnet_stage',
+                     input_shape=(1, 28, 28))
+    c = MODELS.build(copy.deepcopy(local_cfg))
+    assert type(c) is type(MODELS.build(copy.deepcopy(local_cfg)))
     assert type(c).__name__ == 'LocalENNImageClassifier'
-    assert isinstance(c, LocalLearningMixin) and isinstance(c, ENNModelMixin)
+    assert isinstance(c, ENNLocalClassifier) and isinstance(c, ENNModel)
     assert vanilla_class(c) is ImageClassifier
+    # a copy computes the same; pickling reaches the parametrized layers,
+    # where torch names the supported way
+    x = torch.randn(2, 1, 28, 28)
+    for model in (a, c):
+        twin = copy.deepcopy(model).eval()
+        assert type(twin) is type(model)
+        with torch.no_grad():
+            torch.testing.assert_close(twin(x, mode='tensor'), model.eval()(x, mode='tensor'))
+        with pytest.raises(RuntimeError, match='state_dict'):
+            torch.save(model, io.BytesIO())
+    # without parametrizations (ENN-ℓ of the dense network) the whole object pickles
+    dense = tiny_enn_cfg(DENSE_CFG, '', '')
+    d = MODELS.build(dict(local_cfg, model=dense.model.to_dict()))
+    e = pickle.loads(pickle.dumps(d)).eval()
+    assert type(e) is type(d) and isinstance(e, ENNLocalClassifier)
+    with torch.no_grad():
+        torch.testing.assert_close(e(x, mode='tensor'), d.eval()(x, mode='tensor'))

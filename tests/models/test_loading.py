@@ -6,10 +6,10 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import save_checkpoint
+from mmpretrain.registry import MODELS
 
 import enn_mm  # noqa: F401
 from enn_mm.models import CheckpointMismatchError, build_model, init_model, load_model_checkpoint
-from mmpretrain.registry import MODELS
 
 from helpers import DEFAULT_CFG, DENSE_CFG, LOCAL_CFG, tiny_enn_cfg, tiny_local_cfg
 

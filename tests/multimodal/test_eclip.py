@@ -26,12 +26,12 @@ import torch.nn.functional as F  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
+from mmpretrain.registry import DATASETS, MODELS  # noqa: E402
 
 import enn_mm  # noqa: E402,F401
 import enn_mm.evaluation  # noqa: E402,F401
 import enn_mm.multimodal as mm  # noqa: E402
 from enn_mm import enn_modules  # noqa: E402
-from mmpretrain.registry import DATASETS, MODELS  # noqa: E402
 
 from helpers import REPO  # noqa: E402
 
@@ -102,7 +102,8 @@ def test_info_nce_equals_definition_and_clip():
     assert torch.allclose(ours.double(), info_nce_by_rows(img, txt, 7.0, groups), atol=1e-6)
     # no groups: CLIP's loss, cross-entropy on the diagonal both ways
     logits = 7.0 * img @ txt.T
-    clip = (F.cross_entropy(logits, torch.arange(9)) + F.cross_entropy(logits.T, torch.arange(9))) / 2
+    clip = (F.cross_entropy(logits, torch.arange(9))
+            + F.cross_entropy(logits.T, torch.arange(9))) / 2
     assert torch.allclose(mm.symmetric_info_nce(img, txt, torch.tensor(7.0)), clip, atol=1e-6)
     # distinct groups are the same as no groups
     assert torch.allclose(mm.symmetric_info_nce(img, txt, torch.tensor(7.0), torch.arange(9)),
@@ -178,7 +179,8 @@ def test_fashion_mnist_captions_layout(fmnist_root):
         assert len(info['text']) == (3 if first else 0)
         phrase = mm.fmnist_captions.CLASS_PHRASES[labels[idx]]
         assert all(phrase in c for c in info['text'])
-        assert not set(info['text']) & {t.format(phrase) for t in mm.fmnist_captions.TRAIN_TEMPLATES}
+        train = {t.format(phrase) for t in mm.fmnist_captions.TRAIN_TEMPLATES}
+        assert not set(info['text']) & train
 
 
 # --------------------------------------------------- offline config (FMNIST)

@@ -65,6 +65,7 @@ def test_report_renders_from_json_and_flags_drift():
         report.render_page('<!-- report:nope -->\n<!-- /report:nope -->')
 
 
+@pytest.mark.slow
 def test_enn_overhead_paired_ratios():
     """Tiny ResNet-18, 3 paired rounds, an interval mode measured over its
     period: ratio = median of round-by-round ENN / dense."""
@@ -87,6 +88,7 @@ def test_enn_overhead_paired_ratios():
         assert r['seconds'] == pytest.approx(statistics.median(r['samples']), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_local_memory_paired_samples():
     records = run_json('local_memory', '--arch', 'resnet18', '--size', '32', '--batch', '2',
                        '--steps', '1', '--num-classes', '10', '--enn-only', '--splits', 'stage',
@@ -104,6 +106,7 @@ def test_local_memory_paired_samples():
     assert r['rss_ratio'] < 1.5 and r['peak_rss_mb'] > 0
 
 
+@pytest.mark.slow
 def test_pipeline_speedup_even_baselines():
     """Pipeline, sequential ENN-ℓ, BP on 2 threads and 2-process DDP BP, all
     warmed for as long as the pipeline planned."""
@@ -120,6 +123,7 @@ def test_pipeline_speedup_even_baselines():
     assert r['runs'][0]['vs_bp_ddp'] == pytest.approx(r['vs_bp_ddp'], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_retrieval_benchmark_four_paths_agree():
     records = run_json('retrieval_eval', '--galleries', '3000', '--queries', '40', '--dim', '16',
                        '--classes', '10', '--repeats', '2')
@@ -132,6 +136,7 @@ def test_retrieval_benchmark_four_paths_agree():
                                          rel=0.05, abs=0.1)
 
 
+@pytest.mark.slow
 def test_retrieval_benchmark_torch_path_matches_brute_force():
     """The hand-written torch baseline (chunked matmul + merged top-k) returns
     what a full argsort of the cosine matrix returns."""
@@ -187,6 +192,7 @@ def test_orthogonality_reads_the_diagnostics_log(tmp_path):
         bench.parse('c.py', str(tmp_path / 'mode'), 2)
 
 
+@pytest.mark.slow
 def test_plot_results_draws_the_committed_json(tmp_path):
     import shutil
     for name in ('enn_overhead.json', 'local_memory.json', 'pipeline_speedup.json',

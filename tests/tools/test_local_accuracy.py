@@ -22,7 +22,7 @@ def test_local_accuracy_benchmark_configs(tmp_path):
     path = bench.write_config('block_aux_net_recon', 'mnist', 50, str(tmp_path))
     cfg = Config.fromfile(path)
     shipped = Config.fromfile(osp.join(REPO, 'configs/enn_local/resnet18w16_mnist.py'))
-    assert cfg.model.local_head == dict(type='aux_net')
+    assert cfg.model.local_head == dict(type='ENNAuxNetLocalHead')
     assert cfg.model.local_objectives == bench.INFOPRO
     assert cfg.train_dataloader.dataset.type == 'ENNClassSubset'
     assert cfg.train_dataloader.dataset.per_class == 50

@@ -100,6 +100,7 @@ def test_every_readme_command_is_run():
             f'README command {command!r} has no test: add it to RUN_HERE or ELSEWHERE')
 
 
+@pytest.mark.slow
 def test_demo_command(fmnist_root, tmp_path):
     """README command 1, with the fixture data and one epoch appended."""
     out = user_shell(f"{readme_line('bash tools/demo.sh')} --work-dir {tmp_path} "
@@ -109,6 +110,7 @@ def test_demo_command(fmnist_root, tmp_path):
     assert summary['test_images'] == 40 and summary['enn_top1'] == summary['dense_export_top1']
 
 
+@pytest.mark.slow
 def test_train_test_export_and_retrieval_commands(fmnist_root, tmp_path):
     """train -> test -> export -> retrieval_eval on the ENN config and on its
     export (same embeddings: same metrics), equal to the Runner's
@@ -152,6 +154,7 @@ def test_train_test_export_and_retrieval_commands(fmnist_root, tmp_path):
     assert 'is an ENN checkpoint' in proc.stderr and 'Traceback' not in proc.stderr
 
 
+@pytest.mark.slow
 def test_dist_train_command(fmnist_root, tmp_path):
     """`bash tools/dist_train.sh CONFIG NUM_PROCS`: 2 processes, gloo on CPU."""
     line = fill(readme_line('bash tools/dist_train.sh CONFIG NUM_PROCS'),
@@ -161,6 +164,7 @@ def test_dist_train_command(fmnist_root, tmp_path):
     assert osp.exists(tmp_path / 'epoch_1.pth'), out[-3000:]
 
 
+@pytest.mark.slow
 def test_pipeline_command_as_shipped(fmnist_root, tmp_path):
     """The pipelined ENN-ℓ config, exactly as shipped, on 2 processes."""
     line = readme_line(f'bash tools/dist_train.sh {PIPELINE} 2')

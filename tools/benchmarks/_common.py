@@ -3,9 +3,10 @@ benchmarks' own folder, which Python puts first on ``sys.path``)."""
 import os
 import platform
 import re
+import statistics
 import subprocess
 
-__all__ = ['machine_info']
+__all__ = ['machine_info', 'median_range', 'paired_ratio']
 
 # the instruction sets that change BLAS and conv kernels between our machines
 FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'fma')
@@ -28,3 +29,37 @@ def machine_info() -> dict:
         have = set(flags.group(1).split())
         info['cpu_flags'] = [f for f in FLAGS if f in have]
     return info
+
+
+def median_range(values, digits: int = 4):
+    """Median of ``values`` and their ``[min, max]``, rounded.
+
+    Args:
+        values (Iterable[float]): The repeats of one measurement.
+        digits (int): Decimals kept. Defaults to 4.
+
+    Returns:
+        tuple: ``(median, [min, max])``.
+    """
+    values = list(values)
+    return (round(statistics.median(values), digits),
+            [round(min(values), digits), round(max(values), digits)])
+
+
+def paired_ratio(values, baselines, digits: int = 3):
+    """Median and range of the per-repeat ratios ``values[i] / baselines[i]``
+    (each repeat against the baseline measured in the same round, so drift
+    of a noisy machine cancels).
+
+    Args:
+        values (Sequence[float]): One measurement per repeat.
+        baselines (Sequence[float]): The baseline of the same repeats.
+        digits (int): Decimals kept. Defaults to 3.
+
+    Returns:
+        tuple: ``(median ratio, [min ratio, max ratio])``.
+    """
+    if len(values) != len(baselines) or not len(values):
+        raise ValueError(f'paired ratios need as many values as baselines, got '
+                         f'{len(values)} and {len(baselines)}')
+    return median_range([v / b for v, b in zip(values, baselines)], digits)

@@ -40,6 +40,8 @@ import sys
 import time
 from datetime import datetime
 
+from _common import machine_info
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = {
     'fmnist': {
@@ -247,7 +249,8 @@ def main():
         reduced={d: epochs[d] < FULL_EPOCHS or len(args.seeds) < FULL_SEEDS for d in epochs},
         schedule='AdamW, batch 128, 1 linear warm-up epoch then cosine to the last epoch',
         data={d: DATA[d] for d in args.datasets},
-        evaluation='test top-1 after every epoch; final = last epoch')
+        evaluation='test top-1 after every epoch; final = last epoch',
+        machine=machine_info())
     failed = []
 
     def write():

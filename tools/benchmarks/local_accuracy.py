@@ -35,15 +35,17 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from accuracy import epoch_top1, mean_std, median_iter_time  # noqa: E402
+from accuracy import epoch_top1, mean_std, median_iter_time
+
+from _common import machine_info
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 RUN_RECORD = 'local_accuracy_run.json'
 
-INFOPRO = [dict(type='classification', weight=dict(start=0.5, end=1.0)),
-           dict(type='reconstruction', weight=dict(start=1.0, end=0.0))]
-PREDSIM = [dict(type='classification', weight=0.01), dict(type='similarity', weight=0.99)]
+INFOPRO = [dict(type='ENNClassificationObjective', weight=dict(start=0.5, end=1.0)),
+           dict(type='ENNReconstructionObjective', weight=dict(start=1.0, end=0.0))]
+PREDSIM = [dict(type='ENNClassificationObjective', weight=0.01),
+           dict(type='ENNSimilarityObjective', weight=0.99)]
 RETRACT = dict(model=dict(enn=dict(_delete_=True, ortho='retract')))
 
 
@@ -62,50 +64,55 @@ VARIANTS = {
     # the paper's split: stem, each residual block, pooled FC (8 blocks)
     'block_frozen': ('configs/enn_local/resnet18w16_fmnist.py', None),
     'block_conv_aux': ('configs/enn_local/resnet18w16_fmnist.py',
-                       _local('resnet_block', dict(type='conv_aux'))),
+                       _local('resnet_block', dict(type='ENNConvAuxLocalHead'))),
     'block_aux_net': ('configs/enn_local/resnet18w16_fmnist.py',
-                      _local('resnet_block', dict(type='aux_net'))),
+                      _local('resnet_block', dict(type='ENNAuxNetLocalHead'))),
     'block_aux_net_dgl': ('configs/enn_local/resnet18w16_fmnist.py',
-                          _local('resnet_block', dict(type='aux_net', num_convs=2,
+                          _local('resnet_block', dict(type='ENNAuxNetLocalHead', num_convs=2,
                                                       pool_size=2, hidden=(128, 128)))),
     'block_aux_net_recon': ('configs/enn_local/resnet18w16_fmnist.py',
-                            _local('resnet_block', dict(type='aux_net'), INFOPRO)),
+                            _local('resnet_block', dict(type='ENNAuxNetLocalHead'), INFOPRO)),
     'block_predsim': ('configs/enn_local/resnet18w16_fmnist.py',
-                      _local('resnet_block', dict(type='pool_linear'), PREDSIM)),
+                      _local('resnet_block', dict(type='ENNPoolLinearLocalHead'), PREDSIM)),
     'block_aux_net_sim': ('configs/enn_local/resnet18w16_fmnist.py',
-                          _local('resnet_block', dict(type='aux_net'),
-                                 [dict(type='classification'),
-                                  dict(type='similarity', weight=1.0)])),
+                          _local('resnet_block', dict(type='ENNAuxNetLocalHead'),
+                                 [dict(type='ENNClassificationObjective'),
+                                  dict(type='ENNSimilarityObjective', weight=1.0)])),
     # = configs/enn_local/resnet18w16_fmnist.py with cuts='resnet_block',
-    # local_head=dict(type='downstream', depth=2)
+    # local_head=dict(type='ENNDownstreamLocalHead', depth=2)
     'block_downstream': ('configs/enn_local/resnet18w16_fmnist_best_block.py', None),
     'block_downstream3': ('configs/enn_local/resnet18w16_fmnist.py',
-                          _local('resnet_block', dict(type='downstream', depth=3))),
+                          _local('resnet_block', dict(type='ENNDownstreamLocalHead', depth=3))),
     'block_downstream_recon': ('configs/enn_local/resnet18w16_fmnist.py',
-                               _local('resnet_block', dict(type='downstream', depth=2), INFOPRO)),
+                               _local('resnet_block',
+                                      dict(type='ENNDownstreamLocalHead', depth=2), INFOPRO)),
     'block_downstream_retract': ('configs/enn_local/resnet18w16_fmnist.py',
-                                 dict(_local('resnet_block', dict(type='downstream', depth=2)),
+                                 dict(_local('resnet_block',
+                                             dict(type='ENNDownstreamLocalHead', depth=2)),
                                       **RETRACT)),
     'block_downstream3_retract': ('configs/enn_local/resnet18w16_fmnist.py',
-                                  dict(_local('resnet_block', dict(type='downstream', depth=3)),
+                                  dict(_local('resnet_block',
+                                              dict(type='ENNDownstreamLocalHead', depth=3)),
                                        **RETRACT)),
     'block_frozen_retract': ('configs/enn_local/resnet18w16_fmnist.py', RETRACT),
     # one block per stage (3 blocks)
     'stage_frozen': ('configs/enn_local/resnet18w16_fmnist.py',
-                     _local('resnet_stage', dict(type='frozen_linear'))),
+                     _local('resnet_stage', dict(type='ENNFrozenLinearLocalHead'))),
     'stage_conv_aux': ('configs/enn_local/resnet18w16_fmnist.py',  # = ..._fmnist_stage.py
-                       _local('resnet_stage', dict(type='conv_aux'))),
+                       _local('resnet_stage', dict(type='ENNConvAuxLocalHead'))),
     'stage_aux_net': ('configs/enn_local/resnet18w16_fmnist.py',
-                      _local('resnet_stage', dict(type='aux_net'))),
+                      _local('resnet_stage', dict(type='ENNAuxNetLocalHead'))),
     'stage_aux_net_recon': ('configs/enn_local/resnet18w16_fmnist.py',
-                            _local('resnet_stage', dict(type='aux_net'), INFOPRO)),
+                            _local('resnet_stage', dict(type='ENNAuxNetLocalHead'), INFOPRO)),
     'stage_aux_net_retract': ('configs/enn_local/resnet18w16_fmnist.py',
-                              dict(_local('resnet_stage', dict(type='aux_net')), **RETRACT)),
+                              dict(_local('resnet_stage', dict(type='ENNAuxNetLocalHead')),
+                                   **RETRACT)),
     # = configs/enn_local/resnet18w16_fmnist.py with cuts='resnet_stage',
-    # local_head=dict(type='downstream', depth=2)
+    # local_head=dict(type='ENNDownstreamLocalHead', depth=2)
     'stage_downstream': ('configs/enn_local/resnet18w16_fmnist_best_stage.py', None),
     'stage_downstream_retract': ('configs/enn_local/resnet18w16_fmnist.py',
-                                 dict(_local('resnet_stage', dict(type='downstream', depth=2)),
+                                 dict(_local('resnet_stage',
+                                             dict(type='ENNDownstreamLocalHead', depth=2)),
                                       **RETRACT)),
 }
 DATA = {
@@ -313,7 +320,7 @@ def main():
         per_class=args.per_class, epochs=args.epochs, val_interval=args.val_interval,
         schedule='configs/_base_/schedules/adamw_6e.py (AdamW, batch 128, '
                  '1 linear warm-up epoch then cosine to the last epoch)',
-        threads='1 per run', jobs=args.jobs,
+        threads='1 per run', jobs=args.jobs, machine=machine_info(),
         data={d: DATA[d]['describe'] for d in DATA},
         evaluation='test top-1 on the whole test split; final = last epoch')
     tasks = [(n, s) for n in args.variants for s in args.seeds]

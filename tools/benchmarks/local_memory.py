@@ -22,8 +22,11 @@ its range beside it (``*_range``).
 
 Splits: ``stage`` (one block per stage, K = 4) and ``block`` (the paper's:
 stem, 16 bottlenecks, head, K = 18); local heads from ``--heads`` (default
-``pool_linear``; also ``conv_aux``, ``aux_net``, ``aux_net_recon`` (with
-InfoPro's reconstruction decoder), ``downstream``: AugLocal copies, depth 2),
+``pool_linear``: ``ENNPoolLinearLocalHead``; also ``conv_aux``:
+``ENNConvAuxLocalHead``, ``aux_net``: ``ENNAuxNetLocalHead``,
+``aux_net_recon``: the same with InfoPro's reconstruction decoder,
+``ENNReconstructionObjective``, ``downstream``: ``ENNDownstreamLocalHead``,
+AugLocal copies, depth 2),
 and with ``--frozen-heads`` also frozen pooled ones (no gradients, no
 optimizer state). Prints a JSON list of ``{"model", "split", "local_heads",
 "memory_ratio", "rss_ratio", "time_ratio", ...}`` on stdout; the absolute
@@ -39,20 +42,20 @@ import subprocess
 import sys
 import time
 
+from _common import machine_info, paired_ratio
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if REPO not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, REPO)
 
 SPLITS = {'bp': [], 'stage': 'resnet_stage', 'block': 'resnet_block'}
-INFOPRO = [dict(type='classification', weight=dict(start=0.5, end=1.0)),
-           dict(type='reconstruction', weight=dict(start=1.0, end=0.0))]
-HEADS = {  # name -> (local_head, local_objectives)
-    'pool_linear': (dict(type='pool_linear'), None),
-    'pool_linear_frozen': (dict(type='pool_linear', frozen=True), None),
-    'conv_aux': (dict(type='conv_aux', stride=2), None),
-    'aux_net': (dict(type='aux_net'), None),
-    'aux_net_recon': (dict(type='aux_net'), INFOPRO),
-    'downstream': (dict(type='downstream', depth=2), None),
+INFOPRO = [dict(type='ENNClassificationObjective', weight=dict(start=0.5, end=1.0)),
+           dict(type='ENNReconstructionObjective', weight=dict(start=1.0, end=0.0))]
+HEADS = {  # --heads choice (the label in the results) -> (local_head, local_objectives)
+    'pool_linear': (dict(type='ENNPoolLinearLocalHead'), None),
+    'pool_linear_frozen': (dict(type='ENNPoolLinearLocalHead', frozen=True), None),
+    'conv_aux': (dict(type='ENNConvAuxLocalHead', stride=2), None),
+    'aux_net': (dict(type='ENNAuxNetLocalHead'), None),
+    'aux_net_recon': (dict(type='ENNAuxNetLocalHead'), INFOPRO),
+    'downstream': (dict(type='ENNDownstreamLocalHead', depth=2), None),
 }
 
 
@@ -141,8 +144,7 @@ def run_variant(args, enn: bool, split: str, num_classes: int, head: str = 'pool
 
 def paired(samples, bp_samples, key):
     """Median and range of the per-repeat ratios sample / BP sample."""
-    ratios = sorted(s[key] / b[key] for s, b in zip(samples, bp_samples))
-    return round(statistics.median(ratios), 3), [round(ratios[0], 3), round(ratios[-1], 3)]
+    return paired_ratio([s[key] for s in samples], [b[key] for b in bp_samples])
 
 
 def main():
@@ -164,7 +166,8 @@ def main():
                         'ratios are the median of the pairs, with their range')
     parser.add_argument('--frozen-heads', action='store_true',
                         help='also measure the splits with frozen pooled heads '
-                        '(pool_linear, frozen=True: no gradients, no optimizer state)')
+                        '(ENNPoolLinearLocalHead, frozen=True: no gradients, no optimizer '
+                        'state)')
     parser.add_argument('--heads', nargs='+', default=['pool_linear'], choices=list(HEADS),
                         help='local heads to measure')
     parser.add_argument('--head', default='pool_linear', choices=list(HEADS),
@@ -205,6 +208,7 @@ def main():
                                              for r, b in zip(rows, bp)]
                                        for key in ('step_peak_mb', 'peak_rss_mb', 'step_s',
                                                    'saved_peak_mb')})
+            rec['machine'] = machine_info()
             records.append(rec)
     print(json.dumps(records, indent=1))
 

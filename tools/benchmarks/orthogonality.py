@@ -22,6 +22,8 @@ import os.path as osp
 import subprocess
 import sys
 
+from _common import machine_info
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 MODES = {
     'penalty': 'configs/enn/resnet18w16_fmnist_penalty.py',
@@ -115,6 +117,8 @@ def main():
                                   args.log_interval)
         print(f"  final max |BᵀB − I| = {results[mode]['final_ortho_err_max']:.3g}, "
               f"top-1 {results[mode]['test_top1']}", file=sys.stderr)
+    for record in results.values():
+        record['machine'] = machine_info()
     text = json.dumps(results, indent=1)
     print(text)
     if args.out:

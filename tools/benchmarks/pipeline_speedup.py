@@ -8,9 +8,10 @@ orthogonality penalty on every step (the paper's; ``--penalty-interval 10``:
 every 10th step; ``--dense``: the plain network), batch 16 at 112 px, SGD
 with momentum, synthetic images.
 ENN-ℓ uses the paper's split (stem, 16 bottlenecks, head) with ``pool_linear``
-heads (``--local-head``: another local head, e.g. ``downstream``, the AugLocal
-copies of the best per-block recipe, depth 2). Every variant runs in fresh processes, each pinned to its own cores
-with its thread count set explicitly:
+(``ENNPoolLinearLocalHead``) heads (``--local-head``: another local head, e.g.
+``downstream``: ``ENNDownstreamLocalHead``, the AugLocal copies of the best
+per-block recipe, depth 2). Every variant runs in fresh processes, each pinned
+to its own cores with its thread count set explicitly:
 
 - ``pipeline``: ``--stages`` K processes × ``--threads`` threads, blocks
   assigned by ``ENNPipelineParallel`` (gloo on CPU, NCCL with ``--device
@@ -52,9 +53,16 @@ import subprocess
 import sys
 import time
 
+from _common import machine_info
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if REPO not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, REPO)
+
+LOCAL_HEADS = {  # --local-head choice -> the local head's config
+    'pool_linear': dict(type='ENNPoolLinearLocalHead'),
+    'conv_aux': dict(type='ENNConvAuxLocalHead'),
+    'aux_net': dict(type='ENNAuxNetLocalHead'),
+    'downstream': dict(type='ENNDownstreamLocalHead', depth=2),
+}
 
 
 def build(args, local: bool, device):
@@ -82,9 +90,7 @@ def build(args, local: bool, device):
         return model, OptimWrapper(torch.optim.SGD(
             [p for p in model.parameters() if p.requires_grad],
             **{k: v for k, v in optimizer.items() if k != 'type'}))
-    head = dict(type=args.local_head)
-    if args.local_head == 'downstream':
-        head['depth'] = 2
+    head = dict(LOCAL_HEADS[args.local_head])
     model = MODELS.build(dict(type='ENNLocalClassifier', model=model, cuts='resnet_block',
                               input_shape=(3, args.size, args.size), local_head=head,
                               max_head_params=2**28)).to(device)
@@ -316,7 +322,10 @@ def main():
     parser.add_argument('--warmup-s', type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument('--dense', action='store_true', help='the plain ResNet-50, not ENN')
     parser.add_argument('--local-head', default='pool_linear',
-                        choices=['pool_linear', 'conv_aux', 'aux_net', 'downstream'])
+                        choices=list(LOCAL_HEADS),
+                        help='local head (pool_linear: ENNPoolLinearLocalHead, conv_aux: '
+                        'ENNConvAuxLocalHead, aux_net: ENNAuxNetLocalHead, downstream: '
+                        'ENNDownstreamLocalHead with depth 2)')
     parser.add_argument('--penalty-interval', type=int, default=1,
                         help='ENN: orthogonality penalty on every n-th step')
     parser.add_argument('--refine', type=int, default=3,
@@ -357,7 +366,7 @@ def main():
                   size=args.size, stages=args.stages, threads_per_worker=args.threads,
                   device=args.device, steps=args.steps,
                   penalty_interval=None if args.dense else args.penalty_interval,
-                  refine=args.refine, local_head=args.local_head)
+                  refine=args.refine, local_head=args.local_head, machine=machine_info())
     gpus = 0
     if args.device == 'cuda':
         import torch

@@ -23,6 +23,7 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
+
 from report import overhead_records  # noqa: E402  (this folder is on sys.path)
 
 

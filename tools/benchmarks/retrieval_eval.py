@@ -18,9 +18,10 @@ clean):
   each ``--chunk`` gallery rows a matmul and a top-10, merged into a running
   top-10 (memory bounded by the chunk);
 - raw faiss: L2-normalise, ``faiss.IndexFlatIP``, ``add``, ``search(k=10)``:
-  the search alone, the floor for any exact evaluator on one CPU;
-- ours: ``enn_mm.retrieval_metrics`` (exact faiss, input checks, ties broken
-  by gallery index, Recall@1/5/10 and mAP@10 computed).
+  the search alone (index building included);
+- ours: ``enn_mm.retrieval_metrics`` (exact faiss, input checks, the rank
+  rule: candidates re-scored in float64, ties by gallery index;
+  Recall@1/5/10 and mAP@10 computed).
 
 The time of the two hand-written paths covers the search only; their metrics
 are computed afterwards, untimed, by the same formulas
@@ -42,11 +43,13 @@ import argparse
 import json
 import os
 import os.path as osp
-import subprocess
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+
+from _common import machine_info, median_range, paired_ratio
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 METRICS = ('Recall@1', 'Recall@5', 'Recall@10', 'mAP@10')
@@ -177,6 +180,7 @@ def run_ours(queries, q_labels, gallery, g_labels):
 def labels_metrics(ids, q_labels, g_labels):
     """Recall@1/5/10 and mAP@10 (percent) of rankings ``ids`` by label."""
     import numpy as np
+
     from enn_mm.evaluation.functional import rank_metrics
     rel = g_labels[ids] == q_labels[:, None]
     num_relevant = np.bincount(g_labels, minlength=q_labels.max() + 1)[q_labels]
@@ -214,13 +218,14 @@ def search_faiss(queries, gallery, k=10):
 
 
 def worker(args):
-    import numpy as np
     import faiss
+    import numpy as np
     import torch
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
-    import enn_mm.evaluation  # noqa: F401  (imports before the baseline)
     import mmpretrain.models  # noqa: F401
+
+    import enn_mm.evaluation  # noqa: F401  (imports before the baseline)
     method, n = args.worker[0], int(args.worker[1])
     if args.gallery_file:  # streamed: the gallery stays on disk
         queries, q_labels, _, _ = make_data(args, 0)
@@ -294,11 +299,6 @@ def gb(x):
     return round(x / 2**30, 3)
 
 
-def median_range(values, digits=4):
-    return (round(statistics.median(values), digits),
-            [round(min(values), digits), round(max(values), digits)])
-
-
 def max_diff(a, b):
     """Largest difference between two runs' metrics, averaged and per query."""
     return (max(abs(a['metrics'][k] - b['metrics'][k]) for k in METRICS),
@@ -310,7 +310,6 @@ def main():
     args = parse_args()
     if args.worker:
         return worker(args)
-    from _common import machine_info
     machine = machine_info()
     records = []
     theirs_prev = None
@@ -327,7 +326,7 @@ def main():
         for m in fast:
             rec['seconds'][m], rec['seconds_range'][m] = median_range(secs[m])
         for other in ('faiss', 'torch'):
-            ratio, rng = median_range([o / b for o, b in zip(secs['ours'], secs[other])], 3)
+            ratio, rng = paired_ratio(secs['ours'], secs[other])
             rec[f'ratio_vs_{other}'], rec[f'ratio_vs_{other}_range'] = ratio, rng
         ours = runs['ours'][0]
         rec.update(ours_extra_gb=gb(statistics.median(r['extra_bytes'] for r in runs['ours'])),
@@ -382,7 +381,8 @@ def main():
             os.rmdir(folder)
         records.append(dict(
             gallery=n, queries=args.queries, dim=args.dim, threads=args.threads,
-            machine=machine, streamed_from_disk=True, repeats=1, seconds=dict(ours=round(ours['seconds'], 3)),
+            machine=machine, streamed_from_disk=True, repeats=1,
+            seconds=dict(ours=round(ours['seconds'], 3)),
             ours_extra_gb=gb(ours['extra_bytes']),
             ours_peak_rss_gb=gb(ours['peak_bytes']), metrics=ours['metrics'],
             skipped='MMPretrain path not run (needs hundreds of GB)',

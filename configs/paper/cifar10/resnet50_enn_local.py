@@ -26,7 +26,7 @@ model = dict(
                enn=dict(ortho='penalty', gamma=1e-6)),
     cuts='resnet_block',
     input_shape=(3, 32, 32),
-    local_head=dict(type='frozen_linear'))
+    local_head=dict(type='ENNFrozenLinearLocalHead'))
 
 train_dataloader = dict(batch_size=512)
 

@@ -29,7 +29,7 @@ model = dict(
     # the largest frozen head (26.2 M fixed weights) is over the default
     # budget of 2**23
     max_head_params=2**25,
-    local_head=dict(type='frozen_linear'))
+    local_head=dict(type='ENNFrozenLinearLocalHead'))
 
 train_dataloader = dict(batch_size=512)
 

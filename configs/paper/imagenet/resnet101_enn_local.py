@@ -4,8 +4,8 @@
 # Table 4's ImageNet ENN-ℓ rows were obtained is unknown (SPEC §4). Our choice:
 # - blocks as for the other data sets: the stem, each of the 33 bottleneck blocks, the
 #   pooled FC (K = 35); no gradient crosses a block boundary; one AdamW per block;
-# - local heads: global average pooling + a trainable linear layer (pool_linear; 32.6M
-#   parameters over the 34 heads). The authors' frozen linear head on the flattened map
+# - local heads: global average pooling + a trainable linear layer
+#   (ENNPoolLinearLocalHead; 32.6M parameters over the 34 heads). The authors' frozen linear head on the flattened map
 #   is refused at 224 px: the stem's alone would have 64x56x56x1000 = 200M weights;
 # - everything else as the ENN-with-BP recipe of ./resnet101_enn.py, per block: AdamW
 #   lr 1e-3 wd 0.01, cosine T_max 500 per iteration, γ = 5e-5, batch 300, 1000 epochs
@@ -24,7 +24,7 @@ model = dict(
                enn=dict(ortho='penalty', gamma=5e-5)),
     cuts='resnet_block',
     input_shape=(3, 224, 224),
-    local_head=dict(type='pool_linear'))
+    local_head=dict(type='ENNPoolLinearLocalHead'))
 
 # one AdamW per block, each with a copy of the cosine schedule
 optim_wrapper = dict(

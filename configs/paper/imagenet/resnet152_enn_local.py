@@ -4,8 +4,9 @@
 # Our choice, as ./resnet101_enn_local.py:
 # - blocks: the stem, each of the 50 bottleneck blocks, the pooled FC (K = 52); one
 #   AdamW per block;
-# - local heads: pool_linear (47.9M parameters over the 51 heads); the authors' frozen
-#   linear head on the flattened map is refused at 224 px (200M weights for the stem's);
+# - local heads: ENNPoolLinearLocalHead (47.9M parameters over the 51 heads); the
+#   authors' frozen linear head on the flattened map is refused at 224 px (200M weights
+#   for the stem's);
 # - per block, the ENN-with-BP recipe of ./resnet152_enn.py: AdamW lr 1e-3 wd 0.01,
 #   cosine T_max 500 per iteration, γ = 5e-5, batch 200, 1000 epochs nominal.
 # Deviations: MMPretrain's ImageNet stem (see ./resnet101_dense.py); no weight decay on Q

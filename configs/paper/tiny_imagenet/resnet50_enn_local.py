@@ -7,8 +7,8 @@
 #   momentum 0.9 and weight decay 5e-4;
 # - local heads: a frozen random linear map of each block's flattened output (the
 #   authors' heads): 1,494M fixed weights in all (5.6 GiB in fp32), the largest 209.7M;
-#   local_head=dict(type='pool_linear') is the light alternative (not the authors'
-#   head);
+#   local_head=dict(type='ENNPoolLinearLocalHead') is the light alternative (not the
+#   authors' head);
 # - loss per block: CE + γ·ortho of the block's ENN layers, γ = 5e-5;
 # - lr 1e-4 for every block, cosine stepped per iteration with T_max 200 (past T_max it
 #   follows the cosine back up, period 400 iterations), batch 64, 500 epochs.
@@ -28,7 +28,7 @@ model = dict(
     # the largest frozen head (209.7 M fixed weights) is over the default
     # budget of 2**23
     max_head_params=2**28,
-    local_head=dict(type='frozen_linear'))
+    local_head=dict(type='ENNFrozenLinearLocalHead'))
 
 train_dataloader = dict(batch_size=64)
 

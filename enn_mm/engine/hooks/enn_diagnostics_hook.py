@@ -7,8 +7,8 @@ import torch
 from mmengine.dist import master_only
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-
 from mmpretrain.registry import HOOKS
+
 from ...core import enn_modules, factors
 from ...core.ortho import basis_error
 
@@ -18,7 +18,17 @@ def _unwrap(model):
 
 
 def spectrum_stats(model) -> Dict[str, Dict[str, float]]:
-    """Per ENN layer: orthogonality error and min/max/condition of |λ|."""
+    """Per ENN layer: orthogonality error and min/max/condition of |λ|.
+
+    Args:
+        model (nn.Module): The (unwrapped) model.
+
+    Returns:
+        dict: ``{layer name: dict(ortho_err, lam_min, lam_max, lam_cond)}``;
+        ``ortho_err`` is the worse of Q's and P's largest ``|BᵀB − I|``
+        entry, ``lam_cond`` is ``lam_max / lam_min`` (inf for a zero
+        ``lam_min``).
+    """
     stats = {}
     with torch.no_grad():
         for name, module in enn_modules(model):
@@ -31,7 +41,14 @@ def spectrum_stats(model) -> Dict[str, Dict[str, float]]:
 
 
 def non_finite_layers(model) -> List[str]:
-    """Names of the ENN layers whose Q, λ or P hold a NaN or inf."""
+    """Names of the ENN layers whose Q, λ or P hold a NaN or inf.
+
+    Args:
+        model (nn.Module): The (unwrapped) model.
+
+    Returns:
+        list[str]: The layer names, in module order; empty if all are finite.
+    """
     return [name for name, module in enn_modules(model)
             if not all(torch.isfinite(t).all() for t in factors(module))]
 
@@ -54,13 +71,17 @@ class ENNDiagnosticsHook(Hook):
         plot (bool): Save the PNG plots. Defaults to True.
         out_dir (str, optional): Where the plots go. Defaults to
             ``{work_dir}/enn_diagnostics``.
+
+    Raises:
+        ValueError: ``interval`` is not a positive int.
     """
     priority = 'LOW'
 
     def __init__(self, interval: int = 100, plot: bool = True,
                  out_dir: Optional[str] = None) -> None:
         if not isinstance(interval, int) or interval <= 0:
-            raise ValueError(f'ENNDiagnosticsHook interval must be a positive int, got {interval!r}')
+            raise ValueError('ENNDiagnosticsHook interval must be a positive int, '
+                             f'got {interval!r}')
         self.interval = interval
         self.plot = plot
         self.out_dir = out_dir
@@ -68,6 +89,15 @@ class ENNDiagnosticsHook(Hook):
         self.initial_spectra: Dict[str, torch.Tensor] = {}
 
     def before_train(self, runner) -> None:
+        """Record the initial spectra and take the first measurement.
+
+        Args:
+            runner (Runner): The runner.
+
+        Raises:
+            RuntimeError: The model has no ENN layers, or its factors are
+                not finite.
+        """
         model = _unwrap(runner.model)
         if not any(True for _ in enn_modules(model)):
             raise RuntimeError('ENNDiagnosticsHook is configured but the model has no ENN '
@@ -77,6 +107,20 @@ class ENNDiagnosticsHook(Hook):
         self._measure(runner, step=runner.iter)
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        """Stop on a non-finite loss; measure every ``interval`` iterations.
+
+        Args:
+            runner (Runner): The runner.
+            batch_idx (int): Index of the batch in the epoch.
+            data_batch (dict | tuple | list, optional): The batch.
+            outputs (dict, optional): The train step's outputs; its
+                ``'loss'`` is checked.
+
+        Raises:
+            RuntimeError: The loss is NaN or inf (the message names the
+                layers with non-finite factors), or a measurement finds
+                non-finite factors.
+        """
         loss = (outputs or {}).get('loss')
         if isinstance(loss, torch.Tensor):
             loss = loss.detach()
@@ -91,9 +135,19 @@ class ENNDiagnosticsHook(Hook):
             self._measure(runner, step=runner.iter + 1)  # iterations completed
 
     def after_train_epoch(self, runner) -> None:
+        """Save the plots (main process only, if ``plot``).
+
+        Args:
+            runner (Runner): The runner.
+        """
         self._save_plots(runner)
 
     def after_run(self, runner) -> None:
+        """Save the plots after a run that trained and measured.
+
+        Args:
+            runner (Runner): The runner.
+        """
         if runner.train_loop is not None and self.history:
             self._save_plots(runner)
 
@@ -113,10 +167,12 @@ class ENNDiagnosticsHook(Hook):
             lam_min=min(s['lam_min'] for s in stats.values()),
             lam_max=max(s['lam_max'] for s in stats.values()),
             lam_cond_max=max(s['lam_cond'] for s in stats.values()))
-        bad = [n for n, s in stats.items() if not all(map(math.isfinite, (s['ortho_err'], s['lam_max'])))]
+        bad = [n for n, s in stats.items()
+               if not all(map(math.isfinite, (s['ortho_err'], s['lam_max'])))]
         if bad:
             raise RuntimeError(f'non-finite ENN factors at iteration {step} in layers: '
-                               f'{", ".join(bad)}. Lower the learning rate or use ortho=\'retract\'.')
+                               f'{", ".join(bad)}. Lower the learning rate or use '
+                               "ortho='retract'.")
         self.history.append(record)
         runner.visualizer.add_scalars({f'enn/{k}': v for k, v in record.items() if k != 'iter'},
                                       step=step)
@@ -135,8 +191,10 @@ class ENNDiagnosticsHook(Hook):
 
         its = [r['iter'] for r in self.history]
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.semilogy(its, [max(r['ortho_err_max'], 1e-12) for r in self.history], label='max over bases')
-        ax.semilogy(its, [max(r['ortho_err_mean'], 1e-12) for r in self.history], label='mean over layers')
+        ax.semilogy(its, [max(r['ortho_err_max'], 1e-12) for r in self.history],
+                    label='max over bases')
+        ax.semilogy(its, [max(r['ortho_err_mean'], 1e-12) for r in self.history],
+                    label='mean over layers')
         ax.set(xlabel='iteration', ylabel='max |BᵀB − I|', title='Orthogonality error of Q, P')
         ax.grid(True, which='both', alpha=0.3)
         ax.legend()

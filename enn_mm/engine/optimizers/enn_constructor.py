@@ -2,8 +2,8 @@
 import copy
 
 from mmengine.optim import DefaultOptimWrapperConstructor
-
 from mmpretrain.registry import OPTIM_WRAPPER_CONSTRUCTORS
+
 from ...core.eigenbasis import factor_names
 
 
