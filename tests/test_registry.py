@@ -3,10 +3,9 @@ whose name is its registry key (one name per component), and importing
 enn_mm adds nothing else to them."""
 import inspect
 
+import mmpretrain.registry as registries
 import pytest
 from mmengine.registry import Registry
-
-import mmpretrain.registry as registries
 
 
 def enn_entries():

@@ -206,3 +206,70 @@ def test_one_name_per_component_its_class_name():
 def test_old_aliases_are_refused_naming_the_registered_ones(kw, error, match):
     with pytest.raises(error, match=match):
         local(cuts='resnet_stage', **kw)
+
+
+HEAD_OPTIONS = [
+    ('ENNFrozenLinearLocalHead', {}),
+    ('ENNPoolLinearLocalHead', {}),
+    ('ENNPoolLinearLocalHead', dict(frozen=True)),
+    ('ENNConvAuxLocalHead', {}),
+    ('ENNConvAuxLocalHead', dict(channels=24, kernel_size=1)),
+    ('ENNAuxNetLocalHead', {}),
+    ('ENNAuxNetLocalHead', dict(num_convs=3, channel_mult=1.5, pool_size=2, hidden=(32, 16))),
+]
+MAPS, TOKENS = [(16, 14, 14), (8, 7, 7), (12, 28, 28)], [(5, 32)]
+
+
+@pytest.mark.parametrize('head, options, in_shape', [
+    (h, o, s) for h, o in HEAD_OPTIONS
+    for s in MAPS + (TOKENS if h in ('ENNFrozenLinearLocalHead', 'ENNPoolLinearLocalHead') else [])
+])
+def test_num_params_is_what_the_head_holds(head, options, in_shape):
+    """The budget check (max_head_params) reads num_params before building:
+    it must equal the built head's weights, trainable or frozen (buffers),
+    BatchNorm's running statistics aside."""
+    cls = MODELS.get(head)
+    built = cls(in_shape, 10, **options)
+    stats = ('running_mean', 'running_var', 'num_batches_tracked')
+    held = sum(p.numel() for p in built.parameters()) + sum(
+        b.numel() for n, b in built.named_buffers() if not n.endswith(stats))
+    assert cls.num_params(in_shape, 10, **options) == held
+
+
+def test_downstream_heads_on_a_vit():
+    """AugLocal heads from a ViT's own later encoder layers: token features
+    in, logits out, fresh copies, and a training step that reaches every
+    block's parameters."""
+    from mmengine.optim import build_optim_wrapper
+    from mmpretrain.structures import DataSample
+
+    from helpers import SGD
+    init_default_scope('mmpretrain')
+    vit = dict(type='ImageClassifier',
+               backbone=dict(type='VisionTransformer', img_size=32, patch_size=8,
+                             arch=dict(embed_dims=32, num_layers=4, num_heads=2,
+                                       feedforward_channels=64)),
+               head=dict(type='VisionTransformerClsHead', num_classes=10, in_channels=32))
+    model = MODELS.build(dict(type='ENNLocalClassifier', model=vit,
+                              cuts=dict(preset='vit', every=1), input_shape=(3, 32, 32),
+                              local_head=dict(type='ENNDownstreamLocalHead', depth=2)))
+    assert model.num_blocks == 4
+    modules = dict(model.named_modules())
+    for k in range(model.num_blocks - 1):
+        head = model.local_heads[f'block{k}']
+        assert isinstance(head, ENNDownstreamLocalHead)
+        assert head.copied and all(n.startswith('backbone.layers.') for n in head.copied)
+        for name, copy_ in zip(head.copied, head.blocks):
+            assert type(copy_) is type(modules[name]) and copy_ is not modules[name]
+    tokens = torch.randn(2, 17, 32)  # 16 patches + the cls token
+    assert model.local_heads.block0(tokens).shape == (2, 10)
+    optim = build_optim_wrapper(model, SGD)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    data = dict(inputs=torch.rand(4, 3, 32, 32) * 255,
+                data_samples=[DataSample().set_gt_label(i) for i in range(4)])
+    logs = model.train_step(data, optim)
+    assert {f'block{k}.loss' for k in range(4)} <= set(logs)
+    for k in range(model.num_blocks):
+        moved = [n for n in model.block_param_names(k)
+                 if not torch.equal(before[n], dict(model.named_parameters())[n])]
+        assert moved, k
