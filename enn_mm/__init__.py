@@ -12,6 +12,7 @@ from .core import (
     ENNConv2d,
     ENNLinear,
     ENNOptions,
+    Retraction,
     convert_to_enn,
     enable_retraction,
     enn_modules,
@@ -24,7 +25,7 @@ from .core import (
 __version__ = '0.1.0'
 __all__ = [
     'ENNConv2d', 'ENNLinear', 'ENNOptions', 'convert_to_enn', 'export_dense',
-    'orthogonality_error', 'orthogonality_penalty', 'enable_retraction',
+    'orthogonality_error', 'orthogonality_penalty', 'enable_retraction', 'Retraction',
     'enn_modules', 'set_compute', 'COMPUTE_MODES'
 ]
 

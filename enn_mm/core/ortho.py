@@ -1,12 +1,10 @@
 """Orthonormality of the bases: penalty, error measure and retraction."""
 import torch
 from torch import Tensor
-from torch.optim.optimizer import register_optimizer_step_post_hook
-from torch.utils.weak import WeakIdKeyDictionary
 
 from .eigenbasis import eigenbasis, enn_modules, factors
 
-__all__ = ['basis_penalty', 'basis_error', 'retract_']
+__all__ = ['basis_penalty', 'basis_error', 'retract_', 'Retraction']
 
 
 # Column-block width of the CPU Gram matrix (see `_gram`).
@@ -176,62 +174,102 @@ def orthogonality_error(model, reduction: str = 'max'):
     return max(per_layer.values(), default=0.0)
 
 
-# Retraction runs after an optimizer step, from a global step post-hook: it
-# works with any optimizer, wrapper, AMP scaler (which skips steps) and with
-# one optimizer per block, each retracting exactly the bases it updated.
-_RETRACT_KEY = 'enn_retract_steps'
-_retract_hook = None
-# The hook sees Parameters only: each armed basis maps to the Eigenbasis whose
-# `retract_interval` applies to it (the one place the interval is kept).
-# Weak keys: a basis that is gone leaves the map.
-_retract_owner = WeakIdKeyDictionary()
+# Retraction runs after the steps of an optimizer that updates bases, from an
+# instance-level step post-hook that a Retraction object owns: only steps
+# that happen count (an AMP scaler that skips a step skips the retraction),
+# each optimizer (one per ENN-ℓ block) retracts exactly the bases it updates,
+# and the step counter is the object's state, saved with its owner.
+class Retraction:
+    """QR retraction of the bases one optimizer updates, after every n-th of
+    its steps (n: the ``retract_interval`` of the basis's layer).
+
+    Registers a step post-hook on ``optimizer`` itself (not a global one);
+    :meth:`remove` takes it off. The number of steps taken is the state
+    (:meth:`state_dict`), so a resumed run retracts on the same steps;
+    mmengine's ``ENNOptimWrapper`` saves it with the optimizer. Layers whose
+    ``retract_interval`` is 0 (``ortho='penalty'``/``'none'``, or a deep
+    copy such as an EMA model) are left alone. Use it in a plain PyTorch
+    loop as::
+
+        retraction = Retraction(optimizer, model)   # after enable_retraction
+        ...
+        optimizer.step()                            # retracts on schedule
+
+    Args:
+        optimizer (torch.optim.Optimizer): The optimizer.
+        model (nn.Module): The model whose ENN layers' bases (those among
+            the optimizer's parameters) to retract.
+    """
+
+    def __init__(self, optimizer, model):
+        self.optimizer = optimizer
+        mine = {id(p) for g in optimizer.param_groups for p in g['params']}
+        self.bases = []  # (basis Parameter, interval), each basis once
+        seen = set()
+        for _, module in enn_modules(model):
+            interval = eigenbasis(module).retract_interval
+            Q, _, P = factors(module)
+            for B in (Q, P):
+                if interval and id(B) in mine and id(B) not in seen:
+                    seen.add(id(B))
+                    self.bases.append((B, interval))
+        self.steps = 0
+        self._handle = optimizer.register_step_post_hook(self._after_step) \
+            if self.bases else None
+
+    def _after_step(self, optimizer, args, kwargs) -> None:
+        self.steps += 1
+        for B, interval in self.bases:
+            if self.steps % interval == 0:
+                retract_(B.data)
+
+    def state_dict(self) -> dict:
+        """The state to checkpoint.
+
+        Returns:
+            dict: ``{'steps': n}``, the optimizer steps taken.
+        """
+        return {'steps': self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the step count of :meth:`state_dict`.
+
+        Args:
+            state (dict): A :meth:`state_dict`.
+        """
+        self.steps = int(state['steps'])
+
+    def remove(self) -> None:
+        """Take the hook off the optimizer (no more retraction)."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
 
 
-def _retract_interval(p) -> int:
-    owner = _retract_owner.get(p)
-    return owner.retract_interval if owner is not None else 0
-
-
-def _retract_after_step(optimizer, args, kwargs):
-    params = [(p, n) for g in optimizer.param_groups for p in g['params']
-              if (n := _retract_interval(p))]
-    if not params:
-        return
-    # The step counter lives in the optimizer state, so it is checkpointed
-    # with the optimizer and `--resume` retracts on the same steps.
-    state = optimizer.state[params[0][0]]
-    state[_RETRACT_KEY] = state.get(_RETRACT_KEY, 0) + 1
-    for p, interval in params:
-        if state[_RETRACT_KEY] % interval == 0:
-            retract_(p.data)
-
-
-def enable_retraction(model, interval: int = 1) -> None:
+def enable_retraction(model, interval: int = 1, optimizer=None):
     """Keep the bases of ``model`` orthonormal by QR retraction.
 
-    After every ``interval``-th step of any optimizer that updates them, Q and
+    Sets :attr:`Eigenbasis.retract_interval` of every ENN layer of ``model``:
+    after every ``interval``-th step of an optimizer that updates them, Q and
     P are replaced by the Q factor of their QR decomposition (orthonormal to
-    float precision). Sets :attr:`Eigenbasis.retract_interval` of every ENN
-    layer of ``model``. The steps are counted per optimizer, in its state
-    (so they are checkpointed); the global optimizer step post-hook that
-    does this is registered once per process.
+    float precision). The retraction itself is a :class:`Retraction` on that
+    optimizer: pass ``optimizer`` here to get one, or let mmengine's
+    ``ENNOptimWrapperConstructor`` make it.
 
     Args:
         model (nn.Module): The model whose ENN layers to retract.
         interval (int): Optimizer steps between retractions. Defaults to 1.
+        optimizer (torch.optim.Optimizer, optional): The optimizer whose
+            steps trigger the retraction.
+
+    Returns:
+        Retraction | None: The retraction on ``optimizer`` (None without one).
 
     Raises:
         ValueError: ``interval`` is not a positive integer.
     """
-    global _retract_hook
     if not isinstance(interval, int) or interval <= 0:
         raise ValueError(f'retract_interval must be a positive integer, got {interval!r}')
     for _, module in enn_modules(model):
-        owner = eigenbasis(module)
-        owner.retract_interval = interval
-        Q, _, P = factors(module)
-        _retract_owner[Q] = owner
-        _retract_owner[P] = owner
-    if _retract_hook is None:
-        _retract_hook = register_optimizer_step_post_hook(
-            _retract_after_step)
+        eigenbasis(module).retract_interval = interval
+    return Retraction(optimizer, model) if optimizer is not None else None

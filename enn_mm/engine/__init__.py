@@ -3,6 +3,7 @@ from . import (
     dist,  # noqa: F401  (CPU distributed launch)
 )
 from .hooks import ENNDiagnosticsHook
-from .optimizers import ENNOptimWrapperConstructor
+from .optimizers import ENNAmpOptimWrapper, ENNOptimWrapper, ENNOptimWrapperConstructor
 
-__all__ = ['ENNDiagnosticsHook', 'ENNOptimWrapperConstructor']
+__all__ = ['ENNDiagnosticsHook', 'ENNOptimWrapperConstructor', 'ENNOptimWrapper',
+           'ENNAmpOptimWrapper']

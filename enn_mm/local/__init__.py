@@ -17,18 +17,18 @@ between stages), ``pipeline`` (the wrapper), ``pipeline_hook``,
 plain classifier).
 """
 from .heads import (
-                    ENNAuxNetLocalHead,
-                    ENNConvAuxLocalHead,
-                    ENNDownstreamLocalHead,
-                    ENNFrozenLinearLocalHead,
-                    ENNPoolLinearLocalHead,
+    ENNAuxNetLocalHead,
+    ENNConvAuxLocalHead,
+    ENNDownstreamLocalHead,
+    ENNFrozenLinearLocalHead,
+    ENNPoolLinearLocalHead,
 )
 from .local_model import ENNLocalClassifier
 from .memory import SavedTensorMeter
 from .objectives import (
-                    ENNClassificationObjective,
-                    ENNReconstructionObjective,
-                    ENNSimilarityObjective,
+    ENNClassificationObjective,
+    ENNReconstructionObjective,
+    ENNSimilarityObjective,
 )
 from .optim import ENNLocalOptimWrapperConstructor
 from .partition import CUT_PRESETS

@@ -21,8 +21,9 @@ from mmpretrain.models import ImageClassifier
 from mmpretrain.registry import MODELS
 from torch import Tensor, nn
 
-from ..core import bases
-from ..models.mixin import MixinModel, runner_iteration
+from ..core import bases, enn_modules
+from ..core.eigenbasis import eigenbasis
+from ..models.mixin import MixinModel
 from .heads import LocalNetwork, build_local_head
 from .objectives import build_objectives
 from .partition import Partition, detach_output, main_tensor, probe_partition, resolve_cuts
@@ -301,7 +302,14 @@ class ENNLocalClassifier(MixinModel):
                 f'ENN-ℓ trains each of its {self.num_blocks} blocks with its own '
                 f'optimizer wrapper {keys}, got {got}. Set '
                 "optim_wrapper=dict(constructor='ENNLocalOptimWrapperConstructor', ...).")
-        return [optim_wrapper[k] for k in keys]
+        wrappers = [optim_wrapper[k] for k in keys]
+        retracting = any(eigenbasis(m).retract_interval for _, m in enn_modules(self))
+        if retracting and not all(hasattr(w, 'retraction') for w in wrappers):
+            raise TypeError(
+                "ENN-ℓ with ortho='retract' needs ENN optimizer wrappers, which retract the "
+                "bases: use ENNLocalOptimWrapperConstructor with block_constructor="
+                "'ENNOptimWrapperConstructor' (its default for ENN models).")
+        return wrappers
 
     # ------------------------------------------------------------- training
     def train_step(self, data, optim_wrapper) -> Dict[str, Tensor]:
@@ -318,11 +326,13 @@ class ENNLocalClassifier(MixinModel):
             the model's own loss items (``loss`` is the last block's loss).
         """
         wrappers = self.block_wrappers(optim_wrapper)
+        # the step this is, as the Runner counts it (block 0 updates every step)
+        step_index = wrappers[0].inner_count
         with wrappers[-1].optim_context(self):
             data = self.data_preprocessor(data, True)
         inputs, samples = data['inputs'], data['data_samples']
         step = LocalStep(self, wrappers, targets_of(samples),
-                         penalty_weight=self.penalty_weight(runner_iteration()), image=inputs)
+                         penalty_weight=self.penalty_weight(step_index), image=inputs)
 
         with self.cut_hooks(step.local_update), wrappers[-1].optim_context(self):
             losses = step.final_losses(inputs, samples)

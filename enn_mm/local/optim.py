@@ -99,7 +99,13 @@ class ENNLocalOptimWrapperConstructor:
             dict(type=block_constructor,
                  optim_wrapper_cfg=copy.deepcopy(self.optim_wrapper_cfg),
                  paramwise_cfg=copy.deepcopy(self.paramwise_cfg)))
-        groups = rules(model).optimizer.param_groups
+        whole = rules(model)  # the rules applied once; its groups are dealt out below
+        groups = whole.optimizer.param_groups
+        # ENN rules come with ENN wrappers (retraction, the step count): the
+        # blocks get the same kind, and the whole-model one is disarmed
+        enn = hasattr(whole, 'arm')
+        if enn and whole.retraction is not None:
+            whole.retraction.remove()
 
         params = dict(model.named_parameters())
         owner = {}
@@ -121,6 +127,8 @@ class ENNLocalOptimWrapperConstructor:
 
         wrapper_cfg = {k: v for k, v in self.optim_wrapper_cfg.items() if k != 'optimizer'}
         wrapper_cfg.setdefault('type', 'OptimWrapper')
+        if enn:
+            wrapper_cfg['type'] = type(whole)
         wrappers = OrderedDict()
         for k, block_groups in enumerate(per_block):
             optimizer_cfg = dict(copy.deepcopy(self.optim_wrapper_cfg['optimizer']))
@@ -128,6 +136,8 @@ class ENNLocalOptimWrapperConstructor:
             optimizer = OPTIMIZERS.build(optimizer_cfg)
             wrappers[block_key(k)] = OPTIM_WRAPPERS.build(
                 copy.deepcopy(wrapper_cfg), default_args=dict(optimizer=optimizer))
+            if enn:
+                wrappers[block_key(k)].arm(model)
         return ENNLocalOptimWrapperDict(**wrappers)
 
     @staticmethod

@@ -36,7 +36,6 @@ from mmpretrain.registry import MODEL_WRAPPERS
 from torch import Tensor, nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from ..models.mixin import runner_iteration
 from .local_model import ENNLocalClassifier
 from .planning import (
     block_costs,
@@ -342,7 +341,8 @@ class ENNPipelineParallel(nn.Module):
             inputs, samples = None, None
         log_vars, out = run_blocks(
             model, self.record, wrappers, blocks, target,
-            penalty_weight=model.penalty_weight(runner_iteration()), inputs=inputs,
+            # the step this is: the updates so far of this stage's first block
+            penalty_weight=model.penalty_weight(wrappers[blocks[0]].inner_count), inputs=inputs,
             samples=samples, z=z, grad_sync=self._grad_sync if self.replicas > 1 else None,
             image=image)
         if out is not None:

@@ -6,7 +6,7 @@ from mmengine.logging import print_log
 from mmpretrain.registry import MODELS
 
 from ..core import ENNOptions, dense_view, enn_modules, orthogonality_penalty
-from .mixin import MixinModel, runner_iteration, vanilla_class
+from .mixin import MixinModel, vanilla_class
 
 __all__ = ['ENNModel']
 
@@ -53,6 +53,8 @@ class ENNModel(MixinModel):
         dense_params = sum(p.numel() for p in self.parameters())
         options.apply(self)
         self.enn_options = options
+        #: the training step, set by the ENN optimizer wrapper (None: unset)
+        self.enn_step: Optional[int] = None
         n_layers = sum(1 for _ in enn_modules(self))
         enn_params = sum(p.numel() for p in self.parameters())
         ortho = (f'retract every {options.retract_interval} steps'
@@ -83,18 +85,31 @@ class ENNModel(MixinModel):
         """The model's own losses, plus ``loss_ortho`` (γ × the penalty on the
         steps the penalty schedule picks, else 0) when ``gamma > 0``.
 
+        The step is :attr:`enn_step`, which the ENN optimizer wrapper sets
+        before each training step (``ENNOptimWrapperConstructor``).
+
         Args:
-            *args: Passed to the model's own ``loss``.
-            **kwargs: Passed to the model's own ``loss``.
+            *args: Arguments of the model's own ``loss``.
+            **kwargs: Keyword arguments of the model's own ``loss``.
 
         Returns:
-            dict: The model's losses, with ``loss_ortho`` added when
-            ``gamma > 0``.
+            dict: The loss dict, with ``loss_ortho`` if ``gamma > 0``.
+
+        Raises:
+            RuntimeError: Training with retraction or a penalty schedule
+                without the ENN optimizer wrapper, which does that work.
         """
-        losses = super().loss(*args, **kwargs)
         opts = self.enn_options
+        if self.training and self.enn_step is None and (
+                opts.ortho == 'retract' or (opts.gamma > 0 and opts.penalty_interval > 1)):
+            raise RuntimeError(
+                "ENN training with ortho='retract' or a penalty_interval needs the ENN "
+                'optimizer wrapper, which retracts the bases and counts the steps: set '
+                "optim_wrapper=dict(constructor='ENNOptimWrapperConstructor', ...) (or build "
+                'the wrapper with enn_mm.engine.ENNOptimWrapperConstructor).')
+        losses = super().loss(*args, **kwargs)
         if opts.gamma > 0:
-            weight = opts.penalty_weight(runner_iteration())
+            weight = opts.penalty_weight(self.enn_step or 0)
             if weight:
                 losses['loss_ortho'] = weight * orthogonality_penalty(self)
             else:

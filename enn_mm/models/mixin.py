@@ -20,10 +20,9 @@ import copy
 import copyreg
 from typing import Dict, Tuple
 
-from mmengine.logging import MessageHub
 from mmpretrain.registry import MODELS
 
-__all__ = ['MixinModel', 'vanilla_class', 'runner_iteration']
+__all__ = ['MixinModel', 'vanilla_class']
 
 # (mixin type, base class) -> derived class; one cache for every mixin type.
 _DERIVED: Dict[Tuple[type, type], type] = {}
@@ -128,8 +127,3 @@ class MixinModel:
             return reduced
         return (_new_derived, _mixins_of(type(self)), *reduced[2:])
 
-
-def runner_iteration() -> int:
-    """The Runner's iteration counter (0 outside a run): the same on every
-    rank and restored by ``--resume``, so schedules that follow it are too."""
-    return MessageHub.get_current_instance().get_info('iter', 0)

@@ -73,6 +73,7 @@ def test_retraction_keeps_bases_orthonormal():
     model = mlp()
     ENNOptions(ortho='retract', retract_interval=1).apply(model)
     opt = torch.optim.AdamW(model.parameters(), lr=0.05)
+    enn_mm.Retraction(opt, model)
     for _ in range(3):
         model(torch.randn(8, 20)).square().mean().backward()
         opt.step()
@@ -93,6 +94,7 @@ def test_retraction_interval_counts_optimizer_steps():
     model = mlp()
     ENNOptions(ortho='retract', retract_interval=2).apply(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    retraction = enn_mm.Retraction(opt, model)
     errors = []
     for _ in range(4):
         model(torch.randn(8, 20)).square().mean().backward()
@@ -101,3 +103,17 @@ def test_retraction_interval_counts_optimizer_steps():
         errors.append(enn_mm.orthogonality_error(model))
     assert errors[0] > 1e-4 and errors[2] > 1e-4
     assert errors[1] < 1e-5 and errors[3] < 1e-5
+    # the count is the retraction's state: restored, the schedule goes on
+    assert retraction.state_dict() == {'steps': 4}
+    opt2 = torch.optim.SGD(model.parameters(), lr=0.5)
+    resumed = enn_mm.Retraction(opt2, model)
+    resumed.load_state_dict({'steps': 3})
+    model(torch.randn(8, 20)).square().mean().backward()
+    opt2.step()  # the 4th step: retracts
+    assert enn_mm.orthogonality_error(model) < 1e-5
+    # removed, it retracts no more; other optimizers were never touched
+    retraction.remove()
+    resumed.remove()
+    model(torch.randn(8, 20)).square().mean().backward()
+    opt2.step()
+    assert enn_mm.orthogonality_error(model) > 1e-4

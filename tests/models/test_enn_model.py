@@ -169,6 +169,10 @@ def test_loss_includes_weighted_penalty():
         for B in enn_mm.core.bases(model):
             B.mul_(1.2)
     samples = [DataSample().set_gt_label(1), DataSample().set_gt_label(2)]
+    # training with retraction without the ENN optimizer wrapper: refused
+    with pytest.raises(RuntimeError, match='ENNOptimWrapperConstructor'):
+        model.loss(torch.randn(2, 1, 32, 32), samples)
+    model.enn_step = 0  # the step a training loop passes in (ENNOptimWrapper does)
     losses = model.loss(torch.randn(2, 1, 32, 32), samples)
     assert losses['loss_ortho'].item() == pytest.approx(
         0.5 * enn_mm.orthogonality_penalty(model).item(), rel=1e-6)
@@ -184,7 +188,7 @@ def test_penalty_interval_applies_every_nth_step_scaled(fmnist_root, tmp_path):
     assert ortho[1] == 0 and ortho[3] == 0 and ortho[0] > 0 and ortho[2] > 0
 
 
-def test_packaged_config_with_the_two_readme_lines_builds():
+def test_packaged_config_with_the_readme_lines_builds():
     cfg = Config.fromfile(osp.join(REPO, 'configs/enn/resnet18_8xb32_in1k.py'))
     assert cfg.model.model.backbone.type == 'ResNet' and cfg.model.model.backbone.depth == 18
     init_default_scope('mmpretrain')

@@ -118,8 +118,9 @@ def channels(name):
 
 def step_fn(model, batch, size, device='cpu', amp='none', period=1, in_channels=3):
     """A timed training step (the mean over ``period`` consecutive steps, the
-    Runner's iteration counter advancing as in training)."""
-    from mmengine.logging import MessageHub
+    step index advancing as in training): a plain PyTorch loop, with the
+    model's ENN step set and its retraction on the optimizer, as
+    ``ENNOptimWrapper`` does in the Runner."""
     device = torch.device(device)
     x = torch.randn(batch, in_channels, size, size, device=device)
     num_classes = model.head.num_classes if hasattr(model, 'head') else 10
@@ -127,10 +128,12 @@ def step_fn(model, batch, size, device='cpu', amp='none', period=1, in_channels=
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
     dtype = AMP[amp]
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    hub, counter = MessageHub.get_current_instance(), [0]
+    enn_mm.Retraction(opt, model)  # (a no-op for models that do not retract)
+    counter = [0]
 
     def one():
-        hub.update_info('iter', counter[0])
+        if hasattr(model, 'enn_options'):
+            model.enn_step = counter[0]
         counter[0] += 1
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             losses = model.loss(x, samples)

@@ -71,8 +71,8 @@ def build(args, local: bool, device):
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
 
-    import enn_mm  # noqa: F401
     import enn_mm.local  # noqa: F401
+    from enn_mm.engine import ENNOptimWrapper
     init_default_scope('mmpretrain')
     torch.manual_seed(0)
     depth = {'resnet50': 50, 'resnet18': 18}[args.arch]
@@ -87,9 +87,14 @@ def build(args, local: bool, device):
     optimizer = dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4)
     if not local:
         model = MODELS.build(model).to(device)
-        return model, OptimWrapper(torch.optim.SGD(
-            [p for p in model.parameters() if p.requires_grad],
-            **{k: v for k, v in optimizer.items() if k != 'type'}))
+        sgd = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
+                              **{k: v for k, v in optimizer.items() if k != 'type'})
+        if args.dense:
+            return model, OptimWrapper(sgd)
+        # the ENN wrapper hands the model its step (the penalty schedule)
+        wrapper = ENNOptimWrapper(sgd)
+        wrapper.arm(model)
+        return model, wrapper
     head = dict(LOCAL_HEADS[args.local_head])
     model = MODELS.build(dict(type='ENNLocalClassifier', model=model, cuts='resnet_block',
                               input_shape=(3, args.size, args.size), local_head=head,
@@ -108,14 +113,9 @@ def batch(args, device):
 
 
 def counted(model, optim):
-    """``train_step`` with the Runner's iteration counter advanced per call
-    (the penalty schedule reads it)."""
-    from mmengine.logging import MessageHub
-    hub, it = MessageHub.get_current_instance(), [0]
-
+    """``train_step`` as the Runner calls it (the optimizer wrappers count
+    the steps the penalty schedule follows)."""
     def step(data):
-        hub.update_info('iter', it[0])
-        it[0] += 1
         return model.train_step(data, optim)
     return step
 

@@ -1,3 +1,4 @@
 from .enn_constructor import ENNOptimWrapperConstructor
+from .enn_optim_wrapper import ENNAmpOptimWrapper, ENNOptimWrapper
 
-__all__ = ['ENNOptimWrapperConstructor']
+__all__ = ['ENNOptimWrapperConstructor', 'ENNOptimWrapper', 'ENNAmpOptimWrapper']

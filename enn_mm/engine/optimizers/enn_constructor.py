@@ -5,6 +5,7 @@ from mmengine.optim import DefaultOptimWrapperConstructor
 from mmpretrain.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 from ...core.eigenbasis import factor_names
+from .enn_optim_wrapper import ENN_WRAPPER_TYPES
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -23,6 +24,12 @@ class ENNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     ``custom_keys`` of the user therefore take precedence on the same
     parameter only when they are longer (more specific) than those keys.
 
+    The wrapper it builds is the ENN version of the configured type
+    (``OptimWrapper`` -> ``ENNOptimWrapper``, ``AmpOptimWrapper`` ->
+    ``ENNAmpOptimWrapper``), armed with the model: it retracts the bases and
+    tells the model its step (:mod:`.enn_optim_wrapper`). ENN models with
+    retraction or a penalty schedule need it.
+
     Args:
         optim_wrapper_cfg (dict): As for ``DefaultOptimWrapperConstructor``.
         paramwise_cfg (dict, optional): As for
@@ -38,6 +45,13 @@ class ENNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg=None):
+        optim_wrapper_cfg = dict(optim_wrapper_cfg)
+        kind = optim_wrapper_cfg.get('type', 'OptimWrapper')
+        if kind not in ENN_WRAPPER_TYPES:
+            raise ValueError(f'ENNOptimWrapperConstructor builds ENN versions of OptimWrapper '
+                             f'and AmpOptimWrapper; optim_wrapper type {kind!r} has none. Use '
+                             "type='OptimWrapper' (or --amp for AmpOptimWrapper).")
+        optim_wrapper_cfg['type'] = ENN_WRAPPER_TYPES[kind]
         paramwise_cfg = copy.deepcopy(dict(paramwise_cfg or {}))
         basis = dict(decay_mult=paramwise_cfg.pop('basis_decay_mult', 0.0),
                      lr_mult=paramwise_cfg.pop('basis_lr_mult', 1.0))
@@ -64,6 +78,8 @@ class ENNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 custom_keys.setdefault(key, self.factor_rules[role])
         self.paramwise_cfg['custom_keys'] = custom_keys
         try:
-            return super().__call__(model)
+            wrapper = super().__call__(model)
         finally:
             self.paramwise_cfg['custom_keys'] = user_keys
+        wrapper.arm(model)
+        return wrapper
