@@ -27,6 +27,30 @@ def _pipeline_dataloader(dataloader, stages: int):
     return dataloader
 
 
+class LaterStageBatches:
+    """What a later pipeline stage iterates: as many steps as stage 0 reads,
+    with no data (its inputs come from the stage before); everything else
+    (sampler, batch size, dataset: what hooks read) is the real loader's.
+
+    Args:
+        loader (DataLoader): The training dataloader.
+    """
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __iter__(self):
+        return iter([None] * len(self.loader))
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name):
+        if name == 'loader':  # (not yet set: copying, unpickling)
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+
 @LOOPS.register_module()
 class ENNPipelineTrainLoop(EpochBasedTrainLoop):
     """Epoch-based training of a pipelined ENN-ℓ model.
@@ -74,21 +98,9 @@ class ENNPipelineTrainLoop(EpochBasedTrainLoop):
                             f"'ENNPipelineSampler', got {type(sampler).__name__}.")
         if not any(isinstance(h, ENNPipelineHook) for h in runner.hooks):
             runner.register_hook(ENNPipelineHook())
+        if model.stage > 0:  # mmengine's epoch loop then runs unchanged
+            self.dataloader = LaterStageBatches(self.dataloader)
 
     @property
     def pipeline(self) -> ENNPipelineParallel:
         return self.runner.model
-
-    def run_epoch(self) -> None:
-        """One epoch: stage 0 reads the data, the later stages as many
-        iterations with nothing to read."""
-        self.runner.call_hook('before_train_epoch')
-        self.runner.model.train()
-        if self.pipeline.stage == 0:
-            batches = self.dataloader
-        else:
-            batches = [None] * len(self.dataloader)
-        for idx, data_batch in enumerate(batches):
-            self.run_iter(idx, data_batch)
-        self.runner.call_hook('after_train_epoch')
-        self._epoch += 1
