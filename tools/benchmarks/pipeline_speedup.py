@@ -53,7 +53,7 @@ import subprocess
 import sys
 import time
 
-from _common import machine_info
+from _common import machine_info, median_range
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -400,9 +400,8 @@ def main():
         record.update({k: mid[k] for k in ('stage_busy', 'stage_step_s', 'steady_step_s',
                                            'fill_drain_s', 'assignment', 'plan_s')})
         for key in ('vs_sequential', 'vs_bp_equal_cores', 'vs_bp_ddp'):
-            values = sorted(r[key] for r in runs)
-            record[key] = round(statistics.median(values), 3)
-            record[key + '_range'] = [round(values[0], 3), round(values[-1], 3)]
+            # each repeat's ratio is paired (its pipeline and baseline measured together)
+            record[key], record[key + '_range'] = median_range([r[key] for r in runs], 3)
     else:
         mid = runs[(len(runs) - 1) // 2]
         record.update(vs_sequential=None, vs_bp_equal_cores=None, stage_busy=None,
