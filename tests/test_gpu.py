@@ -289,19 +289,25 @@ def test_required_gpu_missing_is_an_error_not_a_skip():
 
 
 def test_gpu_check_script_is_complete():
-    """The script the GPU machine runs: valid bash, the [gpu] extra, the
-    strict GPU test run and both benchmarks with their GPU options."""
+    """The script the GPU machine runs: valid bash, and every benchmark
+    command in it is accepted by that benchmark's own argument parser (the
+    GPU options included), so the run cannot stop at a misspelt flag."""
+    import importlib.util
+    import re
+    import shlex
     import subprocess
-    import sys
     path = osp.join(REPO, 'tools/gpu_check.sh')
     assert subprocess.run(['bash', '-n', path]).returncode == 0
-    text = open(path).read()
-    for needle in ('.[gpu,lite,tests]', 'ENN_MM_REQUIRE_GPU=1', '-m pytest tests -m gpu',
-                   'enn_overhead.py --device cuda --amp bf16', '--intervals 10',
-                   'retrieval_eval.py --galleries 1000000 --stream-10m',
-                   "faiss has no GPU support"):
-        assert needle in text, needle
-    help_text = subprocess.run([sys.executable, osp.join(REPO, 'tools/benchmarks/enn_overhead.py'),
-                                '--help'], capture_output=True, text=True).stdout
-    for option in ('--device', '--amp', '--intervals', 'vit-b', 'gpu', 'fmnist'):
-        assert option in help_text, option
+    text = open(path).read().replace('\\\n', ' ')
+    calls = re.findall(r'tools/benchmarks/(\w+)\.py ([^>\n]*)', text)
+    assert {name for name, _ in calls} == {'enn_overhead', 'retrieval_eval'}
+    for name, args in calls:
+        spec = importlib.util.spec_from_file_location(
+            name, osp.join(REPO, 'tools', 'benchmarks', f'{name}.py'))
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+        parsed = bench.parse_args(shlex.split(args))
+        if name == 'enn_overhead':
+            assert (parsed.device, parsed.amp, parsed.intervals) == ('cuda', 'bf16', [10])
+        else:
+            assert parsed.galleries == [1000000] and parsed.stream_10m

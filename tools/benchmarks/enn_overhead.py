@@ -226,7 +226,8 @@ def measure(name, setting, iters, device='cpu', amp='none', intervals=()):
     return records
 
 
-def main():
+def parse_args(argv=None):
+    """The command line (``argv``: the arguments, default ``sys.argv``)."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--models', nargs='+', default=list(MODELS_CFG), choices=list(MODELS_CFG))
     parser.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=list(SETTINGS))
@@ -238,7 +239,11 @@ def main():
     parser.add_argument('--intervals', type=int, nargs='*', default=[10],
                         help='penalty_interval / retract_interval values to measure as '
                         'penalty@n / retract@n (each sample the mean over n steps)')
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main():
+    args = parse_args()
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda: torch sees no CUDA GPU.')
     torch.set_num_threads(args.threads)
