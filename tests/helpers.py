@@ -291,6 +291,12 @@ TINY = dict(type='ImageClassifier',
                           out_indices=(1, )),
             neck=dict(type='GlobalAveragePooling'),
             head=dict(type='LinearClsHead', num_classes=10, in_channels=16))
+# a 4-layer ViT on 32-px RGB inputs (16 patches of 8 px + the cls token)
+TINY_VIT = dict(type='ImageClassifier',
+                backbone=dict(type='VisionTransformer', img_size=32, patch_size=8,
+                              arch=dict(embed_dims=32, num_layers=4, num_heads=2,
+                                        feedforward_channels=64)),
+                head=dict(type='VisionTransformerClsHead', num_classes=10, in_channels=32))
 
 
 def local(**kw):

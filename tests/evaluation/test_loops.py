@@ -45,14 +45,9 @@ def fmnist_cfg(path, data_root, work_dir):
     return cfg
 
 
-def test_fmnist_config_train_validate_test(fmnist_root, tmp_path):
-    """ENN retrieval config: training validates with FaissRetrievalValLoop
-    (save_best on mAP@R), testing equals the reference on extract_feat."""
-    cfg = fmnist_cfg(osp.join(REPO, 'configs/retrieval/enn_resnet18w16_fmnist_retrieval.py'),
-                     fmnist_root, tmp_path)
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    assert any(f.startswith('best_retrieval_mAP@R') for f in os.listdir(tmp_path))
+def assert_runner_equals_reference(runner, cfg):
+    """The Runner's test metrics equal the brute-force reference on the
+    model's own embeddings of the test set."""
     metrics = runner.test()
     loader = Runner.build_dataloader(dict(cfg.test_dataloader, batch_size=100))
     batch = runner.model.data_preprocessor(next(iter(loader)), False)
@@ -62,6 +57,17 @@ def test_fmnist_config_train_validate_test(fmnist_root, tmp_path):
     ref = ref_metrics(ref_scores(feats, feats, 'cosine'), label_sets(labels, labels), (1, 5),
                       exclude_self=True)
     assert_close({k.split('/', 1)[1]: v for k, v in metrics.items()}, ref, tol=1e-4)
+
+
+def test_fmnist_config_train_validate_test(fmnist_root, tmp_path):
+    """ENN retrieval config: training validates with FaissRetrievalValLoop
+    (save_best on mAP@R), testing equals the reference on extract_feat."""
+    cfg = fmnist_cfg(osp.join(REPO, 'configs/retrieval/enn_resnet18w16_fmnist_retrieval.py'),
+                     fmnist_root, tmp_path)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert any(f.startswith('best_retrieval_mAP@R') for f in os.listdir(tmp_path))
+    assert_runner_equals_reference(runner, cfg)
 
 
 def test_unseen_classes_config(fmnist_root, tmp_path):
@@ -73,18 +79,8 @@ def test_unseen_classes_config(fmnist_root, tmp_path):
     assert set(test.get_gt_labels()) == {5, 6, 7, 8, 9} and len(test) == 20
     assert test.get_data_info(3)['sample_idx'] == 3
     assert cfg.model.head.num_classes == 5
-    runner = Runner.from_cfg(cfg)
-    metrics = runner.test()
-    # the unseen classes retrieved among themselves: the brute-force reference
-    # on the model's own embeddings of the 20 test images
-    loader = Runner.build_dataloader(dict(cfg.test_dataloader, batch_size=100))
-    batch = runner.model.data_preprocessor(next(iter(loader)), False)
-    with torch.no_grad():
-        feats = runner.model.extract_feat(batch['inputs'])[-1].numpy()
-    labels = np.array([int(s.gt_label) for s in batch['data_samples']])
-    ref = ref_metrics(ref_scores(feats, feats, 'cosine'), label_sets(labels, labels), (1, 5),
-                      exclude_self=True)
-    assert_close({k.split('/', 1)[1]: v for k, v in metrics.items()}, ref, tol=1e-4)
+    # the unseen classes retrieved among themselves
+    assert_runner_equals_reference(Runner.from_cfg(cfg), cfg)
 
 
 def seeded_checkpoint(cfg, path, seed=0):

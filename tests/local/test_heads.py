@@ -243,14 +243,9 @@ def test_downstream_heads_on_a_vit():
     from mmengine.optim import build_optim_wrapper
     from mmpretrain.structures import DataSample
 
-    from helpers import SGD
+    from helpers import SGD, TINY_VIT
     init_default_scope('mmpretrain')
-    vit = dict(type='ImageClassifier',
-               backbone=dict(type='VisionTransformer', img_size=32, patch_size=8,
-                             arch=dict(embed_dims=32, num_layers=4, num_heads=2,
-                                       feedforward_channels=64)),
-               head=dict(type='VisionTransformerClsHead', num_classes=10, in_channels=32))
-    model = MODELS.build(dict(type='ENNLocalClassifier', model=vit,
+    model = MODELS.build(dict(type='ENNLocalClassifier', model=copy.deepcopy(TINY_VIT),
                               cuts=dict(preset='vit', every=1), input_shape=(3, 32, 32),
                               local_head=dict(type='ENNDownstreamLocalHead', depth=2)))
     assert model.num_blocks == 4

@@ -15,6 +15,7 @@ import enn_mm.local
 from helpers import (
     SGD,
     TINY,
+    TINY_VIT,
     local,
     one_thread,  # noqa: F401  (an autouse fixture)
 )
@@ -30,11 +31,7 @@ def test_presets_resnet50_and_vit():
     assert enn_mm.local.partition.resolve_cuts(r50, 'resnet_stage') == [
         'backbone.layer1', 'backbone.layer2', 'backbone.layer3']
 
-    vit = dict(type='ImageClassifier',
-               backbone=dict(type='VisionTransformer', img_size=32, patch_size=8,
-                             arch=dict(embed_dims=32, num_layers=4, num_heads=2,
-                                       feedforward_channels=64)),
-               head=dict(type='VisionTransformerClsHead', num_classes=10, in_channels=32))
+    vit = copy.deepcopy(TINY_VIT)
     model = MODELS.build(dict(type='ENNLocalClassifier', model=vit,
                               cuts=dict(preset='vit', every=2), input_shape=(3, 32, 32),
                               local_head=dict(type='ENNPoolLinearLocalHead')))
