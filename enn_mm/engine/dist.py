@@ -68,14 +68,15 @@ def run_mmpretrain_tool(name: str) -> None:
         name (str): ``'train.py'`` or ``'test.py'``.
     """
     path = os.path.join(os.path.dirname(mmpretrain.__file__), '.mim', 'tools', name)
-    tool = runpy.run_path(path, run_name='enn_mm_tool')  # its functions, not its main
-    args = tool['parse_args']()
-    if getattr(args, 'launcher', 'none') == 'pytorch' and not torch.cuda.is_available():
-        cfg = Config.fromfile(args.config)
-        if args.cfg_options:
-            cfg.merge_from_dict(args.cfg_options)
-        init_cpu_process_group((cfg.get('env_cfg') or {}).get('dist_cfg'))
-    runpy.run_path(path, run_name='__main__')
+    tool = runpy.run_path(path, run_name='enn_mm_tool')  # its functions; main() below
+    if not torch.cuda.is_available():
+        args = tool['parse_args']()
+        if getattr(args, 'launcher', 'none') == 'pytorch':
+            cfg = Config.fromfile(args.config)
+            if args.cfg_options:
+                cfg.merge_from_dict(args.cfg_options)
+            init_cpu_process_group((cfg.get('env_cfg') or {}).get('dist_cfg'))
+    tool['main']()
     if torch_dist.is_available() and torch_dist.is_initialized():
         torch_dist.barrier()
         torch_dist.destroy_process_group()

@@ -179,8 +179,7 @@ class ENNLocalClassifier(MixinModel):
             TypeError: ``model`` is already an ``ENNLocalClassifier``, or is
                 not an ``ImageClassifier`` with a head.
         """
-        if isinstance(model, cls):
-            raise TypeError('the model inside ENNLocalClassifier is already cut into blocks.')
+        super().check_model(model)  # not cut into blocks twice
         if not isinstance(model, ImageClassifier) or model.head is None:
             raise TypeError(f'ENNLocalClassifier needs an ImageClassifier with a head, got '
                             f'{type(model).__name__}.')

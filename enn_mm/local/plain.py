@@ -17,10 +17,10 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 
 from ..models.dense_export import check_export, export_meta, load_model, save_export
+from ..models.loading import LOCAL_PREFIXES
 
 __all__ = ['plain_model_config', 'strip_local_heads', 'plain_config', 'plain_checkpoint']
 
-HEADS_PREFIX = 'local_heads.'
 
 
 def plain_model_config(model_cfg: dict) -> dict:
@@ -50,8 +50,7 @@ def strip_local_heads(state_dict: dict) -> dict:
         ``local_heads.``, ``local_loss.`` or ``local_objectives.``.
     """
     return type(state_dict)((k, v) for k, v in state_dict.items()
-                            if not k.startswith((HEADS_PREFIX, 'local_loss.',
-                                                   'local_objectives.')))
+                            if not k.startswith(LOCAL_PREFIXES))
 
 
 def plain_config(cfg):

@@ -10,20 +10,19 @@ A checkpoint that does not fit the config is refused with
 """
 import copy
 import os.path as osp
-import re
 from collections import OrderedDict
 from typing import Tuple
 
 from mmengine.config import Config
 from mmengine.runner.checkpoint import _load_checkpoint
 from mmpretrain.registry import MODELS
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 __all__ = ['CheckpointMismatchError', 'build_model', 'load_model_checkpoint', 'init_model']
 
 ENN_KEY = '.parametrizations.weight.original'
+# what ENN-ℓ adds to a classifier's state dict (enn_mm.local.plain drops these)
 LOCAL_PREFIXES = ('local_heads.', 'local_objectives.', 'local_loss.')
-# what mmengine's load_checkpoint strips by default (DDP-wrapped saves)
-REVISE_KEYS = [(r'^module\.', '')]
 
 
 class CheckpointMismatchError(ValueError):
@@ -48,11 +47,11 @@ def build_model(cfg: Config):
 
 
 def _state_dict(ckpt: dict) -> OrderedDict:
-    state = ckpt.get('state_dict', ckpt)
-    metadata = getattr(state, '_metadata', OrderedDict())
-    for pattern, repl in REVISE_KEYS:
-        state = OrderedDict((re.sub(pattern, repl, k), v) for k, v in state.items())
-    state._metadata = metadata
+    """The checkpoint's state dict without the ``module.`` prefix of a
+    DDP-wrapped save (what mmengine's ``load_checkpoint`` strips too)."""
+    state = OrderedDict(ckpt.get('state_dict', ckpt))
+    state._metadata = getattr(ckpt.get('state_dict', ckpt), '_metadata', OrderedDict())
+    consume_prefix_in_state_dict_if_present(state, 'module.')
     return state
 
 

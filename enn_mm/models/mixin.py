@@ -57,11 +57,7 @@ def vanilla_class(obj) -> type:
         type: The plain class (``ImageClassifier``, say); ``type(obj)`` if
         no mixin was applied.
     """
-    cls = type(obj)
-    bases = {derived: base for (_, base), derived in _DERIVED.items()}
-    while cls in bases:
-        cls = bases[cls]
-    return cls
+    return _mixins_of(type(obj))[-1]
 
 
 def _mixins_of(cls: type) -> tuple:

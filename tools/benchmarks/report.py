@@ -20,6 +20,7 @@ Rendered prose (sentences with numbers in them, goal verdicts) is written in
 themselves (threshold and what they measure) are data, ``goals.json``.
 """
 import argparse
+import functools
 import json
 import os.path as osp
 import re
@@ -83,14 +84,19 @@ def verdict(name: str, value: float, emphasis: bool = True) -> str:
     return 'met' if ok else ('**not met**' if emphasis else 'not met')
 
 
-def render(name: str, **context) -> str:
-    """Render ``docs/templates/<name>.md.j2`` with ``context``."""
+@functools.lru_cache(maxsize=None)
+def _templates():
     import jinja2
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), trim_blocks=True,
                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     env.filters.update(f2=f2, pm=pm)
     env.globals.update(goal=goal, verdict=verdict)
-    return env.get_template(f'{name}.md.j2').render(**context)
+    return env
+
+
+def render(name: str, **context) -> str:
+    """Render ``docs/templates/<name>.md.j2`` with ``context``."""
+    return _templates().get_template(f'{name}.md.j2').render(**context)
 
 
 # --------------------------------------------------------------------- sections

@@ -118,9 +118,10 @@ class ENNAmpOptimWrapper(ENNOptimWrapperMixin, AmpOptimWrapper):
     """
 
 
-# mmengine wrapper type -> its ENN version (classes: built in any registry scope)
-ENN_WRAPPER_TYPES = {}
-for _cls in (ENNOptimWrapper, ENNAmpOptimWrapper):
-    for _name in (_cls.__name__, _cls.__name__[3:], f'mmengine.{_cls.__name__[3:]}'):
-        ENN_WRAPPER_TYPES[_name] = _cls
-    ENN_WRAPPER_TYPES[_cls.__bases__[-1]] = ENN_WRAPPER_TYPES[_cls] = _cls
+# optim_wrapper `type` (name, scoped name or class) -> its ENN version, a class
+# so that it builds in any registry scope
+ENN_WRAPPER_TYPES = {
+    key: enn
+    for plain, enn in ((OptimWrapper, ENNOptimWrapper), (AmpOptimWrapper, ENNAmpOptimWrapper))
+    for key in (plain, plain.__name__, f'mmengine.{plain.__name__}', enn, enn.__name__)
+}
