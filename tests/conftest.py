@@ -7,7 +7,10 @@ import torch
 
 from helpers import class_images, write_idx
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# tools/run_tests.sh runs the suite on pytest-xdist workers, one per core:
+# each worker's torch gets its share of the cores, not all of them.
+_WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 
 
 def pytest_configure(config):
@@ -17,8 +20,12 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """With ENN_MM_REQUIRE_GPU=1 (tools/gpu_check.sh) a GPU test that would
+    """``slow`` tests run first: the workers take the long ones while the
+    short ones can still fill the gaps (the suite ends on short tests).
+
+    With ENN_MM_REQUIRE_GPU=1 (tools/gpu_check.sh) a GPU test that would
     be skipped for want of CUDA or faiss-gpu is an error instead."""
+    items.sort(key=lambda item: item.get_closest_marker('slow') is None)  # stable
     if os.environ.get('ENN_MM_REQUIRE_GPU') != '1':
         return
     if not any(item.get_closest_marker('gpu') for item in items):

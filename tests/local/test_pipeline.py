@@ -55,10 +55,12 @@ def test_two_stages_equal_one_process_and_resume(fmnist_root, tmp_path, local):
     # bit the single-process one, optimizer states of every block included.
     assert_same_checkpoint(load(tmp_path / 'pipe' / 'epoch_2.pth'), seq)
 
-    # Stop after one epoch, resume to two: still the same.
-    launch(pipe(tmp_path / 'half', 1), tmp_path, 2, 'half1')
-    launch(pipe(tmp_path / 'half', 2), tmp_path, 2, 'half2', ['--resume'])
-    resumed = load(tmp_path / 'half' / 'epoch_2.pth')
+    # Resume the run from its epoch-1 checkpoint (``--resume PATH``, as a
+    # user restarts a stopped run) into a new work dir: still the same.
+    log = launch(pipe(tmp_path / 'resumed', 2), tmp_path, 2, 'resumed',
+                 ['--resume', str(tmp_path / 'pipe' / 'epoch_1.pth')])[0]
+    assert 'resumed epoch: 1, iter: 4' in log and 'ENN-ℓ pipeline epoch 1:' not in log
+    resumed = load(tmp_path / 'resumed' / 'epoch_2.pth')
     assert resumed['meta']['iter'] == seq['meta']['iter'] == 8
     assert_same_checkpoint(resumed, seq)
 

@@ -30,13 +30,14 @@ CASES = {
                           dict(arch='deit-tiny', img_size=32, patch_size=8), 32),
     'DeiT': ('deit/deit-tiny_4xb256_in1k.py', dict(img_size=32, patch_size=8), 32),
     'SwinTransformer': ('swin_transformer/swin-tiny_16xb64_in1k.py',
-                        dict(img_size=64, window_size=2), 64),
+                        dict(arch=dict(embed_dims=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 2, 4]),
+                             img_size=64, window_size=2), 64),
     'PoolFormer': ('poolformer/poolformer-s12_32xb128_in1k.py', {}, 32),
     'HRNet': ('hrnet/hrnet-w18_4xb32_in1k.py', {}, 32),
 }
 HEAD_CHANNELS = {
     'ResNet': 128, 'ResNetV1c': 128, 'ResNetV1d': 128, 'ResNeXt': 512, 'SEResNet': 512,
-    'ConvNeXt': 320, 'VisionTransformer': 192, 'DeiT': 192
+    'ConvNeXt': 320, 'VisionTransformer': 192, 'DeiT': 192, 'SwinTransformer': 256
 }
 
 

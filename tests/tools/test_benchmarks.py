@@ -65,14 +65,13 @@ def test_report_renders_from_json_and_flags_drift():
         report.render_page('<!-- report:nope -->\n<!-- /report:nope -->')
 
 
-@pytest.mark.slow
 def test_enn_overhead_paired_ratios():
-    """Tiny ResNet-18, 3 paired rounds, an interval mode measured over its
+    """The demo network (ResNet-18w16) at 32 px, 3 paired rounds, an interval mode measured over its
     period: ratio = median of round-by-round ENN / dense."""
     bench = script('enn_overhead')
     from mmengine.registry import init_default_scope
     init_default_scope('mmpretrain')
-    records = bench.measure('resnet18', 'tiny', 3, intervals=(2, ))
+    records = bench.measure('resnet18w16', 'tiny', 3, intervals=(2, ))
     modes = {r['mode']: r for r in records}
     assert set(modes) == {'materialize', 'enn', 'penalty', 'retract', 'penalty@2', 'retract@2',
                           'exported-inference'}
@@ -81,9 +80,10 @@ def test_enn_overhead_paired_ratios():
             assert r['param_ratio'] > 1
             continue
         assert len(r['samples']) == len(r['dense_samples']) == 3
+        # the samples are saved to the microsecond, the ratios to 3 decimals
         ratios = [a / b for a, b in zip(r['samples'], r['dense_samples'])]
-        assert r['ratio'] == pytest.approx(statistics.median(ratios), abs=2e-3)
-        assert r['ratio_range'] == pytest.approx([min(ratios), max(ratios)], abs=2e-3)
+        assert r['ratio'] == pytest.approx(statistics.median(ratios), rel=1e-3, abs=1e-3)
+        assert r['ratio_range'] == pytest.approx([min(ratios), max(ratios)], rel=1e-3, abs=1e-3)
         assert r['steps_per_sample'] == (2 if '@' in mode else 1)
         assert r['seconds'] == pytest.approx(statistics.median(r['samples']), abs=1e-4)
 

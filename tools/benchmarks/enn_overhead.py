@@ -191,8 +191,8 @@ def measure(name, setting, iters, device='cpu', amp='none', intervals=()):
         records.append(dict(model=name, setting=setting, mode=mode, ratio=ratio,
                             ratio_range=ratio_range, seconds=round(med[mode], 4),
                             dense_seconds=round(med['dense'], 4),
-                            samples=[round(t, 5) for t in times[mode]],
-                            dense_samples=[round(t, 5) for t in times['dense']],
+                            samples=[round(t, 6) for t in times[mode]],
+                            dense_samples=[round(t, 6) for t in times['dense']],
                             steps_per_sample=periods[mode], **runs))
 
     dense_params = sum(p.numel() for p in variants['dense'].parameters())
