@@ -10,18 +10,21 @@ MMPretrain's registries.
 Modules, by concern: ``partition`` (cut points, which block owns which
 parameter), ``heads`` / ``objectives`` (what each block learns from),
 ``step`` (one training step, block by block), ``local_model`` (the model),
-``optim`` (one optimizer per block); the pipeline: ``planning`` (probe, cost
+``optim`` (one optimizer per block), ``costs`` (FLOPs of each block and
+its head); the pipeline: ``planning`` (probe, cost
 model, timing, split), ``stage`` (running one stage), ``transport`` (messages
 between stages), ``pipeline`` (the wrapper), ``pipeline_hook``,
 ``pipeline_sampler``, ``pipeline_loop``; ``plain`` (ENN-ℓ checkpoint →
 plain classifier).
 """
+from .costs import local_flops
 from .heads import (
     ENNAuxNetLocalHead,
     ENNConvAuxLocalHead,
     ENNDownstreamLocalHead,
     ENNFrozenLinearLocalHead,
     ENNPoolLinearLocalHead,
+    ENNRandomProjectionLocalHead,
 )
 from .local_model import ENNLocalClassifier
 from .memory import SavedTensorMeter
@@ -43,8 +46,9 @@ from .plain import plain_checkpoint, plain_config, strip_local_heads
 __all__ = [
     'ENNLocalClassifier', 'ENNLocalOptimWrapperConstructor', 'ENNFrozenLinearLocalHead',
     'ENNPoolLinearLocalHead', 'ENNConvAuxLocalHead', 'ENNAuxNetLocalHead',
-    'ENNDownstreamLocalHead', 'ENNClassificationObjective', 'ENNReconstructionObjective',
+    'ENNDownstreamLocalHead', 'ENNRandomProjectionLocalHead', 'ENNClassificationObjective',
+    'ENNReconstructionObjective',
     'ENNSimilarityObjective', 'ENNPipelineParallel', 'ENNPipelineHook', 'ENNPipelineSampler',
     'ENNPipelineTrainLoop', 'CUT_PRESETS', 'plain_checkpoint', 'plain_config',
-    'strip_local_heads', 'SavedTensorMeter'
+    'strip_local_heads', 'SavedTensorMeter', 'local_flops'
 ]

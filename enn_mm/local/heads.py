@@ -16,7 +16,11 @@ registered name               what it is
 ``ENNAuxNetLocalHead``        InfoPro "1c2f" / DGL MLP-SR auxiliary net: conv
                               stages, pooling, an MLP
 ``ENNDownstreamLocalHead``    AugLocal: fresh copies of some of the network's
-                              own later blocks, pool, linear
+                              own later blocks (optionally narrower: ``width``),
+                              pool, linear
+``ENNRandomProjectionLocalHead``  SLL-style: pooling, then a fixed seeded
+                              random projection to the classes (no trained
+                              weights at all)
 ============================  ===============================================
 
 A feature is ``(N, C, H, W)`` (pooled over ``H, W``), ``(N, L, C)`` tokens
@@ -40,7 +44,8 @@ from ..core import export_dense
 from .partition import probing
 
 __all__ = ['ENNFrozenLinearLocalHead', 'ENNPoolLinearLocalHead', 'ENNConvAuxLocalHead',
-           'ENNAuxNetLocalHead', 'ENNDownstreamLocalHead', 'build_local_head',
+           'ENNAuxNetLocalHead', 'ENNDownstreamLocalHead', 'ENNRandomProjectionLocalHead',
+           'build_local_head',
            'registered_modules', 'LocalNetwork']
 
 
@@ -158,6 +163,104 @@ class ENNPoolLinearLocalHead(nn.Module):
             Tensor: Logits ``(N, num_classes)``.
         """
         return self.fc(_pool(x))
+
+
+def _pool_to(x: Tensor, pool_size: int) -> Tensor:
+    """``(N, C, H, W)`` averaged to ``pool_size × pool_size`` and flattened;
+    tokens and vectors as :func:`_pool`."""
+    if x.dim() == 4 and pool_size > 1:
+        return F.adaptive_avg_pool2d(x, pool_size).flatten(1)
+    return _pool(x)
+
+
+@MODELS.register_module()
+class ENNRandomProjectionLocalHead(nn.Module):
+    """A fixed, seeded random projection of the pooled feature to the class
+    logits, as in Stochastic Layer-wise Learning (SLL): the block learns to
+    make its feature separable through a map that nobody trains.
+
+    The feature is average-pooled to ``pool_size × pool_size`` (tokens over
+    the sequence), flattened to ``D`` numbers and multiplied by ``R``, a
+    ``D × num_classes`` matrix with orthonormal columns (rows if ``D`` is
+    smaller) drawn from its own generator seeded with ``seed`` and scaled by
+    ``sqrt(D / num_classes)``, so that a feature keeps its norm on average
+    (a Johnson-Lindenstrauss map), then by ``scale``. ``R`` is a buffer: no
+    gradient, no optimizer state; the head costs one small matmul.
+
+    Args:
+        in_shape (Sequence[int]): Feature shape without the batch dimension:
+            ``(C, H, W)``, ``(L, C)`` tokens or ``(C,)``.
+        num_classes (int): Number of classes.
+        pool_size (int): Side of the pooled map of a ``(C, H, W)`` feature
+            (1: global average pooling). Defaults to 1.
+        scale (float): Factor on the logits (a fixed temperature).
+            Defaults to 1.
+        seed (int): Seed of the projection's own generator (the global
+            random stream is not used). Defaults to 0.
+
+    Raises:
+        ValueError: ``pool_size`` < 1 or ``scale`` <= 0.
+    """
+
+    def __init__(self, in_shape: Sequence[int], num_classes: int, pool_size: int = 1,
+                 scale: float = 1.0, seed: int = 0):
+        super().__init__()
+        if pool_size < 1 or not scale > 0:
+            raise ValueError(f'ENNRandomProjectionLocalHead: pool_size={pool_size} must be >= 1 '
+                             f'and scale={scale} > 0.')
+        self.pool_size = pool_size
+        d = self.features(tuple(in_shape), pool_size)
+        g = torch.Generator().manual_seed(seed)
+        gauss = torch.randn(max(d, num_classes), min(d, num_classes), generator=g,
+                            dtype=torch.float64)
+        q, r = torch.linalg.qr(gauss)
+        q = q * torch.sign(torch.diagonal(r))  # the Haar-distributed draw
+        weight = q if d >= num_classes else q.T
+        self.register_buffer('weight', (weight * scale * math.sqrt(d / num_classes)).float())
+
+    @staticmethod
+    def features(in_shape, pool_size: int = 1) -> int:
+        """Length ``D`` of the pooled, flattened feature.
+
+        Args:
+            in_shape (Sequence[int]): Feature shape without the batch
+                dimension.
+            pool_size (int): Side of the pooled map. Defaults to 1.
+
+        Returns:
+            int: ``C · pool_size²`` for ``(C, H, W)``, else ``C``.
+        """
+        c = _channels(tuple(in_shape))
+        return c * pool_size * pool_size if len(in_shape) == 3 else c
+
+    @classmethod
+    def num_params(cls, in_shape, num_classes, pool_size=1, **kwargs) -> int:
+        """Size of the fixed projection (a buffer; counted against
+        ``max_head_params`` all the same).
+
+        Args:
+            in_shape (Sequence[int]): Feature shape without the batch
+                dimension.
+            num_classes (int): Number of classes.
+            pool_size (int): Side of the pooled map. Defaults to 1.
+            **kwargs: Other options (``scale``, ``seed``); ignored.
+
+        Returns:
+            int: ``D · num_classes``.
+        """
+        return cls.features(in_shape, pool_size) * num_classes
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Pool, flatten, project.
+
+        Args:
+            x (Tensor): Block output ``(N, C, H, W)``, ``(N, L, C)`` or
+                ``(N, C)``.
+
+        Returns:
+            Tensor: Logits ``(N, num_classes)``.
+        """
+        return _pool_to(x, self.pool_size) @ self.weight.to(x.dtype)
 
 
 @MODELS.register_module()
@@ -444,6 +547,43 @@ def _fresh(module: nn.Module) -> nn.Module:
     return twin
 
 
+def _scaled(c: int, width: float) -> int:
+    return max(1, int(round(c * width)))
+
+
+def _narrowed_input(channels: int, width: float) -> nn.Module:
+    """The 1×1 conv that takes the block output to the copies' width."""
+    return nn.Conv2d(channels, _scaled(channels, width), 1, bias=False)
+
+
+def _narrowed(module: nn.Module, width: float, name: str) -> nn.Module:
+    """``module`` with every Conv2d and BatchNorm2d rebuilt (newly
+    initialized) with ``width`` times the channels, in place."""
+    for child_name, child in list(module.named_children()):
+        if isinstance(child, nn.Conv2d):
+            c_in, c_out = _scaled(child.in_channels, width), _scaled(child.out_channels, width)
+            depthwise = child.groups == child.in_channels == child.out_channels
+            if child.groups != 1 and not depthwise:
+                raise ValueError(f'ENNDownstreamLocalHead: cannot narrow the grouped conv '
+                                 f'{name}.{child_name} (groups={child.groups}); use width=1.')
+            new = nn.Conv2d(c_in, c_out, child.kernel_size, child.stride, child.padding,
+                            child.dilation, c_in if depthwise else 1, child.bias is not None,
+                            child.padding_mode)
+        elif isinstance(child, nn.BatchNorm2d):
+            new = nn.BatchNorm2d(_scaled(child.num_features, width), child.eps, child.momentum,
+                                 child.affine, child.track_running_stats)
+        elif isinstance(child, (nn.Linear, nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase,
+                                nn.GroupNorm, nn.LayerNorm)):
+            raise ValueError(f'ENNDownstreamLocalHead: width != 1 narrows Conv2d and BatchNorm2d '
+                             f'only, but the copied unit {name} has a {type(child).__name__} '
+                             f'({name}.{child_name}); use width=1.')
+        else:
+            _narrowed(child, width, f'{name}.{child_name}')
+            continue
+        setattr(module, child_name, new.to(next(child.parameters(), torch.empty(0)).device))
+    return module
+
+
 @MODELS.register_module()
 class ENNDownstreamLocalHead(nn.Module):
     """AugLocal: the head of block ``k`` is made of fresh copies of some of
@@ -457,6 +597,12 @@ class ENNDownstreamLocalHead(nn.Module):
     initialized and share no tensor with the network. The number of copies
     tapers linearly from ``depth`` at the first block to ``min_depth`` at the
     last local block (AugLocal uses fewer near the output).
+
+    With ``width`` w != 1 the copies are w times as wide (every conv and
+    batch norm of a copy has ``round(w·c)`` channels where the original has
+    ``c``; AugLocal's ``aux_net_widen``), after a 1×1 conv that maps the
+    block output's ``C`` channels to ``round(w·C)``: w = 0.5 costs about a
+    quarter of the full-width copies. Conv units (ResNet blocks) only.
 
     Build it with :meth:`from_network` (``build_local_head`` does).
 
@@ -481,7 +627,8 @@ class ENNDownstreamLocalHead(nn.Module):
     def from_network(cls, network: LocalNetwork, k: int, in_shape: Sequence[int],
                      num_classes: int, depth: Union[int, Sequence[int]] = 2,
                      min_depth: int = 1, units: Optional[Sequence[str]] = None,
-                     num_local: Optional[int] = None) -> 'ENNDownstreamLocalHead':
+                     num_local: Optional[int] = None,
+                     width: float = 1.0) -> 'ENNDownstreamLocalHead':
         """Build block ``k``'s head.
 
         Args:
@@ -499,13 +646,18 @@ class ENNDownstreamLocalHead(nn.Module):
                 ResNet or the layers of a ViT.
             num_local (int, optional): Number of local blocks (set by the
                 builder). Defaults to the number of cut points.
+            width (float): Width factor of the copies (see the class).
+                Defaults to 1.
 
         Returns:
             ENNDownstreamLocalHead: The head; its ``copied`` attribute lists
             the module names of the units it copies.
 
         Raises:
-            ValueError: ``depth`` or ``min_depth`` is negative, ``depth``
+            ValueError: ``width`` <= 0, or != 1 on a feature that is not
+                ``(C, H, W)`` or with a copied unit that has layers other
+                than Conv2d and BatchNorm2d to narrow; ``depth`` or
+                ``min_depth`` is negative, ``depth``
                 (an int) exceeds the units after the first block, a
                 ``depth`` list does not have one entry per local block or an
                 entry exceeds the units after its block, or the copies do not
@@ -513,6 +665,11 @@ class ENNDownstreamLocalHead(nn.Module):
             TypeError: ``units`` is not given and the backbone has no known
                 units.
         """
+        if not width > 0:
+            raise ValueError(f'ENNDownstreamLocalHead: width={width} must be > 0 (1: copies as '
+                             'wide as the network, 0.5: half the channels).')
+        if width != 1:
+            _need_map('ENNDownstreamLocalHead with width != 1', in_shape, 'use width=1')
         later = network.downstream(k, units)
         num_local = num_local or len(network.partition.cuts)
         if isinstance(depth, int):
@@ -539,6 +696,9 @@ class ENNDownstreamLocalHead(nn.Module):
         modules = dict(network.model.named_modules())
         chosen = _choose(later, d, network, in_shape, modules)
         copies = [_fresh(modules[n]) for n in chosen]
+        if width != 1:
+            copies = [_narrowed_input(in_shape[0], width),
+                      *[_narrowed(m, width, n) for m, n in zip(copies, chosen)]]
         out_shape = _chain_shape(copies, in_shape, network.partition.describe(k), chosen)
         head = cls(copies, in_shape, num_classes, _channels(out_shape))
         head.copied = list(chosen)

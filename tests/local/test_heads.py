@@ -27,6 +27,9 @@ PREDSIM = [dict(type='ENNClassificationObjective', weight=0.01),
 
 RECIPES = {
     'aux_net': dict(local_head=dict(type='ENNAuxNetLocalHead')),
+    'downstream_narrow': dict(local_head=dict(type='ENNDownstreamLocalHead', depth=2,
+                                              width=0.5)),
+    'random_projection': dict(local_head=dict(type='ENNRandomProjectionLocalHead', pool_size=2)),
     'aux_net_dgl': dict(local_head=dict(type='ENNAuxNetLocalHead', num_convs=2, pool_size=2,
                                         hidden=(32, 32))),
     'downstream': dict(local_head=dict(type='ENNDownstreamLocalHead', depth=2)),
@@ -58,7 +61,9 @@ def test_no_gradient_crosses_a_block_boundary(recipe, path):
     for k in range(model.num_blocks):
         own = set(model.block_param_names(k))
         assert reached[k] == own, (k, reached[k] ^ own)
-        assert any(n.startswith('local_heads.') for n in own) == (k < model.num_blocks - 1)
+        trained_head = k < model.num_blocks - 1 and any(
+            p.requires_grad for p in model.local_heads[f'block{k}'].parameters())
+        assert any(n.startswith('local_heads.') for n in own) == trained_head
     # a later block's loss leaves every earlier block untouched, bit for bit:
     # scramble blocks 3-5 and their heads, train again from the same start
     scrambled = copy.deepcopy(model)
@@ -166,7 +171,7 @@ def test_registered_names_and_a_user_head():
 
 
 HEADS = ['ENNAuxNetLocalHead', 'ENNConvAuxLocalHead', 'ENNDownstreamLocalHead',
-         'ENNFrozenLinearLocalHead', 'ENNPoolLinearLocalHead']
+         'ENNFrozenLinearLocalHead', 'ENNPoolLinearLocalHead', 'ENNRandomProjectionLocalHead']
 OBJECTIVES = ['ENNClassificationObjective', 'ENNReconstructionObjective',
               'ENNSimilarityObjective']
 
@@ -216,13 +221,16 @@ HEAD_OPTIONS = [
     ('ENNConvAuxLocalHead', dict(channels=24, kernel_size=1)),
     ('ENNAuxNetLocalHead', {}),
     ('ENNAuxNetLocalHead', dict(num_convs=3, channel_mult=1.5, pool_size=2, hidden=(32, 16))),
+    ('ENNRandomProjectionLocalHead', {}),
+    ('ENNRandomProjectionLocalHead', dict(pool_size=2, scale=3.0, seed=5)),
 ]
 MAPS, TOKENS = [(16, 14, 14), (8, 7, 7), (12, 28, 28)], [(5, 32)]
 
 
 @pytest.mark.parametrize('head, options, in_shape', [
     (h, o, s) for h, o in HEAD_OPTIONS
-    for s in MAPS + (TOKENS if h in ('ENNFrozenLinearLocalHead', 'ENNPoolLinearLocalHead') else [])
+    for s in MAPS + (TOKENS if h in ('ENNFrozenLinearLocalHead', 'ENNPoolLinearLocalHead',
+                                     'ENNRandomProjectionLocalHead') else [])
 ])
 def test_num_params_is_what_the_head_holds(head, options, in_shape):
     """The budget check (max_head_params) reads num_params before building:
@@ -268,3 +276,70 @@ def test_downstream_heads_on_a_vit():
         moved = [n for n in model.block_param_names(k)
                  if not torch.equal(before[n], dict(model.named_parameters())[n])]
         assert moved, k
+
+
+def test_random_projection_head_is_fixed_seeded_and_norm_preserving():
+    """SLL-style head: no trainable weight, the projection a function of its
+    seed alone (not of the global random stream), orthonormal columns scaled
+    by sqrt(D / classes), logits = pooled feature @ R."""
+    from enn_mm.local import ENNRandomProjectionLocalHead as Head
+    torch.manual_seed(0)
+    a = Head((16, 7, 7), 10, pool_size=2, seed=3)
+    torch.manual_seed(1)
+    b = Head((16, 7, 7), 10, pool_size=2, seed=3)
+    assert list(a.parameters()) == [] and torch.equal(a.weight, b.weight)
+    assert not torch.equal(a.weight, Head((16, 7, 7), 10, pool_size=2, seed=4).weight)
+    d = 16 * 2 * 2
+    gram = a.weight.double().T @ a.weight.double()
+    assert torch.allclose(gram, torch.eye(10, dtype=torch.float64) * d / 10, atol=1e-5)
+    x = torch.randn(3, 16, 7, 7)
+    want = torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1) @ a.weight
+    assert torch.allclose(a(x), want)
+    # fewer features than classes: orthonormal rows; scale multiplies the logits
+    small = Head((4, ), 10, scale=2.0)
+    assert torch.allclose(small.weight @ small.weight.T, torch.eye(4) * 2.0**2 * 4 / 10,
+                          atol=1e-5)
+    # the block still learns through it: gradients reach the feature
+    z = torch.randn(3, 16, 7, 7, requires_grad=True)
+    a(z).sum().backward()
+    assert z.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match='pool_size=0 must be >= 1'):
+        Head((16, 7, 7), 10, pool_size=0)
+
+
+def test_narrow_downstream_heads():
+    """width=0.5: a 1x1 conv to half the block's channels, then copies with
+    half the channels of every conv and batch norm, newly initialized; the
+    head's FLOPs fall with the width (counted by local_flops)."""
+    from enn_mm.local import local_flops
+    full = local(cuts='resnet_stage', local_head=dict(type='ENNDownstreamLocalHead', depth=2))
+    narrow = local(cuts='resnet_stage',
+                   local_head=dict(type='ENNDownstreamLocalHead', depth=2, width=0.5))
+    head = narrow.local_heads.block0
+    modules = dict(narrow.named_modules())
+    proj, copies = head.blocks[0], list(head.blocks)[1:]
+    c = narrow.local_partition.shapes[0][0]
+    assert isinstance(proj, nn.Conv2d) and (proj.in_channels, proj.out_channels) == (c, c // 2)
+    for name, copy_ in zip(head.copied, copies):
+        src = modules[name]
+        assert type(copy_) is type(src)
+        assert copy_.conv1.weight.shape[0] == src.conv1.weight.shape[0] // 2
+        assert copy_.conv1.weight.shape[1] == src.conv1.weight.shape[1] // 2
+    assert head.fc.in_features == narrow.head.fc.in_features // 2
+    z = torch.randn(2, *narrow.local_partition.shapes[0])
+    assert head(z).shape == (2, 10)
+    ratios = [r['head_ratio'] for r in local_flops(narrow)[:-1]]
+    full_ratios = [r['head_ratio'] for r in local_flops(full)[:-1]]
+    for r, f in zip(ratios, full_ratios):  # about w² of the full-width copies
+        assert 0.15 * f < r < 0.45 * f
+    with pytest.raises(ValueError, match='width=0 must be > 0'):
+        local(cuts='resnet_stage', local_head=dict(type='ENNDownstreamLocalHead', width=0))
+
+
+def test_narrow_downstream_heads_refuse_token_features():
+    from helpers import TINY_VIT
+    init_default_scope('mmpretrain')
+    with pytest.raises(ValueError, match=r'width != 1 needs \(C, H, W\) feature maps.*width=1'):
+        MODELS.build(dict(type='ENNLocalClassifier', model=copy.deepcopy(TINY_VIT),
+                          cuts=dict(preset='vit', every=1), input_shape=(3, 32, 32),
+                          local_head=dict(type='ENNDownstreamLocalHead', width=0.5)))

@@ -46,7 +46,8 @@ INFOPRO = [dict(type='ENNClassificationObjective', weight=dict(start=0.5, end=1.
            dict(type='ENNReconstructionObjective', weight=dict(start=1.0, end=0.0))]
 PREDSIM = [dict(type='ENNClassificationObjective', weight=0.01),
            dict(type='ENNSimilarityObjective', weight=0.99)]
-RETRACT = dict(model=dict(enn=dict(_delete_=True, ortho='retract')))
+RETRACT = dict(model=dict(enn=dict(_delete_=True, ortho='retract')))  # every 10th step
+RETRACT1 = dict(model=dict(enn=dict(_delete_=True, ortho='retract', retract_interval=1)))
 
 
 def _local(cuts, head, objectives=None, **extra):
@@ -114,6 +115,23 @@ VARIANTS = {
                                  dict(_local('resnet_stage',
                                              dict(type='ENNDownstreamLocalHead', depth=2)),
                                       **RETRACT)),
+    # cheap heads (head FLOPs / block FLOPs from enn_mm.local.local_flops)
+    'stage_downstream_retract1': ('configs/enn_local/resnet18w16_fmnist.py',
+                                  dict(_local('resnet_stage',
+                                              dict(type='ENNDownstreamLocalHead', depth=2)),
+                                       **RETRACT1)),
+    'stage_downstream_w050_retract1': (
+        'configs/enn_local/resnet18w16_fmnist.py',
+        dict(_local('resnet_stage', dict(type='ENNDownstreamLocalHead', depth=2, width=0.5)),
+             **RETRACT1)),
+    'stage_randproj_retract1': ('configs/enn_local/resnet18w16_fmnist.py',
+                                dict(_local('resnet_stage',
+                                            dict(type='ENNRandomProjectionLocalHead')),
+                                     **RETRACT1)),
+    'stage_randproj2_retract1': ('configs/enn_local/resnet18w16_fmnist.py',
+                                 dict(_local('resnet_stage',
+                                             dict(type='ENNRandomProjectionLocalHead',
+                                                  pool_size=2)), **RETRACT1)),
 }
 DATA = {
     'fmnist': dict(suffix='_fmnist.py', describe='Fashion-MNIST (60k train / 10k test)'),
@@ -149,6 +167,24 @@ def write_config(name: str, dataset: str, per_class: int, work_dir: str) -> str:
     return path
 
 
+def resolved_options(config: str) -> dict:
+    """Every ENN and ENN-ℓ option of a run as its config resolves them (the
+    ENN options with their defaults filled in), so a result says exactly
+    what was trained."""
+    from mmengine.config import Config
+
+    from enn_mm.core.options import ENNOptions
+    model = Config.fromfile(config).model.to_dict()
+    local = {k: model[k] for k in ('cuts', 'local_head', 'local_objectives') if k in model}
+    inner = model.get('model', model) if model.get('type') == 'ENNLocalClassifier' else model
+    enn = inner.get('enn') if inner.get('type') == 'ENNModel' else None
+    out = dict(model_type=model.get('type'), **local)
+    if enn is not None:
+        out['enn'] = {k: list(v) if isinstance(v, tuple) else v
+                      for k, v in vars(ENNOptions.from_dict(enn)).items()}
+    return out
+
+
 def train(name, dataset, seed, args, work_dir):
     """Train one run; its record (curve, wall, iteration time, peak memory)."""
     record_path = osp.join(work_dir, RUN_RECORD)
@@ -175,6 +211,7 @@ def train(name, dataset, seed, args, work_dir):
             raise RuntimeError(f'{name} seed {seed} failed:\n{f.read()[-3000:]}')
     top1 = epoch_top1(work_dir)
     record = dict(variant=name, dataset=dataset, seed=seed, wall_s=wall,
+                  options=resolved_options(config),
                   epochs=sorted(top1), top1=[round(top1[e], 2) for e in sorted(top1)],
                   iter_s=median_iter_time(work_dir),
                   peak_rss_mb=round(usage.ru_maxrss / 1024, 1))  # Linux: KiB
@@ -251,17 +288,23 @@ def describe(name: str) -> str:
         return {'bp_dense': 'end-to-end BP, dense', 'bp_enn': 'end-to-end BP, ENN (penalty)',
                 'bp_enn_retract': 'end-to-end BP, ENN (retraction)'}[name]
     split, _, rest = name.partition('_')
-    retract = rest.endswith('_retract')
-    rest = rest[:-len('_retract')] if retract else rest
+    interval = '1' if rest.endswith('_retract1') else ''
+    retract = rest.endswith('_retract' + interval)
+    rest = rest[:-len('_retract' + interval)] if retract else rest
     heads = {'frozen': 'frozen linear heads (paper)', 'conv_aux': 'conv_aux heads',
              'aux_net': 'aux_net heads', 'aux_net_dgl': 'aux_net heads (DGL)',
              'aux_net_recon': 'aux_net + reconstruction (InfoPro)',
              'aux_net_sim': 'aux_net + similarity', 'predsim': 'pool_linear + similarity (PredSim)',
              'downstream': 'downstream heads (AugLocal, depth 2)',
              'downstream3': 'downstream heads (AugLocal, depth 3)',
-             'downstream_recon': 'downstream + reconstruction'}[rest]
+             'downstream_recon': 'downstream + reconstruction',
+             'downstream_w050': 'downstream heads (AugLocal, depth 2, width 0.5)',
+             'randproj': 'fixed random projection heads (SLL)',
+             'randproj2': 'fixed random projection heads (SLL, 2×2 pooled)'}[rest]
     where = 'per block (paper\'s split, K = 8)' if split == 'block' else 'per stage (K = 3)'
-    return f"ENN-ℓ {where}, {heads}, {'retraction' if retract else 'penalty'}"
+    ortho = ('retraction every step' if interval else 'retraction every 10th step') \
+        if retract else 'penalty'
+    return f"ENN-ℓ {where}, {heads}, {ortho}"
 
 
 def markdown(results: dict, dataset: str) -> str:
