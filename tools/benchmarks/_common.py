@@ -6,7 +6,7 @@ import re
 import statistics
 import subprocess
 
-__all__ = ['machine_info', 'median_range', 'paired_ratio']
+__all__ = ['machine_info', 'median_range', 'paired_ratio', 'recipe']
 
 # the instruction sets that change BLAS and conv kernels between our machines
 FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'fma')
@@ -63,3 +63,44 @@ def paired_ratio(values, baselines, digits: int = 3):
         raise ValueError(f'paired ratios need as many values as baselines, got '
                          f'{len(values)} and {len(baselines)}')
     return median_range([v / b for v, b in zip(values, baselines)], digits)
+
+
+def recipe(config: str) -> dict:
+    """What a benchmark takes from an ENN-ℓ config: the ENN-ℓ model, the
+    end-to-end network it cuts (the BP variants train it), the optimizer
+    wrappers of both, the input shape, batch size and classes.
+
+    Args:
+        config (str): Path of a config whose model is an
+            ``ENNLocalClassifier``.
+
+    Returns:
+        dict: ``local`` and ``bp`` (model configs, the top-level data
+        preprocessor in both), ``local_optim`` (the config's optimizer
+        wrapper) and ``bp_optim`` (the same optimizer for the whole network;
+        with the ENN constructor for an ENN network, so it keeps its ortho
+        mode), ``input_shape``, ``batch``, ``num_classes``.
+
+    Raises:
+        SystemExit: The config's model is not an ``ENNLocalClassifier``.
+    """
+    import copy
+
+    from mmengine.config import Config
+    cfg = Config.fromfile(config)
+    model = cfg.model.to_dict()
+    if model.get('type') != 'ENNLocalClassifier':
+        raise SystemExit(f"--config {config}: model.type is {model.get('type')!r}; give an "
+                         "ENN-ℓ config (model.type='ENNLocalClassifier').")
+    if cfg.get('data_preprocessor') is not None:
+        model.setdefault('data_preprocessor', cfg.data_preprocessor.to_dict())
+    inner = copy.deepcopy(model['model'])
+    inner.setdefault('data_preprocessor', model.get('data_preprocessor'))
+    optim = cfg.optim_wrapper.to_dict()
+    bp_optim = {k: v for k, v in optim.items() if k not in ('constructor', 'block_constructor')}
+    if inner.get('type') == 'ENNModel':
+        bp_optim['constructor'] = 'ENNOptimWrapperConstructor'
+    head = inner.get('model', inner)['head']
+    return dict(local=model, bp=inner, local_optim=optim, bp_optim=bp_optim,
+                input_shape=tuple(model['input_shape']), batch=cfg.train_dataloader.batch_size,
+                num_classes=head['num_classes'])

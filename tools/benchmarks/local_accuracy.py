@@ -47,6 +47,7 @@ INFOPRO = [dict(type='ENNClassificationObjective', weight=dict(start=0.5, end=1.
 PREDSIM = [dict(type='ENNClassificationObjective', weight=0.01),
            dict(type='ENNSimilarityObjective', weight=0.99)]
 RETRACT = dict(model=dict(enn=dict(_delete_=True, ortho='retract')))  # every 10th step
+TWO = ['backbone.layer2.0']
 RETRACT1 = dict(model=dict(enn=dict(_delete_=True, ortho='retract', retract_interval=1)))
 
 
@@ -87,11 +88,11 @@ VARIANTS = {
     'block_downstream_recon': ('configs/enn_local/resnet18w16_fmnist.py',
                                _local('resnet_block',
                                       dict(type='ENNDownstreamLocalHead', depth=2), INFOPRO)),
-    'block_downstream_retract': ('configs/enn_local/resnet18w16_fmnist.py',
+    'block_downstream_retract1': ('configs/enn_local/resnet18w16_fmnist.py',
                                  dict(_local('resnet_block',
                                              dict(type='ENNDownstreamLocalHead', depth=2)),
                                       **RETRACT)),
-    'block_downstream3_retract': ('configs/enn_local/resnet18w16_fmnist.py',
+    'block_downstream3_retract1': ('configs/enn_local/resnet18w16_fmnist.py',
                                   dict(_local('resnet_block',
                                               dict(type='ENNDownstreamLocalHead', depth=3)),
                                        **RETRACT)),
@@ -105,21 +106,17 @@ VARIANTS = {
                       _local('resnet_stage', dict(type='ENNAuxNetLocalHead'))),
     'stage_aux_net_recon': ('configs/enn_local/resnet18w16_fmnist.py',
                             _local('resnet_stage', dict(type='ENNAuxNetLocalHead'), INFOPRO)),
-    'stage_aux_net_retract': ('configs/enn_local/resnet18w16_fmnist.py',
+    'stage_aux_net_retract1': ('configs/enn_local/resnet18w16_fmnist.py',
                               dict(_local('resnet_stage', dict(type='ENNAuxNetLocalHead')),
                                    **RETRACT)),
     # = configs/enn_local/resnet18w16_fmnist.py with cuts='resnet_stage',
     # local_head=dict(type='ENNDownstreamLocalHead', depth=2)
     'stage_downstream': ('configs/enn_local/resnet18w16_fmnist_best_stage.py', None),
-    'stage_downstream_retract': ('configs/enn_local/resnet18w16_fmnist.py',
+    'stage_downstream_retract1': ('configs/enn_local/resnet18w16_fmnist.py',
                                  dict(_local('resnet_stage',
                                              dict(type='ENNDownstreamLocalHead', depth=2)),
                                       **RETRACT)),
     # cheap heads (head FLOPs / block FLOPs from enn_mm.local.local_flops)
-    'stage_downstream_retract1': ('configs/enn_local/resnet18w16_fmnist.py',
-                                  dict(_local('resnet_stage',
-                                              dict(type='ENNDownstreamLocalHead', depth=2)),
-                                       **RETRACT1)),
     'stage_downstream_w050_retract1': (
         'configs/enn_local/resnet18w16_fmnist.py',
         dict(_local('resnet_stage', dict(type='ENNDownstreamLocalHead', depth=2, width=0.5)),
@@ -132,6 +129,20 @@ VARIANTS = {
                                  dict(_local('resnet_stage',
                                              dict(type='ENNRandomProjectionLocalHead',
                                                   pool_size=2)), **RETRACT1)),
+    # two blocks (K = 2, one per worker of a 2-process pipeline), cut after
+    # layer2.0: stem + 3 residual blocks, then 3 residual blocks + the head
+    'two_downstream_retract1': ('configs/enn_local/resnet18w16_fmnist.py',
+                                dict(_local(TWO, dict(type='ENNDownstreamLocalHead', depth=2)),
+                                     **RETRACT1)),
+    'two_downstream_w050_retract1': (
+        'configs/enn_local/resnet18w16_fmnist.py',
+        dict(_local(TWO, dict(type='ENNDownstreamLocalHead', depth=2, width=0.5)), **RETRACT1)),
+    'two_downstream1_w050_retract1': (
+        'configs/enn_local/resnet18w16_fmnist.py',
+        dict(_local(TWO, dict(type='ENNDownstreamLocalHead', depth=1, width=0.5)), **RETRACT1)),
+    'two_randproj2_retract1': ('configs/enn_local/resnet18w16_fmnist.py',
+                               dict(_local(TWO, dict(type='ENNRandomProjectionLocalHead',
+                                                     pool_size=2)), **RETRACT1)),
 }
 DATA = {
     'fmnist': dict(suffix='_fmnist.py', describe='Fashion-MNIST (60k train / 10k test)'),
@@ -286,7 +297,7 @@ def describe(name: str) -> str:
     """What a variant is, in words."""
     if name.startswith('bp_'):
         return {'bp_dense': 'end-to-end BP, dense', 'bp_enn': 'end-to-end BP, ENN (penalty)',
-                'bp_enn_retract': 'end-to-end BP, ENN (retraction)'}[name]
+                'bp_enn_retract': 'end-to-end BP, ENN (retraction every step)'}[name]
     split, _, rest = name.partition('_')
     interval = '1' if rest.endswith('_retract1') else ''
     retract = rest.endswith('_retract' + interval)
@@ -299,9 +310,11 @@ def describe(name: str) -> str:
              'downstream3': 'downstream heads (AugLocal, depth 3)',
              'downstream_recon': 'downstream + reconstruction',
              'downstream_w050': 'downstream heads (AugLocal, depth 2, width 0.5)',
+             'downstream1_w050': 'downstream heads (AugLocal, depth 1, width 0.5)',
              'randproj': 'fixed random projection heads (SLL)',
              'randproj2': 'fixed random projection heads (SLL, 2×2 pooled)'}[rest]
-    where = 'per block (paper\'s split, K = 8)' if split == 'block' else 'per stage (K = 3)'
+    where = {'block': 'per block (paper\'s split, K = 8)', 'stage': 'per stage (K = 3)',
+             'two': 'two blocks (K = 2, cut after layer2.0)'}[split]
     ortho = ('retraction every step' if interval else 'retraction every 10th step') \
         if retract else 'penalty'
     return f"ENN-ℓ {where}, {heads}, {ortho}"

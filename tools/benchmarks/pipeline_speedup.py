@@ -53,7 +53,7 @@ import subprocess
 import sys
 import time
 
-from _common import machine_info, median_range
+from _common import machine_info, median_range, recipe
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -65,7 +65,27 @@ LOCAL_HEADS = {  # --local-head choice -> the local head's config
 }
 
 
+def build_recipe(args, local: bool, device):
+    """The model and optimizer wrapper of ``--config``: ENN-ℓ or end to end."""
+    import torch
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+
+    import enn_mm.local  # noqa: F401
+    init_default_scope('mmpretrain')
+    torch.manual_seed(0)
+    r = recipe(args.config)
+    model = MODELS.build(r['local'] if local else r['bp']).to(device)
+    optim = build_optim_wrapper(model, r['local_optim'] if local else r['bp_optim'])
+    if not local and hasattr(optim, 'arm'):
+        optim.arm(model)
+    return model, optim
+
+
 def build(args, local: bool, device):
+    if args.config:
+        return build_recipe(args, local, device)
     import torch
     from mmengine.optim import OptimWrapper, build_optim_wrapper
     from mmengine.registry import init_default_scope
@@ -107,9 +127,13 @@ def batch(args, device):
     import torch
     from mmpretrain.structures import DataSample
     g = torch.Generator().manual_seed(0)
-    return dict(inputs=torch.randint(0, 256, (args.batch, 3, args.size, args.size), generator=g,
+    shape, classes = (3, args.size, args.size), 1000
+    if args.config:
+        r = recipe(args.config)
+        shape, classes = r['input_shape'], r['num_classes']
+    return dict(inputs=torch.randint(0, 256, (args.batch, *shape), generator=g,
                                      dtype=torch.uint8).to(device),
-                data_samples=[DataSample().set_gt_label(i % 1000) for i in range(args.batch)])
+                data_samples=[DataSample().set_gt_label(i % classes) for i in range(args.batch)])
 
 
 def counted(model, optim):
@@ -214,7 +238,8 @@ def run_stage(args) -> dict:
                 fill_drain_s=round(cold - cold_steps * slowest / args.steps, 3),
                 stage_busy=[round(r['busy'] / r['elapsed'], 3) for r in result],
                 stage_step_s=[round(r['busy'] / args.steps, 3) for r in result],
-                assignment=result[0]['blocks'], plan_s=round(plan_s, 2))
+                assignment=result[0]['blocks'], plan_s=round(plan_s, 2),
+                cuts=[model.local_partition.cuts[b[-1]] for b in result[0]['blocks'][:-1]])
 
 
 def run_ddp(args) -> dict:
@@ -242,6 +267,45 @@ def run_ddp(args) -> dict:
     return dict(images_per_s=per_rank * world * args.steps / max(result))
 
 
+def run_bp_pipe(args) -> dict:
+    """One rank of end-to-end BP pipelined with torch.distributed.pipelining
+    over the ENN-ℓ pipeline's stages (cut where it cut)."""
+    import torch.distributed as dist
+    from bp_pipeline import PipelinedBP
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+    rank, world, device = init_rank(args)
+    init_default_scope('mmpretrain')
+    import torch
+    torch.manual_seed(0)
+    r = recipe(args.config)
+    model = MODELS.build(r['bp'])
+    pipe = PipelinedBP(model, args.bp_cuts, r['bp_optim'], args.microbatches, rank, world,
+                       device, args.schedule)
+    data = batch(args, device)
+    step = pipe.train_step
+    # the stages are not in lockstep: every rank must run as many warm-up
+    # steps as the others, so they agree after each whether to go on
+    start = time.perf_counter()
+    while True:
+        go = torch.tensor([float(time.perf_counter() - start < args.warmup_s)])
+        dist.all_reduce(go, op=dist.ReduceOp.MIN)
+        if not go.item():
+            break
+        step(data)
+    for _ in range(args.warmup):
+        step(data)
+    dist.barrier()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step(data)
+    sync(device)
+    elapsed = time.perf_counter() - start
+    result = [None] * world
+    dist.all_gather_object(result, elapsed)
+    return dict(images_per_s=args.batch * args.steps / max(result))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
@@ -260,8 +324,9 @@ def _cmd(args, worker: str, threads: int, warmup_s: float = 0.0):
             '--steps', str(args.steps), '--warmup', str(args.warmup),
             '--device', args.device, '--penalty-interval', str(args.penalty_interval),
             '--local-head', args.local_head, '--arch', args.arch,
-            '--refine', str(args.refine)] \
-        + (['--dense'] if args.dense else [])
+            '--refine', str(args.refine), '--microbatches', str(args.microbatches),
+            '--schedule', args.schedule, '--bp-cuts', *args.bp_cuts] \
+        + (['--dense'] if args.dense else []) + (['--config', args.config] if args.config else [])
 
 
 def _result(proc_out: str, name: str, returncode: int, err: str) -> dict:
@@ -313,7 +378,7 @@ def main():
     parser.add_argument('--arch', default='resnet50', choices=['resnet50', 'resnet18'],
                         help='the network (resnet18: for smoke tests)')
     parser.add_argument('--threads', type=int, default=1, help='threads per worker')
-    parser.add_argument('--batch', type=int, default=16)
+    parser.add_argument('--batch', type=int, default=None, help='default 16 (or the config\'s)')
     parser.add_argument('--size', type=int, default=112)
     parser.add_argument('--steps', type=int, default=30, help='timed steps')
     parser.add_argument('--warmup', type=int, default=4,
@@ -321,6 +386,12 @@ def main():
                         'or as many seconds of steps)')
     parser.add_argument('--warmup-s', type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument('--dense', action='store_true', help='the plain ResNet-50, not ENN')
+    parser.add_argument('--config', default=None,
+                        help='an ENN-ℓ config (e.g. configs/enn_local/resnet18w16_fmnist_fast.py): '
+                        'its model, heads, split, optimizer and ortho mode for ENN-ℓ, its '
+                        'end-to-end network and optimizer for BP, its input shape; --batch '
+                        'defaults to its batch size (--arch, --size, --dense, --local-head and '
+                        '--penalty-interval do not apply)')
     parser.add_argument('--local-head', default='pool_linear',
                         choices=list(LOCAL_HEADS),
                         help='local head (pool_linear: ENNPoolLinearLocalHead, conv_aux: '
@@ -333,9 +404,18 @@ def main():
     parser.add_argument('--repeats', type=int, default=1,
                         help='measure every variant this many times; ratios are medians')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--worker', choices=['sequential', 'bp', 'stage', 'ddp'],
+    parser.add_argument('--worker', choices=['sequential', 'bp', 'stage', 'ddp', 'bp_pipe'],
                         help=argparse.SUPPRESS)
+    parser.add_argument('--bp-microbatches', type=int, nargs='+', default=[2, 4, 8],
+                        help='with --config: micro-batch counts tried for pipelined BP '
+                        '(torch.distributed.pipelining); the fastest is its result')
+    parser.add_argument('--schedule', default='1f1b', choices=['1f1b', 'gpipe'],
+                        help='pipelined BP schedule')
+    parser.add_argument('--microbatches', type=int, default=4, help=argparse.SUPPRESS)
+    parser.add_argument('--bp-cuts', nargs='*', default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.batch is None:
+        args.batch = recipe(args.config)['batch'] if args.config else 16
     for name in ('stages', 'threads', 'batch', 'steps', 'repeats', 'penalty_interval'):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -346,7 +426,8 @@ def main():
         if cores and args.device == 'cpu':
             os.sched_setaffinity(0, {int(c) for c in cores.split(',')})
         torch.set_num_threads(args.threads)
-        run = dict(stage=run_stage, ddp=run_ddp).get(args.worker, run_single)
+        run = dict(stage=run_stage, ddp=run_ddp, bp_pipe=run_bp_pipe).get(args.worker,
+                                                                          run_single)
         print(json.dumps(run(args)), flush=True)
         import torch.distributed as dist
         if dist.is_initialized():  # after the result is out: see _result
@@ -367,6 +448,15 @@ def main():
                   device=args.device, steps=args.steps,
                   penalty_interval=None if args.dense else args.penalty_interval,
                   refine=args.refine, local_head=args.local_head, machine=machine_info())
+    if args.config:  # what the config trains, as it resolves
+        r = recipe(args.config)
+        inner = r['local']['model']
+        record.update(model=args.config, size=r['input_shape'][-1], penalty_interval=None,
+                      input_shape=list(r['input_shape']), cuts=r['local']['cuts'],
+                      local_head=r['local'].get('local_head'),
+                      local_objectives=r['local'].get('local_objectives'),
+                      enn=inner.get('enn') if inner.get('type') == 'ENNModel' else None,
+                      optimizer=r['local_optim'].get('optimizer'))
     gpus = 0
     if args.device == 'cuda':
         import torch
@@ -387,9 +477,20 @@ def main():
             ips['pipeline'] = pipe['images_per_s']
             run.update(vs_sequential=ips['pipeline'] / ips['sequential'],
                        vs_bp_equal_cores=ips['pipeline'] / ips['bp_equal_cores'],
-                       vs_bp_ddp=ips['pipeline'] / ips['bp_ddp'],
-                       **{k: pipe[k] for k in ('stage_busy', 'stage_step_s', 'steady_step_s',
-                                               'fill_drain_s', 'assignment', 'plan_s')})
+                       vs_bp_ddp=ips['pipeline'] / ips['bp_ddp'])
+            if args.config:  # BP pipelined over the same stages, its best micro-batching
+                args.bp_cuts = pipe['cuts']
+                tried = {}
+                for m in args.bp_microbatches:
+                    args.microbatches = m
+                    tried[m] = measure_ranks(args, 'bp_pipe', warm)['images_per_s']
+                best = max(tried, key=tried.get)
+                ips['bp_pipelined'] = tried[best]
+                run.update(vs_bp_pipelined=ips['pipeline'] / ips['bp_pipelined'],
+                           bp_pipelined_microbatches=best,
+                           bp_pipelined_tried={str(k): round(v, 2) for k, v in tried.items()})
+            run.update({k: pipe[k] for k in ('stage_busy', 'stage_step_s', 'steady_step_s',
+                                             'fill_drain_s', 'assignment', 'plan_s')})
         runs.append(run)
 
     def median_run(key):  # the repeat with the median ratio (its numbers stay paired)
@@ -399,7 +500,9 @@ def main():
         mid = median_run('vs_bp_equal_cores')
         record.update({k: mid[k] for k in ('stage_busy', 'stage_step_s', 'steady_step_s',
                                            'fill_drain_s', 'assignment', 'plan_s')})
-        for key in ('vs_sequential', 'vs_bp_equal_cores', 'vs_bp_ddp'):
+        for key in ('vs_sequential', 'vs_bp_equal_cores', 'vs_bp_ddp', 'vs_bp_pipelined'):
+            if key not in runs[0]:
+                continue
             # each repeat's ratio is paired (its pipeline and baseline measured together)
             record[key], record[key + '_range'] = median_range([r[key] for r in runs], 3)
     else:
@@ -410,7 +513,10 @@ def main():
     record['images_per_s'] = {k: round(v, 2) for k, v in mid['images_per_s'].items()}
     record['runs'] = [dict(images_per_s={k: round(v, 2) for k, v in r['images_per_s'].items()},
                            **{k: round(r[k], 3) for k in ('vs_sequential', 'vs_bp_equal_cores',
-                                                          'vs_bp_ddp', 'plan_s') if k in r})
+                                                          'vs_bp_ddp', 'vs_bp_pipelined',
+                                                          'plan_s') if k in r},
+                           **{k: r[k] for k in ('bp_pipelined_microbatches',
+                                                'bp_pipelined_tried') if k in r})
                       for r in runs]
     print(json.dumps(record, indent=1))
 

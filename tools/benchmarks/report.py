@@ -171,7 +171,7 @@ LOCAL_SUMMARY = [  # variant -> words, for the README's short table
     ('stage_downstream', 'ENN-ℓ per stage, AugLocal `downstream` heads '
      '(`configs/enn_local/resnet18w16_fmnist_best_stage.py`)'),
     ('bp_enn', "end-to-end BP, ENN with the paper's penalty"),
-    ('block_downstream_retract', "ENN-ℓ per block (the paper's split), retraction, "
+    ('block_downstream_retract1', "ENN-ℓ per block (the paper's split), retraction, "
      '`downstream` heads'),
     ('block_downstream', "ENN-ℓ per block (the paper's split), `downstream` heads "
      '(`configs/enn_local/resnet18w16_fmnist_best_block.py`)'),
