@@ -129,6 +129,8 @@ VARIANTS = {
                                  dict(_local('resnet_stage',
                                              dict(type='ENNRandomProjectionLocalHead',
                                                   pool_size=2)), **RETRACT1)),
+    # the shipped fast recipe (its MNIST twin: resnet18w16_mnist_fast.py)
+    'fast': ('configs/enn_local/resnet18w16_fmnist_fast.py', None),
     # two blocks (K = 2, one per worker of a 2-process pipeline), cut after
     # layer2.0: stem + 3 residual blocks, then 3 residual blocks + the head
     'two_downstream_retract1': ('configs/enn_local/resnet18w16_fmnist.py',
@@ -140,6 +142,24 @@ VARIANTS = {
     'two_downstream1_w050_retract1': (
         'configs/enn_local/resnet18w16_fmnist.py',
         dict(_local(TWO, dict(type='ENNDownstreamLocalHead', depth=1, width=0.5)), **RETRACT1)),
+    # two blocks cut after layer1 (stage 0 = stem + layer1: the 28-px convs
+    # take as long as the rest of the network on a CPU)
+    'l1_downstream_retract1': ('configs/enn_local/resnet18w16_fmnist.py',
+                               dict(_local(['backbone.layer1'],
+                                           dict(type='ENNDownstreamLocalHead', depth=2)),
+                                    **RETRACT1)),
+    'l1_downstream_w050_retract1': (
+        'configs/enn_local/resnet18w16_fmnist.py',
+        dict(_local(['backbone.layer1'], dict(type='ENNDownstreamLocalHead', depth=2, width=0.5)),
+             **RETRACT1)),
+    'l10_downstream_retract1': ('configs/enn_local/resnet18w16_fmnist.py',
+                                dict(_local(['backbone.layer1.0'],
+                                            dict(type='ENNDownstreamLocalHead', depth=2)),
+                                     **RETRACT1)),
+    'l10_downstream_w050_retract1': (
+        'configs/enn_local/resnet18w16_fmnist.py',
+        dict(_local(['backbone.layer1.0'],
+                    dict(type='ENNDownstreamLocalHead', depth=2, width=0.5)), **RETRACT1)),
     'two_randproj2_retract1': ('configs/enn_local/resnet18w16_fmnist.py',
                                dict(_local(TWO, dict(type='ENNRandomProjectionLocalHead',
                                                      pool_size=2)), **RETRACT1)),
@@ -298,6 +318,8 @@ def describe(name: str) -> str:
     if name.startswith('bp_'):
         return {'bp_dense': 'end-to-end BP, dense', 'bp_enn': 'end-to-end BP, ENN (penalty)',
                 'bp_enn_retract': 'end-to-end BP, ENN (retraction every step)'}[name]
+    if name == 'fast':
+        return 'ENN-ℓ, the fast recipe (configs/enn_local/resnet18w16_*_fast.py)'
     split, _, rest = name.partition('_')
     interval = '1' if rest.endswith('_retract1') else ''
     retract = rest.endswith('_retract' + interval)
@@ -314,7 +336,9 @@ def describe(name: str) -> str:
              'randproj': 'fixed random projection heads (SLL)',
              'randproj2': 'fixed random projection heads (SLL, 2×2 pooled)'}[rest]
     where = {'block': 'per block (paper\'s split, K = 8)', 'stage': 'per stage (K = 3)',
-             'two': 'two blocks (K = 2, cut after layer2.0)'}[split]
+             'two': 'two blocks (K = 2, cut after layer2.0)',
+             'l1': 'two blocks (K = 2, cut after layer1)',
+             'l10': 'two blocks (K = 2, cut after layer1.0)'}[split]
     ortho = ('retraction every step' if interval else 'retraction every 10th step') \
         if retract else 'penalty'
     return f"ENN-ℓ {where}, {heads}, {ortho}"

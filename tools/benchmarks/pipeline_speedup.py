@@ -65,6 +65,15 @@ LOCAL_HEADS = {  # --local-head choice -> the local head's config
 }
 
 
+def recipe_for(args) -> dict:
+    """``recipe(args.config)`` with ``--size`` (if given) as the input size."""
+    r = recipe(args.config)
+    if args.size:
+        r['input_shape'] = (r['input_shape'][0], args.size, args.size)
+        r['local']['input_shape'] = r['input_shape']
+    return r
+
+
 def build_recipe(args, local: bool, device):
     """The model and optimizer wrapper of ``--config``: ENN-ℓ or end to end."""
     import torch
@@ -75,7 +84,7 @@ def build_recipe(args, local: bool, device):
     import enn_mm.local  # noqa: F401
     init_default_scope('mmpretrain')
     torch.manual_seed(0)
-    r = recipe(args.config)
+    r = recipe_for(args)
     model = MODELS.build(r['local'] if local else r['bp']).to(device)
     optim = build_optim_wrapper(model, r['local_optim'] if local else r['bp_optim'])
     if not local and hasattr(optim, 'arm'):
@@ -129,7 +138,7 @@ def batch(args, device):
     g = torch.Generator().manual_seed(0)
     shape, classes = (3, args.size, args.size), 1000
     if args.config:
-        r = recipe(args.config)
+        r = recipe_for(args)
         shape, classes = r['input_shape'], r['num_classes']
     return dict(inputs=torch.randint(0, 256, (args.batch, *shape), generator=g,
                                      dtype=torch.uint8).to(device),
@@ -278,7 +287,7 @@ def run_bp_pipe(args) -> dict:
     init_default_scope('mmpretrain')
     import torch
     torch.manual_seed(0)
-    r = recipe(args.config)
+    r = recipe_for(args)
     model = MODELS.build(r['bp'])
     pipe = PipelinedBP(model, args.bp_cuts, r['bp_optim'], args.microbatches, rank, world,
                        device, args.schedule)
@@ -320,7 +329,8 @@ def _env(threads: int, cores, **extra) -> dict:
 def _cmd(args, worker: str, threads: int, warmup_s: float = 0.0):
     return [sys.executable, __file__, '--worker', worker, '--threads', str(threads),
             '--warmup-s', str(warmup_s),
-            '--stages', str(args.stages), '--batch', str(args.batch), '--size', str(args.size),
+            '--stages', str(args.stages), '--batch', str(args.batch),
+            *(['--size', str(args.size)] if args.size else []),
             '--steps', str(args.steps), '--warmup', str(args.warmup),
             '--device', args.device, '--penalty-interval', str(args.penalty_interval),
             '--local-head', args.local_head, '--arch', args.arch,
@@ -379,7 +389,8 @@ def main():
                         help='the network (resnet18: for smoke tests)')
     parser.add_argument('--threads', type=int, default=1, help='threads per worker')
     parser.add_argument('--batch', type=int, default=None, help='default 16 (or the config\'s)')
-    parser.add_argument('--size', type=int, default=112)
+    parser.add_argument('--size', type=int, default=None,
+                        help="input size (default 112, or the config's)")
     parser.add_argument('--steps', type=int, default=30, help='timed steps')
     parser.add_argument('--warmup', type=int, default=4,
                         help='warm-up steps of every variant (after the pipeline planning '
@@ -416,6 +427,8 @@ def main():
     args = parser.parse_args()
     if args.batch is None:
         args.batch = recipe(args.config)['batch'] if args.config else 16
+    if args.size is None and not args.config:
+        args.size = 112
     for name in ('stages', 'threads', 'batch', 'steps', 'repeats', 'penalty_interval'):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -449,7 +462,7 @@ def main():
                   penalty_interval=None if args.dense else args.penalty_interval,
                   refine=args.refine, local_head=args.local_head, machine=machine_info())
     if args.config:  # what the config trains, as it resolves
-        r = recipe(args.config)
+        r = recipe_for(args)
         inner = r['local']['model']
         record.update(model=args.config, size=r['input_shape'][-1], penalty_interval=None,
                       input_shape=list(r['input_shape']), cuts=r['local']['cuts'],
