@@ -1,10 +1,11 @@
 # The fast ENN-ℓ recipe of configs/enn_local/resnet18w16_fmnist_fast.py on
 # MMPretrain's ImageNet ResNet-50 (resnet/resnet50_8xb32_in1k.py): the same
 # optimizer (AdamW, lr 2e-3, weight decay 0.05, none on norms and biases), the
-# same ortho mode (QR retraction after every step), the same split rule (two
-# blocks cut at the middle of the network: after layer3.0, 8 of its 16
-# bottlenecks on each side) and the same head (a half-width fresh copy of the
-# network's next stride-2 block, layer4.0, after a 1x1 conv; pooling, linear).
+# same ortho mode (QR retraction after every step), two blocks (cut at the
+# middle of the network: after layer3.0, 8 of its 16 bottlenecks on each
+# side) and the same head (fresh full-width copies of two of the network's
+# later blocks, the stride-2 one first: layer4.0 and layer4.2; pooling,
+# linear).
 # The speed benchmark (tools/benchmarks/pipeline_speedup.py --config ...
 # --size 112) trains this model.
 _base_ = ['mmpretrain::resnet/resnet50_8xb32_in1k.py']
@@ -18,7 +19,7 @@ model = dict(
                enn=dict(ortho='retract', retract_interval=1)),
     cuts=['backbone.layer3.0'],
     input_shape=(3, 224, 224),
-    local_head=dict(type='ENNDownstreamLocalHead', depth=1, width=0.5))
+    local_head=dict(type='ENNDownstreamLocalHead', depth=2))
 
 optim_wrapper = dict(
     _delete_=True,

@@ -203,3 +203,49 @@ def test_plot_results_draws_the_committed_json(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for png in ('overhead.png', 'memory.png', 'pipeline.png'):
         assert (tmp_path / png).stat().st_size > 10_000
+
+
+def test_enn_l_headline_assembles_and_computes_from_the_runs(tmp_path):
+    """The headline JSON holds the runs it was given; every derived number is
+    recomputed here from them."""
+    headline = script('enn_l_headline')
+
+    def row(values, config='c.py'):
+        return dict(config=config, final_top1=values, mean=round(statistics.mean(values), 2),
+                    std=round(statistics.stdev(values), 2))
+
+    budget = dict(epochs=12, per_class=600)
+    acc = {'fmnist': {'fast': row([85.0, 85.2, 84.9]), 'bp_dense': row([81.0, 82.0, 82.5])},
+           'budget': budget}
+    bp = {'fmnist': {'bp_enn_retract': row([85.2, 85.3, 85.2]), 'bp_enn': row([83.0, 83.1, 83.3]),
+                     'bp_dense': row([1.0, 2.0, 3.0]), 'block_x': row([99.0, 99.0, 99.0])},
+          'budget': budget}
+    speed = dict(vs_bp_equal_cores=1.1, vs_bp_equal_cores_range=[1.0, 1.2], vs_bp_ddp=0.8,
+                 vs_bp_ddp_range=[0.7, 0.9], vs_bp_pipelined=1.3, vs_bp_pipelined_range=[1.2, 1.4],
+                 vs_sequential=1.6, vs_sequential_range=[1.5, 1.7], repeats=3,
+                 images_per_s={'pipeline': 1.0}, size=28, batch=128,
+                 runs=[dict(bp_pipelined_microbatches=4)] * 3)
+    paths = {}
+    for name, data in (('acc', acc), ('bp', bp), ('speed', speed)):
+        paths[name] = tmp_path / f'{name}.json'
+        paths[name].write_text(json.dumps(data))
+    out = tmp_path / 'h.json'
+    headline.main(['--accuracy', f"fmnist={paths['acc']}", '--bp', f"fmnist={paths['bp']}",
+                   '--throughput', f"r18={paths['speed']}", '--out', str(out)])
+    h = json.loads(out.read_text())
+    a = h['accuracy']['fmnist']
+    assert a['recipe'] == [85.0, 85.2, 84.9] and a['best_bp_variant'] == 'bp_enn_retract'
+    assert a['dense_bp'] == [81.0, 82.0, 82.5]  # the recipe's own run wins over --bp
+    c = a['computed']
+    assert c['recipe_minus_best_bp'] == round(statistics.mean([85.0, 85.2, 84.9])
+                                              - statistics.mean([85.2, 85.3, 85.2]), 2)
+    pooled = statistics.mean([statistics.stdev([85.0, 85.2, 84.9]) ** 2,
+                              statistics.stdev([81.0, 82.0, 82.5]) ** 2]) ** 0.5
+    assert c['pooled_std_recipe_dense'] == round(pooled, 2)
+    assert c['goal_within_half_point_of_best_bp'] and not c['stretch_at_least_best_bp']
+    assert c['beats_dense_bp_by_more_than_pooled_std']
+    t = h['throughput']['r18']
+    assert (t['vs_ddp'], t['vs_pipelined_bp'], t['computed']['vs_fastest_bp_alternative']) == \
+        (0.8, 1.3, 0.8)
+    assert not t['computed']['goal_at_least_fastest_bp']
+    assert not t['computed']['goal_sequential_1_9']

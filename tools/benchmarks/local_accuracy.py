@@ -251,6 +251,25 @@ def train(name, dataset, seed, args, work_dir):
     return record
 
 
+def head_flops(name: str, dataset: str) -> list:
+    """Forward + backward FLOPs of each local head over its block's
+    (``enn_mm.local.local_flops``, batch 8), or None for end-to-end BP."""
+    import tempfile
+
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+
+    import enn_mm.local
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Config.fromfile(write_config(name, dataset, 0, tmp))
+    if cfg.model.get('type') != 'ENNLocalClassifier':
+        return None
+    init_default_scope('mmpretrain')
+    model = MODELS.build(cfg.model)
+    return [round(r['head_ratio'], 3) for r in enn_mm.local.local_flops(model)[:-1]]
+
+
 def summarize(name, dataset, runs, base):
     config, model = variant_config(name, dataset)
     final = [r['top1'][-1] for r in runs]
@@ -267,6 +286,11 @@ def summarize(name, dataset, runs, base):
                top1_per_eval=[r['top1'] for r in runs],
                iter_s=[r['iter_s'] for r in runs], peak_rss_mb=[r['peak_rss_mb'] for r in runs],
                wall_s=[r['wall_s'] for r in runs])
+    if 'options' in runs[0]:  # every ENN / ENN-ℓ option, as the config resolved them
+        out['options'] = runs[0]['options']
+    flops = head_flops(name, dataset)
+    if flops is not None:
+        out['head_flops_over_block'] = flops
     if base:
         pairs = [(r, base[r['seed']]) for r in runs if r['seed'] in base]
         if pairs:

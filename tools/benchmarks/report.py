@@ -24,6 +24,7 @@ import functools
 import json
 import os.path as osp
 import re
+import statistics
 import sys
 
 BENCH = osp.dirname(osp.abspath(__file__))
@@ -327,6 +328,38 @@ def pipeline():
     return table(['model', 'sequential ENN-ℓ', 'BP, 2 threads', 'BP, DDP 2 × 1',
                   'pipeline, 2 × 1', 'vs sequential', 'vs BP, 2 threads', 'vs DDP BP',
                   'stages (s/step)', 'planning, s'], rows)
+
+
+# ---------------------------------- one ENN-ℓ recipe, both halves (enn_l_headline.py)
+SPEED_COLUMNS = [('vs_bp_threads', 'BP, 2 threads'), ('vs_ddp', 'DDP BP, 2 × 1'),
+                 ('vs_pipelined_bp', 'pipelined BP (1F1B), 2 × 1'),
+                 ('vs_sequential', 'sequential ENN-ℓ')]
+
+
+@section
+def enn_l_headline():
+    """What the fast ENN-ℓ recipe gives: accuracy and throughput in one table each."""
+    if not osp.exists(osp.join(RESULTS, 'enn_l_headline.json')):
+        return ''
+    h = load('enn_l_headline.json')
+    rows = []
+    for dataset, a in h['accuracy'].items():
+        c = a['computed']
+        rows.append([dataset, pm(dict(mean=a['recipe_mean'], std=a['recipe_std'])),
+                     f"{statistics.mean(a['best_bp']):.2f} (`{a['best_bp_variant']}`)",
+                     f"{statistics.mean(a['dense_bp']):.2f}", f"{c['recipe_minus_best_bp']:+.2f}",
+                     f"{c['recipe_minus_dense_bp']:+.2f}", f"{c['pooled_std_recipe_dense']:.2f}"])
+    acc = table(['data set', 'recipe, top-1 % (3 seeds)', 'best BP (3 seeds)', 'dense BP',
+                 'recipe − best BP (computed)', 'recipe − dense BP (computed)',
+                 'pooled std (computed)'], rows)
+    rows = []
+    for model, t in h['throughput'].items():
+        rows.append([model, f"{t['size']} px, batch {t['batch']}"]
+                    + [ratio(t[k], t[k + '_range']) if t.get(k) is not None else '–'
+                       for k, _ in SPEED_COLUMNS] + [str(t['repeats'])])
+    speed = table(['model', 'input'] + [f'pipeline / {w}' for _, w in SPEED_COLUMNS]
+                  + ['repeats'], rows)
+    return render('enn-l-headline', h=h, accuracy=acc, speed=speed)
 
 
 # ------------------------------------------------- retrieval (retrieval_eval.py)
