@@ -249,3 +249,29 @@ def test_enn_l_headline_assembles_and_computes_from_the_runs(tmp_path):
         (0.8, 1.3, 0.8)
     assert not t['computed']['goal_at_least_fastest_bp']
     assert not t['computed']['goal_sequential_1_9']
+
+
+def test_scale_model_split_and_closed_forms():
+    """enn_l_scale: the stage split is the best contiguous one (brute force),
+    and the three predictions equal their formulas on made-up units."""
+    import itertools
+    scale = script('enn_l_scale')
+    w = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0]
+    cost = lambda a, b, last: sum(w[a:b])  # noqa: E731
+    for k in (1, 2, 3, 4):
+        best = min(max(sum(w[a:b]) for a, b in zip((0, *cuts), (*cuts, len(w))))
+                   for cuts in itertools.combinations(range(1, len(w)), k - 1))
+        assert scale._splits(cost, len(w), k)[0] == best
+    units = [dict(unit=f'u{i}', compute_s={'8': 0.8, '4': 0.4, '2': 0.2, '1': 0.1},
+                  param_s=0.05, out_bytes_per_image=1000, param_bytes=4000, head_s=0.1)
+             for i in range(4)]
+    m = dict(batch=8, units=units)
+    p = scale.predict(m, 2, bw=1e6)
+    # ENN-ℓ: 2 units per stage, the first with a head and a send of 8 images
+    assert p['enn_l'] == pytest.approx(8 / (2 * (0.8 + 0.05) + 0.1 + 8 * 1000 / 1e6))
+    # DDP: 4 units at 4 images, every parameter step, a ring all-reduce
+    assert p['ddp'] == pytest.approx(8 / (4 * (0.4 + 0.05) + 2 * 1 / 2 * 16000 / 1e6))
+    # 1F1B: the best of 2, 4, 8 micro-batches
+    want = max(8 / ((mb + 1) * (2 * units[0]['compute_s'][str(8 // mb)]
+                                + 2 * 1000 * (8 // mb) / 1e6) + 2 * 0.05) for mb in (2, 4, 8))
+    assert p['pipelined_bp'] == pytest.approx(want)

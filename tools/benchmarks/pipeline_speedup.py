@@ -253,7 +253,6 @@ def run_stage(args) -> dict:
 
 def run_ddp(args) -> dict:
     """One rank of data-parallel BP."""
-    import torch.distributed as dist
     from mmengine.model import MMDistributedDataParallel
     rank, world, device = init_rank(args)
     model, optim = build(args, False, device)
@@ -263,38 +262,17 @@ def run_ddp(args) -> dict:
     per_rank = args.batch // world
     data = dict(inputs=data['inputs'][rank * per_rank:(rank + 1) * per_rank],
                 data_samples=data['data_samples'][rank * per_rank:(rank + 1) * per_rank])
-    step = counted(ddp, optim)
-    warm_up(step, data, args, device)
-    dist.barrier()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step(data)
-    sync(device)
-    elapsed = time.perf_counter() - start
-    result = [None] * world
-    dist.all_gather_object(result, elapsed)
-    return dict(images_per_s=per_rank * world * args.steps / max(result))
+    slowest = timed_ranks(counted(ddp, optim), data, args, device, world)
+    return dict(images_per_s=per_rank * world * args.steps / slowest)
 
 
-def run_bp_pipe(args) -> dict:
-    """One rank of end-to-end BP pipelined with torch.distributed.pipelining
-    over the ENN-ℓ pipeline's stages (cut where it cut)."""
-    import torch.distributed as dist
-    from bp_pipeline import PipelinedBP
-    from mmengine.registry import init_default_scope
-    from mmpretrain.registry import MODELS
-    rank, world, device = init_rank(args)
-    init_default_scope('mmpretrain')
+def timed_ranks(step, data, args, device, world: int) -> float:
+    """Warm up (``--warmup-s`` seconds, then ``--warmup`` steps) and time
+    ``--steps`` steps on every rank; the slowest rank's seconds. The ranks
+    agree after each warm-up step whether to go on, so all run as many
+    steps (pipeline stages are not in lockstep)."""
     import torch
-    torch.manual_seed(0)
-    r = recipe_for(args)
-    model = MODELS.build(r['bp'])
-    pipe = PipelinedBP(model, args.bp_cuts, r['bp_optim'], args.microbatches, rank, world,
-                       device, args.schedule)
-    data = batch(args, device)
-    step = pipe.train_step
-    # the stages are not in lockstep: every rank must run as many warm-up
-    # steps as the others, so they agree after each whether to go on
+    import torch.distributed as dist
     start = time.perf_counter()
     while True:
         go = torch.tensor([float(time.perf_counter() - start < args.warmup_s)])
@@ -304,6 +282,7 @@ def run_bp_pipe(args) -> dict:
         step(data)
     for _ in range(args.warmup):
         step(data)
+    sync(device)
     dist.barrier()
     start = time.perf_counter()
     for _ in range(args.steps):
@@ -312,7 +291,25 @@ def run_bp_pipe(args) -> dict:
     elapsed = time.perf_counter() - start
     result = [None] * world
     dist.all_gather_object(result, elapsed)
-    return dict(images_per_s=args.batch * args.steps / max(result))
+    return max(result)
+
+
+def run_bp_pipe(args) -> dict:
+    """One rank of end-to-end BP pipelined with torch.distributed.pipelining
+    over the ENN-ℓ pipeline's stages (cut where it cut)."""
+    import torch
+    from bp_pipeline import PipelinedBP
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+    rank, world, device = init_rank(args)
+    init_default_scope('mmpretrain')
+    torch.manual_seed(0)
+    r = recipe_for(args)
+    model = MODELS.build(r['bp'])
+    pipe = PipelinedBP(model, args.bp_cuts, r['bp_optim'], args.microbatches, rank, world,
+                       device, args.schedule)
+    slowest = timed_ranks(pipe.train_step, batch(args, device), args, device, world)
+    return dict(images_per_s=args.batch * args.steps / slowest)
 
 
 def _free_port() -> int:
