@@ -65,6 +65,39 @@ def test_two_stages_equal_one_process_and_resume(fmnist_root, tmp_path, local):
     assert_same_checkpoint(resumed, seq)
 
 
+def test_fast_recipe_pipelined_equals_one_process_and_resumes(fmnist_root, tmp_path):
+    """configs/enn_local/resnet18w16_fmnist_fast.py (two blocks, AugLocal
+    copies, retraction after every step) on 2 stages: bit for bit the
+    single-process run, and so after a resume."""
+    import os.path as osp
+
+    from mmengine.config import Config
+
+    from helpers import PIPE_CFG, REPO
+    fast = osp.join(REPO, 'configs/enn_local/resnet18w16_fmnist_fast.py')
+    shipped = Config.fromfile(PIPE_CFG)
+
+    def pipe(work_dir):
+        cfg = tiny_local_cfg(fast, fmnist_root, work_dir, epochs=2)
+        cfg.model_wrapper_cfg = dict(shipped.model_wrapper_cfg, stages=2)
+        cfg.train_cfg = dict(shipped.train_cfg, max_epochs=2, val_interval=2)
+        cfg.env_cfg = shipped.env_cfg
+        cfg.log_level = 'INFO'
+        return cfg
+
+    seq_cfg = tiny_local_cfg(fast, fmnist_root, tmp_path / 'seq', epochs=2)
+    assert seq_cfg.model.model.enn == dict(ortho='retract', retract_interval=1)
+    launch(seq_cfg, tmp_path, 1, 'seq')
+    seq = load(tmp_path / 'seq' / 'epoch_2.pth')
+    log = launch(pipe(tmp_path / 'pipe'), tmp_path, 2, 'pipe')[0]
+    assert 'stage 0: blocks 0-0' in log and 'stage 1: blocks 1-1' in log
+    assert_same_checkpoint(load(tmp_path / 'pipe' / 'epoch_2.pth'), seq)
+    log = launch(pipe(tmp_path / 'resumed'), tmp_path, 2, 'resumed',
+                 ['--resume', str(tmp_path / 'pipe' / 'epoch_1.pth')])[0]
+    assert 'resumed epoch: 1, iter: 4' in log
+    assert_same_checkpoint(load(tmp_path / 'resumed' / 'epoch_2.pth'), seq)
+
+
 def test_two_stages_times_two_replicas_equal_one_process(fmnist_root, tmp_path):
     def cfg(work_dir, batch, pipeline):
         c = pipe_cfg(fmnist_root, work_dir, 2) if pipeline else \
