@@ -19,6 +19,8 @@ model = dict(
                enn=dict(ortho='retract', retract_interval=1)),
     cuts=['backbone.layer3.0'],
     input_shape=(3, 224, 224),
+    # the two layer4 copies hold 12.6M weights, over the default budget of 2**23
+    max_head_params=2**24,
     local_head=dict(type='ENNDownstreamLocalHead', depth=2))
 
 optim_wrapper = dict(

@@ -9,6 +9,8 @@ measurements (nothing is measured here):
         --bp fmnist=docs/results/local_accuracy.json \\
         --throughput resnet18w16=docs/results/enn_l_speed_resnet18w16.json \\
                      resnet50=docs/results/enn_l_speed_resnet50.json \\
+        --scale resnet18w16=docs/results/enn_l_scale_resnet18w16.json \
+                resnet50=docs/results/enn_l_scale_resnet50.json \
         --out docs/results/enn_l_headline.json
 
 - ``--accuracy``: ``local_accuracy.py`` runs of the recipe (variant ``fast``,
@@ -18,6 +20,8 @@ measurements (nothing is measured here):
   row with the highest mean; the dense BP is ``bp_dense``.
 - ``--throughput``: ``pipeline_speedup.py --config <recipe> --repeats R``
   records; the ratios are their medians of paired repeats.
+- ``--scale``: ``enn_l_scale.py --measured`` outputs (the cost model's
+  predictions at K = 2, 4, 8 and its K = 2 check on this machine).
 
 Every derived number (means, differences, goal verdicts) is labelled computed.
 """
@@ -97,19 +101,50 @@ def throughput(runs) -> dict:
     return out
 
 
+def scale(runs) -> dict:
+    """The cost model's check at K = 2 and its predictions at K = 4, 8."""
+    path, s = runs
+    predicted = {link: {k: {key: (round(v, 1) if isinstance(v, float) else v)
+                            for key, v in p.items()} for k, p in by_k.items()}
+                 for link, by_k in s['predicted'].items()}
+    passes = {link: {k: dict(enn_l_over_ddp=p.get('enn_l_over_ddp'),
+                             enn_l_over_pipelined_bp=p.get('enn_l_over_pipelined_bp'),
+                             passes_2x_ddp=(p.get('enn_l_over_ddp') or 0) >= 2,
+                             passes_2x_pipelined_bp=(p.get('enn_l_over_pipelined_bp') or 0) >= 2)
+                      for k, p in by_k.items() if k != '2'}
+              for link, by_k in s['predicted'].items()}
+    ratio = s.get('k2_predicted_over_measured')
+    return dict(source=path, config=s['config'], links=s['links'],
+                k2_predicted_over_measured=ratio,
+                k2_predicted_over_measured_all=s.get('k2_predicted_over_measured_all'),
+                k2_loopback=s.get('k2_loopback'), predicted=predicted,
+                computed=dict(note='computed from the predictions above',
+                              k2_within_15_percent=ratio is not None and abs(ratio - 1) <= 0.15,
+                              at_k=passes))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--accuracy', nargs='+', required=True, metavar='DATASET=JSON')
     p.add_argument('--bp', nargs='*', default=[], metavar='DATASET=JSON')
     p.add_argument('--throughput', nargs='*', default=[], metavar='MODEL=JSON')
+    p.add_argument('--scale', nargs='*', default=[], metavar='MODEL=JSON')
     p.add_argument('--out', required=True)
     args = p.parse_args(argv)
     acc, bp, speed = _pairs(args.accuracy), _pairs(args.bp), _pairs(args.throughput)
+    models = _pairs(args.scale)
     first = next(iter(acc.values()))[1]
     recipe = _row(first, next(iter(acc)), 'fast')['config']
     out = dict(recipe=recipe,
                accuracy={d: accuracy(d, acc[d], bp.get(d)) for d in acc},
                throughput={m: throughput(speed[m]) for m in speed})
+    if models:
+        per_model = {m: scale(models[m]) for m in models}
+        first = per_model[next(iter(models))]  # the recipe's own network first
+        out['scale'] = dict(k2_predicted_over_measured=first['k2_predicted_over_measured'],
+                            links=first['links'],
+                            predicted={m: v['predicted'] for m, v in per_model.items()},
+                            per_model=per_model)
     with open(args.out, 'w') as f:
         json.dump(out, f, indent=1, ensure_ascii=False)
         f.write('\n')

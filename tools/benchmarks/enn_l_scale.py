@@ -26,7 +26,9 @@ From these, for K workers joined by a link of bandwidth ``bw`` (bytes/s):
 Compute is not overlapped with transfers (a pessimistic choice for all
 three). The K = 2 prediction on this machine's loopback (``--loopback-bw``)
 is checked against ``--measured`` (a ``pipeline_speedup.py --config`` record
-of the same recipe): the JSON gives predicted / measured for each method.
+of the same recipe; ENN-ℓ split where that pipeline split): the JSON gives
+predicted / measured for each method. ``--from-json`` recomputes the
+predictions from the measurements of an earlier output.
 """
 import argparse
 import copy
@@ -141,8 +143,10 @@ def _splits(costs, n: int, k: int):
     return best[k, n]
 
 
-def predict(m: dict, k: int, bw: float) -> dict:
-    """Images/s of the three methods at ``k`` workers and link ``bw``."""
+def predict(m: dict, k: int, bw: float, cuts=None) -> dict:
+    """Images/s of the three methods at ``k`` workers and link ``bw``; with
+    ``cuts`` (unit names) ENN-ℓ's stages end there instead of where the
+    model would put them (the measured pipeline's own split)."""
     units, b = m['units'], m['batch']
 
     def c(u, n):
@@ -156,7 +160,13 @@ def predict(m: dict, k: int, bw: float) -> dict:
                 + units[end - 1]['out_bytes_per_image'] * b / bw
         return t
 
-    enn, cuts = _splits(enn_stage, len(units), k)
+    if cuts:
+        names = [u['unit'] for u in units]
+        ends = [names.index(c) + 1 for c in cuts] + [len(units)]
+        enn = max(enn_stage(a, e, e == len(units)) for a, e in zip([0, *ends[:-1]], ends))
+        cuts = ends
+    else:
+        enn, cuts = _splits(enn_stage, len(units), k)
     params = sum(u['param_bytes'] for u in units)
     ddp = sum(c(u, b // k) + u['param_s'] for u in units) + 2 * (k - 1) / k * params / bw
     best_pipe = None
@@ -186,19 +196,29 @@ def main(argv=None):
                    help='pipeline_speedup.py --config record of the same recipe (K = 2 check)')
     p.add_argument('--loopback-bw', type=float, default=5e9,
                    help='bytes/s between two processes of this machine (gloo over loopback)')
+    p.add_argument('--from-json', default=None,
+                   help='recompute the predictions from the measurements of an earlier output')
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     from _common import machine_info
-    m = measure(args.config, args.size, args.batch)
-    out = dict(config=args.config, machine=machine_info(), measured_units=m,
+    if args.from_json:
+        with open(args.from_json) as f:
+            earlier = json.load(f)
+        m, machine = earlier['measured_units'], earlier['machine']
+    else:
+        m, machine = measure(args.config, args.size, args.batch), machine_info()
+    out = dict(config=args.config, machine=machine, measured_units=m,
                links={k: f'{v / 1e9:g} GB/s' for k, v in LINKS.items()},
                predicted={name: {str(k): predict(m, k, bw) for k in (2, 4, 8)}
                           for name, bw in LINKS.items()})
-    local = predict(m, 2, args.loopback_bw)
-    out['k2_loopback'] = dict(bandwidth=f'{args.loopback_bw / 1e9:g} GB/s', predicted=local)
+    rec = None
     if args.measured:
         with open(args.measured) as f:
             rec = json.load(f)
+    # the check at K = 2 uses the measured pipeline's own split
+    local = predict(m, 2, args.loopback_bw, cuts=rec.get('cuts') if rec else None)
+    out['k2_loopback'] = dict(bandwidth=f'{args.loopback_bw / 1e9:g} GB/s', predicted=local)
+    if rec:
         ips = rec['images_per_s']
         out['k2_loopback']['measured'] = dict(enn_l=ips['pipeline'], ddp=ips['bp_ddp'],
                                               pipelined_bp=ips.get('bp_pipelined'))
