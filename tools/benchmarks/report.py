@@ -448,7 +448,7 @@ def claims():
     best_local = max(('stage_downstream', 'block_downstream'), key=lambda k: local[k]['mean'])
     return render('claims', f=f, m=m, ep=ep, local=local, best_local=best_local, pipe=pipe,
                   dense=dense, ortho=ortho, enn_stage=enn_stage, enn_block=enn_block,
-                  frozen=frozen)
+                  frozen=frozen, h=load('enn_l_headline.json'))
 
 
 
