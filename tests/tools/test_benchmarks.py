@@ -225,13 +225,17 @@ def test_enn_l_headline_assembles_and_computes_from_the_runs(tmp_path):
                  vs_sequential=1.6, vs_sequential_range=[1.5, 1.7], repeats=3,
                  images_per_s={'pipeline': 1.0}, size=28, batch=128,
                  runs=[dict(bp_pipelined_microbatches=4)] * 3)
+    mem = dict(size=112, batch=32, runs=[dict(stage_rss_over_bp=[0.7, 0.95]),
+                                         dict(stage_rss_over_bp=[0.8, 0.85]),
+                                         dict(stage_rss_over_bp=[0.75, 0.99])])
     paths = {}
-    for name, data in (('acc', acc), ('bp', bp), ('speed', speed)):
+    for name, data in (('acc', acc), ('bp', bp), ('speed', speed), ('mem', mem)):
         paths[name] = tmp_path / f'{name}.json'
         paths[name].write_text(json.dumps(data))
     out = tmp_path / 'h.json'
     headline.main(['--accuracy', f"fmnist={paths['acc']}", '--bp', f"fmnist={paths['bp']}",
-                   '--throughput', f"r18={paths['speed']}", '--out', str(out)])
+                   '--throughput', f"r18={paths['speed']}", '--memory', f"r50={paths['mem']}",
+                   '--out', str(out)])
     h = json.loads(out.read_text())
     a = h['accuracy']['fmnist']
     assert a['recipe'] == [85.0, 85.2, 84.9] and a['best_bp_variant'] == 'bp_enn_retract'
@@ -249,6 +253,10 @@ def test_enn_l_headline_assembles_and_computes_from_the_runs(tmp_path):
         (0.8, 1.3, 0.8)
     assert not t['computed']['goal_at_least_fastest_bp']
     assert not t['computed']['goal_sequential_1_9']
+    m = h['memory']['r50']  # per stage: the median over the repeats, and their range
+    assert m['stage_rss_over_bp'] == [0.75, 0.95]
+    assert m['stage_rss_over_bp_range'] == [[0.7, 0.8], [0.85, 0.99]]
+    assert not m['computed']['goal_each_stage_at_most_0_9']
 
 
 def test_scale_model_split_and_closed_forms():

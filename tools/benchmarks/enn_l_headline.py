@@ -20,6 +20,8 @@ measurements (nothing is measured here):
   row with the highest mean; the dense BP is ``bp_dense``.
 - ``--throughput``: ``pipeline_speedup.py --config <recipe> --repeats R``
   records; the ratios are their medians of paired repeats.
+- ``--memory``: ``pipeline_speedup.py --config`` records (short runs) whose
+  processes report their peak resident memory: each stage's over BP's.
 - ``--scale``: ``enn_l_scale.py --measured`` outputs (the cost model's
   predictions at K = 2, 4, 8 and its K = 2 check on this machine).
 
@@ -123,21 +125,40 @@ def scale(runs) -> dict:
                               at_k=passes))
 
 
+def memory(runs) -> dict:
+    """Whole-process peak resident memory of each pipeline stage's process
+    over BP's (one process, the whole network), per paired repeat."""
+    path, r = runs
+    per_run = [x['stage_rss_over_bp'] for x in r['runs'] if 'stage_rss_over_bp' in x]
+    stages = list(zip(*per_run))
+    median = [round(statistics.median(s), 3) for s in stages]
+    return dict(source=path, config=r.get('config') or r.get('model'), size=r.get('size'),
+                batch=r.get('batch'), repeats=len(per_run), stage_rss_over_bp=median,
+                stage_rss_over_bp_range=[[min(s), max(s)] for s in stages],
+                peak_rss_mb=[x.get('peak_rss_mb') for x in r['runs']],
+                computed=dict(note='computed from the paired repeats above',
+                              goal_each_stage_at_most_0_9=all(m <= 0.9 for m in median)))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--accuracy', nargs='+', required=True, metavar='DATASET=JSON')
     p.add_argument('--bp', nargs='*', default=[], metavar='DATASET=JSON')
     p.add_argument('--throughput', nargs='*', default=[], metavar='MODEL=JSON')
     p.add_argument('--scale', nargs='*', default=[], metavar='MODEL=JSON')
+    p.add_argument('--memory', nargs='*', default=[], metavar='MODEL=JSON',
+                   help='pipeline_speedup.py --config records with each process\'s peak memory')
     p.add_argument('--out', required=True)
     args = p.parse_args(argv)
     acc, bp, speed = _pairs(args.accuracy), _pairs(args.bp), _pairs(args.throughput)
-    models = _pairs(args.scale)
+    models, mem = _pairs(args.scale), _pairs(args.memory)
     first = next(iter(acc.values()))[1]
     recipe = _row(first, next(iter(acc)), 'fast')['config']
     out = dict(recipe=recipe,
                accuracy={d: accuracy(d, acc[d], bp.get(d)) for d in acc},
                throughput={m: throughput(speed[m]) for m in speed})
+    if mem:
+        out['memory'] = {m: memory(mem[m]) for m in mem}
     if models:
         per_model = {m: scale(models[m]) for m in models}
         first = per_model[next(iter(models))]  # the recipe's own network first

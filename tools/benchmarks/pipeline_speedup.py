@@ -185,7 +185,7 @@ def run_single(args) -> dict:
         step(data)
         sync(device)
         times.append(time.perf_counter() - t)
-    return dict(images_per_s=args.batch * args.steps / sum(times),
+    return dict(images_per_s=args.batch * args.steps / sum(times), peak_rss_mb=peak_rss_mb(),
                 median_step_s=statistics.median(times))
 
 
@@ -242,7 +242,7 @@ def run_stage(args) -> dict:
     dist.all_gather_object(result, dict(stage=pipe.stage, busy=busy, elapsed=elapsed,
                                         blocks=pipe.blocks))
     slowest = max(r['elapsed'] for r in result)
-    return dict(images_per_s=args.batch * args.steps / slowest,
+    return dict(images_per_s=args.batch * args.steps / slowest, peak_rss_mb=peak_rss_mb(),
                 steady_step_s=round(slowest / args.steps, 3),
                 fill_drain_s=round(cold - cold_steps * slowest / args.steps, 3),
                 stage_busy=[round(r['busy'] / r['elapsed'], 3) for r in result],
@@ -263,7 +263,7 @@ def run_ddp(args) -> dict:
     data = dict(inputs=data['inputs'][rank * per_rank:(rank + 1) * per_rank],
                 data_samples=data['data_samples'][rank * per_rank:(rank + 1) * per_rank])
     slowest = timed_ranks(counted(ddp, optim), data, args, device, world)
-    return dict(images_per_s=per_rank * world * args.steps / slowest)
+    return dict(images_per_s=per_rank * world * args.steps / slowest, peak_rss_mb=peak_rss_mb())
 
 
 def timed_ranks(step, data, args, device, world: int) -> float:
@@ -309,7 +309,16 @@ def run_bp_pipe(args) -> dict:
     pipe = PipelinedBP(model, args.bp_cuts, r['bp_optim'], args.microbatches, rank, world,
                        device, args.schedule)
     slowest = timed_ranks(pipe.train_step, batch(args, device), args, device, world)
-    return dict(images_per_s=args.batch * args.steps / slowest)
+    return dict(images_per_s=args.batch * args.steps / slowest, peak_rss_mb=peak_rss_mb())
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (VmHWM), in MB."""
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return round(int(line.split()[1]) / 1024, 1)
+    return float('nan')
 
 
 def _free_port() -> int:
@@ -374,7 +383,8 @@ def measure_ranks(args, worker: str, warmup_s: float = 0.0) -> dict:
     outs = [p.communicate() for p in procs]
     results = [_result(o, f'{worker} {r}', p.returncode, e)
                for r, (p, (o, e)) in enumerate(zip(procs, outs))]
-    result = dict(results[0], images_per_s=min(r['images_per_s'] for r in results))
+    result = dict(results[0], images_per_s=min(r['images_per_s'] for r in results),
+                  peak_rss_mb=[r.get('peak_rss_mb') for r in results])
     print(f'{worker} ({n} x {args.threads} threads): {result}', file=sys.stderr)
     return result
 
@@ -483,8 +493,15 @@ def main():
                                      bp_equal_cores=bp_all['images_per_s']))
         if piped:
             ips = run['images_per_s']
-            ips['bp_ddp'] = measure_ranks(args, 'ddp', warm)['images_per_s']
+            ddp = measure_ranks(args, 'ddp', warm)
+            ips['bp_ddp'] = ddp['images_per_s']
             ips['pipeline'] = pipe['images_per_s']
+            # whole-process peak resident memory: each stage's process against BP's
+            run['peak_rss_mb'] = dict(pipeline=pipe['peak_rss_mb'], bp_ddp=ddp['peak_rss_mb'],
+                                      sequential=seq.get('peak_rss_mb'),
+                                      bp_equal_cores=bp_all.get('peak_rss_mb'))
+            run['stage_rss_over_bp'] = [round(x / bp_all['peak_rss_mb'], 3)
+                                        for x in pipe['peak_rss_mb']]
             run.update(vs_sequential=ips['pipeline'] / ips['sequential'],
                        vs_bp_equal_cores=ips['pipeline'] / ips['bp_equal_cores'],
                        vs_bp_ddp=ips['pipeline'] / ips['bp_ddp'])
@@ -509,7 +526,8 @@ def main():
     if piped:
         mid = median_run('vs_bp_equal_cores')
         record.update({k: mid[k] for k in ('stage_busy', 'stage_step_s', 'steady_step_s',
-                                           'fill_drain_s', 'assignment', 'plan_s')})
+                                           'fill_drain_s', 'assignment', 'plan_s',
+                                           'peak_rss_mb', 'stage_rss_over_bp')})
         for key in ('vs_sequential', 'vs_bp_equal_cores', 'vs_bp_ddp', 'vs_bp_pipelined'):
             if key not in runs[0]:
                 continue
@@ -526,7 +544,8 @@ def main():
                                                           'vs_bp_ddp', 'vs_bp_pipelined',
                                                           'plan_s') if k in r},
                            **{k: r[k] for k in ('bp_pipelined_microbatches',
-                                                'bp_pipelined_tried') if k in r})
+                                                'bp_pipelined_tried', 'peak_rss_mb',
+                                                'stage_rss_over_bp') if k in r})
                       for r in runs]
     print(json.dumps(record, indent=1))
 
