@@ -6,7 +6,7 @@ import re
 import statistics
 import subprocess
 
-__all__ = ['machine_info', 'median_range', 'paired_ratio', 'recipe']
+__all__ = ['machine_info', 'median_range', 'paired_ratio', 'recipe', 'status_kb']
 
 # the instruction sets that change BLAS and conv kernels between our machines
 FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'fma')
@@ -29,6 +29,26 @@ def machine_info() -> dict:
         have = set(flags.group(1).split())
         info['cpu_flags'] = [f for f in FLAGS if f in have]
     return info
+
+
+def status_kb(field: str) -> int:
+    """A memory field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``: the
+    peak resident set), in kB.
+
+    Args:
+        field (str): The field name.
+
+    Returns:
+        int: Its value in kB.
+
+    Raises:
+        RuntimeError: The field is not there (not Linux).
+    """
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
 
 
 def median_range(values, digits: int = 4):

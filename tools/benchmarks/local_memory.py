@@ -42,7 +42,7 @@ import subprocess
 import sys
 import time
 
-from _common import machine_info, paired_ratio
+from _common import machine_info, paired_ratio, status_kb
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -57,14 +57,6 @@ HEADS = {  # --heads choice (the label in the results) -> (local_head, local_obj
     'aux_net_recon': (dict(type='ENNAuxNetLocalHead'), INFOPRO),
     'downstream': (dict(type='ENNDownstreamLocalHead', depth=2), None),
 }
-
-
-def _status_kb(field: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise RuntimeError(f'{field} not in /proc/self/status')
 
 
 def worker(args) -> dict:
@@ -109,12 +101,12 @@ def worker(args) -> dict:
                               for i in range(args.batch)])
 
     gc.collect()
-    rss_before = _status_kb('VmRSS')
+    rss_before = status_kb('VmRSS')
     with open('/proc/self/clear_refs', 'w') as f:  # restart the peak (VmHWM) here
         f.write('5')
     with SavedTensorMeter() as meter:
         model.train_step(data, optim)
-    peak = _status_kb('VmHWM')
+    peak = status_kb('VmHWM')
     times = []
     for _ in range(args.steps):
         t = time.perf_counter()

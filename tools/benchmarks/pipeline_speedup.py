@@ -53,7 +53,7 @@ import subprocess
 import sys
 import time
 
-from _common import machine_info, median_range, recipe
+from _common import machine_info, median_range, recipe, status_kb
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -314,11 +314,7 @@ def run_bp_pipe(args) -> dict:
 
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far (VmHWM), in MB."""
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith('VmHWM:'):
-                return round(int(line.split()[1]) / 1024, 1)
-    return float('nan')
+    return round(status_kb('VmHWM') / 1024, 1)
 
 
 def _free_port() -> int:

@@ -339,8 +339,6 @@ SPEED_COLUMNS = [('vs_bp_threads', 'BP, 2 threads'), ('vs_ddp', 'DDP BP, 2 × 1'
 @section
 def enn_l_headline():
     """What the fast ENN-ℓ recipe gives: accuracy and throughput in one table each."""
-    if not osp.exists(osp.join(RESULTS, 'enn_l_headline.json')):
-        return ''
     h = load('enn_l_headline.json')
     rows = []
     for dataset, a in h['accuracy'].items():

@@ -49,7 +49,7 @@ import sys
 import tempfile
 import time
 
-from _common import machine_info, median_range, paired_ratio
+from _common import machine_info, median_range, paired_ratio, status_kb
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 METRICS = ('Recall@1', 'Recall@5', 'Recall@10', 'mAP@10')
@@ -102,11 +102,7 @@ def reset_peak():
 
 
 def peak_rss():
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith('VmHWM:'):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError('no VmHWM in /proc/self/status')
+    return status_kb('VmHWM') * 1024
 
 
 def make_data(args, n_gallery, seed=0):
