@@ -23,6 +23,7 @@ from .heads import (
     ENNConvAuxLocalHead,
     ENNDownstreamLocalHead,
     ENNFrozenLinearLocalHead,
+    ENNMomentumLocalHead,
     ENNPoolLinearLocalHead,
     ENNRandomProjectionLocalHead,
 )
@@ -46,7 +47,8 @@ from .plain import plain_checkpoint, plain_config, strip_local_heads
 __all__ = [
     'ENNLocalClassifier', 'ENNLocalOptimWrapperConstructor', 'ENNFrozenLinearLocalHead',
     'ENNPoolLinearLocalHead', 'ENNConvAuxLocalHead', 'ENNAuxNetLocalHead',
-    'ENNDownstreamLocalHead', 'ENNRandomProjectionLocalHead', 'ENNClassificationObjective',
+    'ENNDownstreamLocalHead', 'ENNRandomProjectionLocalHead', 'ENNMomentumLocalHead',
+    'ENNClassificationObjective',
     'ENNReconstructionObjective',
     'ENNSimilarityObjective', 'ENNPipelineParallel', 'ENNPipelineHook', 'ENNPipelineSampler',
     'ENNPipelineTrainLoop', 'CUT_PRESETS', 'plain_checkpoint', 'plain_config',

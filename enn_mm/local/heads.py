@@ -21,6 +21,10 @@ registered name               what it is
 ``ENNRandomProjectionLocalHead``  SLL-style: pooling, then a fixed seeded
                               random projection to the classes (no trained
                               weights at all)
+``ENNMomentumLocalHead``      MAN: an exponential moving average of the
+                              network's own next units (no gradient, no
+                              optimizer state), a learnable per-channel
+                              scale and bias, pool, linear
 ============================  ===============================================
 
 A feature is ``(N, C, H, W)`` (pooled over ``H, W``), ``(N, L, C)`` tokens
@@ -28,7 +32,10 @@ A feature is ``(N, C, H, W)`` (pooled over ``H, W``), ``(N, L, C)`` tokens
 ``num_params(in_shape, num_classes, **options)`` (checked against
 ``max_head_params`` before it is built) and a classmethod
 ``from_network(network, k, in_shape, num_classes, **options)`` if it is built
-from the network itself (as ``ENNDownstreamLocalHead`` is).
+from the network itself (as ``ENNDownstreamLocalHead`` is). A head that
+follows the network's weights defines ``momentum_update(modules)``, which
+``ENNLocalClassifier`` calls after every training step with the model's
+modules by name (as ``ENNMomentumLocalHead`` does).
 """
 import copy
 import inspect
@@ -45,7 +52,7 @@ from .partition import probing
 
 __all__ = ['ENNFrozenLinearLocalHead', 'ENNPoolLinearLocalHead', 'ENNConvAuxLocalHead',
            'ENNAuxNetLocalHead', 'ENNDownstreamLocalHead', 'ENNRandomProjectionLocalHead',
-           'build_local_head',
+           'ENNMomentumLocalHead', 'build_local_head',
            'registered_modules', 'LocalNetwork']
 
 
@@ -530,10 +537,14 @@ class LocalNetwork:
         return sorted((u for u in units if u in first and first[u] > at), key=first.get)
 
 
-def _taper(depth: int, min_depth: int, k: int, num_local: int) -> int:
+def _taper(depth: int, min_depth: int, k: int, num_local: int,
+           tau: Optional[float] = None) -> int:
     if num_local <= 1:
         return depth
-    return int(round(depth + (min_depth - depth) * k / (num_local - 1)))
+    t = k / (num_local - 1)
+    if tau is not None:  # AugLocal: max(1, round(d(1 - iτ/(K-2)) + iτ/(K-2)))
+        return max(1, round(depth * (1 - t * tau) + t * tau))
+    return int(round(depth + (min_depth - depth) * t))
 
 
 def _fresh(module: nn.Module) -> nn.Module:
@@ -596,7 +607,9 @@ class ENNDownstreamLocalHead(nn.Module):
     transitions after it), all of those are copied. They are dense, newly
     initialized and share no tensor with the network. The number of copies
     tapers linearly from ``depth`` at the first block to ``min_depth`` at the
-    last local block (AugLocal uses fewer near the output).
+    last local block (AugLocal uses fewer near the output), or with ``tau``
+    as AugLocal's pyramid: ``max(1, round(d(1 − iτ/(L−1)) + iτ/(L−1)))`` for
+    local block ``i`` of ``L`` (τ = 0.5 in AugLocal).
 
     With ``width`` w != 1 the copies are w times as wide (every conv and
     batch norm of a copy has ``round(w·c)`` channels where the original has
@@ -628,7 +641,8 @@ class ENNDownstreamLocalHead(nn.Module):
                      num_classes: int, depth: Union[int, Sequence[int]] = 2,
                      min_depth: int = 1, units: Optional[Sequence[str]] = None,
                      num_local: Optional[int] = None,
-                     width: float = 1.0) -> 'ENNDownstreamLocalHead':
+                     width: float = 1.0,
+                     tau: Optional[float] = None) -> 'ENNDownstreamLocalHead':
         """Build block ``k``'s head.
 
         Args:
@@ -648,13 +662,18 @@ class ENNDownstreamLocalHead(nn.Module):
                 builder). Defaults to the number of cut points.
             width (float): Width factor of the copies (see the class).
                 Defaults to 1.
+            tau (float, optional): AugLocal's pyramid factor in ``[0, 1]``:
+                the copies taper from ``depth`` by its rule instead of
+                linearly to ``min_depth`` (which is then not used). Defaults
+                to None.
 
         Returns:
             ENNDownstreamLocalHead: The head; its ``copied`` attribute lists
             the module names of the units it copies.
 
         Raises:
-            ValueError: ``width`` <= 0, or != 1 on a feature that is not
+            ValueError: ``tau`` outside ``[0, 1]``; ``width`` <= 0, or != 1
+                on a feature that is not
                 ``(C, H, W)`` or with a copied unit that has layers other
                 than Conv2d and BatchNorm2d to narrow; ``depth`` or
                 ``min_depth`` is negative, ``depth``
@@ -668,6 +687,9 @@ class ENNDownstreamLocalHead(nn.Module):
         if not width > 0:
             raise ValueError(f'ENNDownstreamLocalHead: width={width} must be > 0 (1: copies as '
                              'wide as the network, 0.5: half the channels).')
+        if tau is not None and not 0 <= tau <= 1:
+            raise ValueError(f'ENNDownstreamLocalHead: tau={tau} must be in [0, 1] (AugLocal '
+                             'uses 0.5; 0 keeps depth for every block).')
         if width != 1:
             _need_map('ENNDownstreamLocalHead with width != 1', in_shape, 'use width=1')
         later = network.downstream(k, units)
@@ -682,7 +704,7 @@ class ENNDownstreamLocalHead(nn.Module):
                     f'ENNDownstreamLocalHead: depth={depth} copies, but only {first_later} '
                     'units run after the first block; it reaches past the end of the network. Use '
                     f'depth <= {first_later}.')
-            d = min(_taper(depth, min_depth, k, num_local), len(later))
+            d = min(_taper(depth, min_depth, k, num_local, tau), len(later))
         else:
             if len(depth) != num_local:
                 raise ValueError(f'ENNDownstreamLocalHead: {len(depth)} depths for {num_local} '
@@ -714,6 +736,178 @@ class ENNDownstreamLocalHead(nn.Module):
             Tensor: Logits ``(N, num_classes)``.
         """
         return self.fc(_pool(self.blocks(x)))
+
+
+
+def _frozen(module: nn.Module) -> nn.Module:
+    """``module`` with every parameter turned into a buffer (no gradient, no
+    optimizer state) and its batch norms normalizing with the statistics of
+    the batch (no running statistics of their own), in place."""
+    for m in module.modules():
+        for name, p in list(m._parameters.items()):
+            if p is not None:
+                del m._parameters[name]
+                m.register_buffer(name, p.detach().clone())
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.track_running_stats = False
+            m.running_mean = m.running_var = m.num_batches_tracked = None
+    return module
+
+
+class _ChannelAffine(nn.Module):
+    """A learnable per-channel scale (from 1) and bias (from 0)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = (1, -1, 1, 1) if x.dim() == 4 else (1, ) * (x.dim() - 1) + (-1, )
+        return x * self.weight.view(shape) + self.bias.view(shape)
+
+
+@MODELS.register_module()
+class ENNMomentumLocalHead(nn.Module):
+    """MAN (Momentum Auxiliary Network): the head of block ``k`` runs an
+    exponential moving average of the network's own units that follow block
+    ``k``'s cut point, each followed by a learnable per-channel scale and
+    bias, then global pooling and a linear layer.
+
+    The averaged copies are buffers: the head's loss trains only the scale,
+    bias and linear layer (and, through the head's input, block ``k``); it
+    never changes the copies and no gradient reaches the units they follow.
+    At the start of every training step, before any block trains,
+    ``ENNLocalClassifier`` calls :meth:`momentum_update`: each copied tensor
+    ``e`` moves toward the network's current dense weight ``w`` (the
+    ``Q·diag(λ)·Pᵀ`` of an ENN layer) as ``e ← m·e + (1 − m)·w``; on the
+    first step ``e ← w``, so the head starts from the network's initial
+    weights. The copies' batch norms normalize with the batch's statistics.
+
+    In a pipelined run the units a head follows must be trained by the same
+    stage (``ENNPipelineParallel`` refuses the split otherwise).
+
+    Build it with :meth:`from_network` (``build_local_head`` does).
+
+    Args:
+        blocks (Sequence[nn.Module]): Dense copies of the followed units, in
+            order; their parameters become buffers.
+        in_shape (Sequence[int]): Feature shape of the block output (not
+            used by the constructor).
+        num_classes (int): Number of classes.
+        channels (Sequence[int]): Channels of each copy's output.
+        momentum (float): ``m`` in ``[0, 1)``. Defaults to 0.99.
+    """
+
+    def __init__(self, blocks: Sequence[nn.Module], in_shape: Sequence[int], num_classes: int,
+                 channels: Sequence[int], momentum: float = 0.99):
+        super().__init__()
+        # the followed tensors, as the dense copy names them ('conv1.weight')
+        self.tracked = [[n for n, _ in b.named_parameters()] for b in blocks]
+        self.blocks = nn.ModuleList(_frozen(b) for b in blocks)
+        self.affine = nn.ModuleList(_ChannelAffine(c) for c in channels)
+        self.fc = nn.Linear(channels[-1], num_classes)
+        self.momentum = float(momentum)
+        self.register_buffer('steps', torch.zeros((), dtype=torch.long))
+        self.copied: List[str] = []
+
+    @classmethod
+    def from_network(cls, network: LocalNetwork, k: int, in_shape: Sequence[int],
+                     num_classes: int, depth: int = 1, momentum: float = 0.99,
+                     units: Optional[Sequence[str]] = None) -> 'ENNMomentumLocalHead':
+        """Build block ``k``'s head.
+
+        Args:
+            network (LocalNetwork): The network whose units the head follows.
+            k (int): Index of the block the head belongs to.
+            in_shape (Sequence[int]): Feature shape of block ``k``'s output.
+            num_classes (int): Number of classes.
+            depth (int): How many of the units that run right after block
+                ``k``'s cut point to follow. Defaults to 1 (MAN: the next
+                block).
+            momentum (float): EMA momentum ``m`` in ``[0, 1)``. Defaults to
+                0.99.
+            units (list[str], optional): Module names of the candidate
+                units. Defaults to the residual blocks of a ResNet or the
+                layers of a ViT.
+
+        Returns:
+            ENNMomentumLocalHead: The head; ``copied`` lists the module names
+            of the units it follows.
+
+        Raises:
+            ValueError: ``momentum`` outside ``[0, 1)``, ``depth`` < 1, fewer
+                than ``depth`` units run after block ``k`` (none: no later
+                unit to follow), or the units do not chain on block ``k``'s
+                output.
+            TypeError: ``units`` is not given and the backbone has no known
+                units.
+        """
+        if not 0 <= momentum < 1:
+            raise ValueError(f'ENNMomentumLocalHead: momentum={momentum} must be in [0, 1) '
+                             '(MAN: close to 1, e.g. 0.99).')
+        if not isinstance(depth, int) or depth < 1:
+            raise ValueError(f'ENNMomentumLocalHead: depth={depth!r} must be an int >= 1 (the '
+                             'number of later units the head follows).')
+        later = network.downstream(k, units)
+        where = network.partition.describe(k)
+        if len(later) < depth:
+            raise ValueError(
+                f'ENNMomentumLocalHead of {where}: it follows the {depth} unit(s) that run after '
+                f'its cut point, but only {len(later)} do ({later}): there is no later block '
+                'to average. Use a smaller depth, another head for this block (local_head as a '
+                "list, e.g. dict(type='ENNPoolLinearLocalHead') there), or cut earlier.")
+        chosen = later[:depth]
+        modules = dict(network.model.named_modules())
+        copies = [export_dense(copy.deepcopy(modules[n])) for n in chosen]
+        channels, x = [], torch.zeros(2, *in_shape)
+        try:
+            with torch.no_grad():
+                for m in copies:
+                    training = m.training
+                    x = main_output(m.eval()(x))
+                    m.train(training)
+                    channels.append(_channels(tuple(x.shape[1:])))
+        except RuntimeError as e:
+            raise ValueError(f'ENNMomentumLocalHead of {where}: the units {chosen} do not chain '
+                             f'on its {tuple(in_shape)} output ({str(e).splitlines()[0]}). Give '
+                             'units= that take this feature in turn.') from None
+        head = cls(copies, in_shape, num_classes, channels, momentum)
+        head.copied = list(chosen)
+        return head
+
+    @torch.no_grad()
+    def momentum_update(self, modules: Dict[str, nn.Module]) -> None:
+        """One EMA step toward the followed units' current weights (a copy
+        on the first step).
+
+        Args:
+            modules (dict[str, nn.Module]): The model's modules by name
+                (``dict(model.named_modules())``).
+        """
+        rate = 1.0 if int(self.steps) == 0 else 1.0 - self.momentum
+        for name, copy_, tracked in zip(self.copied, self.blocks, self.tracked):
+            source = modules[name]
+            for path in tracked:
+                owner, _, attr = path.rpartition('.')
+                # an ENN layer's `weight` is its computed dense Q·diag(λ)·Pᵀ
+                value = getattr(source.get_submodule(owner), attr)
+                copy_.get_buffer(path).lerp_(value.detach().to(copy_.get_buffer(path)), rate)
+        self.steps += 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Run the averaged copies with their scales and biases, pool, and
+        apply the linear layer.
+
+        Args:
+            x (Tensor): Block output, ``in_shape`` per sample.
+
+        Returns:
+            Tensor: Logits ``(N, num_classes)``.
+        """
+        for block, affine in zip(self.blocks, self.affine):
+            x = affine(main_output(block(x)))
+        return self.fc(_pool(x))
 
 
 def _shape_changers(later, network, modules):

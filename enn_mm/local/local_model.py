@@ -310,6 +310,41 @@ class ENNLocalClassifier(MixinModel):
                 "'ENNOptimWrapperConstructor' (its default for ENN models).")
         return wrappers
 
+    def momentum_sources(self, k: int) -> List[int]:
+        """The blocks whose weights block ``k``'s local head follows
+        (``momentum_update``), sorted; empty for other heads.
+
+        Args:
+            k (int): Index of a local block (not the last).
+
+        Returns:
+            list[int]: Indices of the blocks that own the followed units'
+            parameters.
+        """
+        head = getattr(self, HEADS_KEY)[block_key(k)]
+        if not hasattr(head, 'momentum_update'):
+            return []
+        prefixes = tuple(f'{n}.' for n in getattr(head, 'copied', ()))
+        return sorted({b for b, names in enumerate(self.local_partition.params)
+                       if any(n.startswith(prefixes) for n in names)})
+
+    def momentum_update(self, blocks: Optional[Sequence[int]] = None) -> None:
+        """Move the local heads that follow the network's weights
+        (``ENNMomentumLocalHead``) one EMA step toward them.
+
+        Args:
+            blocks (Sequence[int], optional): The blocks whose heads to
+                update. Defaults to all.
+        """
+        heads = getattr(self, HEADS_KEY)
+        todo = [heads[block_key(k)] for k in range(self.num_blocks - 1)
+                if (blocks is None or k in blocks)
+                and hasattr(heads[block_key(k)], 'momentum_update')]
+        if todo:
+            modules = dict(self.named_modules())
+            for head in todo:
+                head.momentum_update(modules)
+
     # ------------------------------------------------------------- training
     def train_step(self, data, optim_wrapper) -> Dict[str, Tensor]:
         """One ENN-ℓ step: every block's loss, backward and optimizer step.
@@ -332,6 +367,7 @@ class ENNLocalClassifier(MixinModel):
         inputs, samples = data['inputs'], data['data_samples']
         step = LocalStep(self, wrappers, targets_of(samples),
                          penalty_weight=self.penalty_weight(step_index), image=inputs)
+        self.momentum_update()  # the heads that follow later blocks, before any block trains
 
         with self.cut_hooks(step.local_update), wrappers[-1].optim_context(self):
             losses = step.final_losses(inputs, samples)

@@ -47,7 +47,7 @@ from .planning import (
     time_stage,
     training_twin,
 )
-from .stage import check_segments, run_blocks
+from .stage import check_followed, check_segments, run_blocks
 from .step import HEADS_KEY, OBJECTIVES_KEY, block_key, targets_of
 from .transport import StageLink, comm_device
 
@@ -176,8 +176,9 @@ class ENNPipelineParallel(nn.Module):
 
         Raises:
             ValueError: The ``assignment`` does not list blocks ``0..K-1`` in
-                order in ``stages`` non-empty stages, or a stage cannot run
-                on its own (:func:`check_segments`).
+                order in ``stages`` non-empty stages, a stage cannot run
+                on its own (:func:`check_segments`), or a momentum head
+                follows a block of another stage (:func:`check_followed`).
         """
         if self.blocks is not None:
             return self.blocks
@@ -220,6 +221,7 @@ class ENNPipelineParallel(nn.Module):
         print_log(f'ENN-ℓ pipeline: {self.num_stages} stages × {self.replicas} replicas '
                   f'(this rank: stage {self.stage}, replica {self.replica})\n' +
                   '\n'.join(lines), logger='current')
+        check_followed(model, blocks)
         self.blocks = blocks
         params = dict(model.named_parameters())
         self._block_params = [[params[n] for n in model.block_param_names(b)]
@@ -339,6 +341,7 @@ class ENNPipelineParallel(nn.Module):
                                  f'{want}: pipelining needs the input size given as '
                                  f'input_shape {model.local_input_shape}.')
             inputs, samples = None, None
+        model.momentum_update(blocks)
         log_vars, out = run_blocks(
             model, self.record, wrappers, blocks, target,
             # the step this is: the updates so far of this stage's first block

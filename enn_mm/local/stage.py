@@ -29,7 +29,7 @@ from .partition import Partition, main_tensor, probing
 from .step import LocalStep
 
 __all__ = ['StageDone', 'TensorSpec', 'PROBE_BATCH', 'materialize', 'stub_prefix',
-           'model_input', 'exit_at', 'check_segments', 'run_blocks']
+           'model_input', 'exit_at', 'check_segments', 'check_followed', 'run_blocks']
 
 PROBE_BATCH = 3
 
@@ -250,6 +250,30 @@ def check_segments(model: nn.Module, partition: Partition, record,
                     'pass (the forward carries something other than the cut output past '
                     'that cut point, e.g. a skip from the input). Choose other stage '
                     'boundaries with `stages=[[...], ...]`, or other cut points.')
+
+
+def check_followed(model: nn.Module, blocks: List[List[int]]) -> None:
+    """Check that every local head that follows later blocks' weights
+    (``ENNMomentumLocalHead``) is in the stage that trains them: it reads
+    them in place, and another stage's weights live in another process.
+
+    Args:
+        model (ENNLocalClassifier): The model.
+        blocks (list[list[int]]): The blocks of each stage.
+
+    Raises:
+        ValueError: A head follows a block that another stage trains.
+    """
+    stage_of = {b: s for s, g in enumerate(blocks) for b in g}
+    for b in range(model.num_blocks - 1):
+        away = [o for o in model.momentum_sources(b) if stage_of[o] != stage_of[b]]
+        if away:
+            raise ValueError(
+                f'the local head of {model.local_partition.describe(b)} (stage {stage_of[b]}) '
+                f'follows the weights of block {away[0]}, which stage {stage_of[away[0]]} '
+                'trains: a momentum head reads the units it averages in place, so they must be '
+                'in its own stage. Give an assignment that keeps them together, or another '
+                'local head for that block (local_head as a list).')
 
 
 def run_blocks(model: nn.Module, record, wrappers: List, blocks: List[int], target: Tensor,

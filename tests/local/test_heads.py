@@ -33,6 +33,10 @@ RECIPES = {
     'aux_net_dgl': dict(local_head=dict(type='ENNAuxNetLocalHead', num_convs=2, pool_size=2,
                                         hidden=(32, 32))),
     'downstream': dict(local_head=dict(type='ENNDownstreamLocalHead', depth=2)),
+    'downstream_pyramid': dict(local_head=dict(type='ENNDownstreamLocalHead', depth=3, tau=0.5)),
+    # nothing but the pooled FC runs after the last cut point: no unit to follow there
+    'momentum': dict(local_head=[dict(type='ENNMomentumLocalHead', momentum=0.9)] * 4
+                     + [dict(type='ENNPoolLinearLocalHead')]),
     'reconstruction': dict(local_head=dict(type='ENNAuxNetLocalHead'), local_objectives=INFOPRO),
     'similarity': dict(local_head=dict(type='ENNPoolLinearLocalHead'), local_objectives=PREDSIM),
     'mixed_list': dict(local_head=[dict(type='ENNDownstreamLocalHead', depth=3),
@@ -65,13 +69,16 @@ def test_no_gradient_crosses_a_block_boundary(recipe, path):
             p.requires_grad for p in model.local_heads[f'block{k}'].parameters())
         assert any(n.startswith('local_heads.') for n in own) == trained_head
     # a later block's loss leaves every earlier block untouched, bit for bit:
-    # scramble blocks 3-5 and their heads, train again from the same start
+    # scramble blocks 3-5 and their heads, train again from the same start. (A
+    # momentum head reads the weights, not the gradients, of the next block:
+    # block 2's follows block 3, so scramble 4-5 there.)
+    later = (4, 5) if recipe == 'momentum' else (3, 4, 5)
     scrambled = copy.deepcopy(model)
     scrambled.load_state_dict(before)
     model.load_state_dict(before)
     with torch.no_grad():
         params = dict(scrambled.named_parameters())
-        for k in (3, 4, 5):
+        for k in later:
             for n in scrambled.block_param_names(k):
                 params[n].copy_(torch.randn_like(params[n]) * 3)
     results = []
@@ -171,7 +178,8 @@ def test_registered_names_and_a_user_head():
 
 
 HEADS = ['ENNAuxNetLocalHead', 'ENNConvAuxLocalHead', 'ENNDownstreamLocalHead',
-         'ENNFrozenLinearLocalHead', 'ENNPoolLinearLocalHead', 'ENNRandomProjectionLocalHead']
+         'ENNFrozenLinearLocalHead', 'ENNMomentumLocalHead', 'ENNPoolLinearLocalHead',
+         'ENNRandomProjectionLocalHead']
 OBJECTIVES = ['ENNClassificationObjective', 'ENNReconstructionObjective',
               'ENNSimilarityObjective']
 
@@ -343,3 +351,87 @@ def test_narrow_downstream_heads_refuse_token_features():
         MODELS.build(dict(type='ENNLocalClassifier', model=copy.deepcopy(TINY_VIT),
                           cuts=dict(preset='vit', every=1), input_shape=(3, 32, 32),
                           local_head=dict(type='ENNDownstreamLocalHead', width=0.5)))
+
+
+@pytest.mark.parametrize('path', [LOCAL_CFG, LOCAL_DENSE_CFG])
+def test_momentum_heads_follow_the_ema_rule_and_not_their_loss(path):
+    """MAN: each head holds buffer copies of the next unit; at the start of a
+    step they become m·e + (1 − m)·w of the network's dense weight (w itself
+    on the first step); the head's loss trains only its scale, bias and
+    linear layer; resuming from the state dict continues exactly."""
+    from enn_mm.local import ENNMomentumLocalHead
+    m = 0.9
+    model = build(path, cuts='resnet_block', **RECIPES['momentum'])
+    modules = dict(model.named_modules())
+    heads = [model.local_heads[f'block{k}'] for k in range(4)]
+    assert all(isinstance(h, ENNMomentumLocalHead) for h in heads)
+    # cuts: stem, layer1.0, layer1.1, layer2.0, layer2.1: each head follows
+    # the unit after its cut (the last cut has none after it: refused, see below)
+    assert [h.copied for h in heads] == [['backbone.layer1.0'], ['backbone.layer1.1'],
+                                         ['backbone.layer2.0'], ['backbone.layer2.1']]
+    assert [model.momentum_sources(k) for k in range(4)] == [[1], [2], [3], [4]]
+    for h in heads:
+        trainable = {n for n, p in h.named_parameters()}
+        assert trainable == {'affine.0.weight', 'affine.0.bias', 'fc.weight', 'fc.bias'}
+
+    def dense(name, k):  # the network's dense weight (ENN: Q·diag(λ)·Pᵀ) of a tracked tensor
+        src = modules[heads[k].copied[0]]
+        owner, _, attr = name.rpartition('.')
+        return getattr(src.get_submodule(owner), attr).detach().clone()
+
+    def copies(k):
+        return {n: heads[k].blocks[0].get_buffer(n).clone() for n in heads[k].tracked[0]}
+
+    optim = OptimWrapperDict(**{f'block{k}': CheckedWrapper(model, k, {})
+                                for k in range(model.num_blocks)})
+    for step in range(3):
+        e_before = [copies(k) for k in range(4)]
+        w_before = [{n: dense(n, k) for n in heads[k].tracked[0]} for k in range(4)]
+        model.train_step(batch(16, seed=step), optim)
+        for k in range(4):
+            for n, e in copies(k).items():
+                w = w_before[k][n]
+                want = w if step == 0 else e_before[k][n] * m + w * (1 - m)
+                assert torch.allclose(e, want, atol=1e-6, rtol=1e-5), (step, k, n)
+        assert int(heads[0].steps) == step + 1
+        if step == 0:  # the followed units trained: the copies now lag them
+            assert any(not torch.equal(e, dense(n, 0)) for n, e in copies(0).items())
+    # a state dict carries the copies and the step count: the same next step
+    twin = build(path, cuts='resnet_block', **RECIPES['momentum'])
+    twin.load_state_dict(model.state_dict())
+    for mod in (model, twin):
+        o = OptimWrapperDict(**{f'block{k}': CheckedWrapper(mod, k, {})
+                                for k in range(mod.num_blocks)})
+        mod.train_step(batch(16, seed=7), o)
+    for (n, a), (_, b) in zip(model.state_dict().items(), twin.state_dict().items()):
+        assert torch.equal(a, b), n
+
+
+def test_momentum_head_bad_input():
+    with pytest.raises(ValueError, match=r'block 4 .*only 0 do .*no later block to average.*'
+                                         r'another head for this block'):
+        local(cuts='resnet_block', local_head=dict(type='ENNMomentumLocalHead'))
+    with pytest.raises(ValueError, match=r'momentum=1.0 must be in \[0, 1\)'):
+        local(cuts='resnet_stage', local_head=dict(type='ENNMomentumLocalHead', momentum=1.0))
+    with pytest.raises(ValueError, match='depth=0 must be an int >= 1'):
+        local(cuts='resnet_stage', local_head=dict(type='ENNMomentumLocalHead', depth=0))
+    # the fix the message names: another head where nothing is left to follow
+    model = local(cuts='resnet_block', local_head=[dict(type='ENNMomentumLocalHead')] * 4
+                  + [dict(type='ENNPoolLinearLocalHead')])
+    assert model.momentum_sources(3) == [4] and model.momentum_sources(4) == []
+
+
+def test_downstream_pyramid_depth_is_auglocal_rule():
+    """tau: AugLocal's max(1, round(d(1 − iτ/(L−1)) + iτ/(L−1))), Python's
+    round; here d = 4, L = 5, τ = 0.5 -> 4, 4, 3, 3, 2, capped by the units
+    left after each block (4, 3, 2, 1, 0)."""
+    from enn_mm.local.heads import _taper
+    assert [_taper(4, 1, i, 5, 0.5) for i in range(5)] == [4, 4, 3, 3, 2]
+    assert [_taper(4, 1, i, 5, 0.0) for i in range(5)] == [4] * 5
+    assert [_taper(4, 1, i, 5, 1.0) for i in range(5)] == [4, 3, 2, 2, 1]
+    model = local(cuts='resnet_block', local_head=dict(type='ENNDownstreamLocalHead', depth=4,
+                                                       tau=0.5))
+    got = [len(model.local_heads[f'block{k}'].copied) for k in range(5)]
+    assert got == [4, 3, 2, 1, 0]
+    with pytest.raises(ValueError, match=r'tau=1.5 must be in \[0, 1\]'):
+        local(cuts='resnet_block', local_head=dict(type='ENNDownstreamLocalHead', tau=1.5))

@@ -196,11 +196,17 @@ def test_pipeline_sampler_shards_over_replicas_as_data_parallel_does(monkeypatch
         ENNPipelineSampler(dataset, stages=2)
 
 
-def test_the_wrapper_plans_itself_and_steps_as_one_process():
+MOMENTUM = dict(local_head=[dict(type='ENNMomentumLocalHead', momentum=0.5)] * 4
+                + [dict(type='ENNPoolLinearLocalHead')])
+
+
+@pytest.mark.parametrize('local', [{}, MOMENTUM], ids=['frozen_heads', 'momentum_heads'])
+def test_the_wrapper_plans_itself_and_steps_as_one_process(local):
     """Without ENNPipelineHook the first train_step plans; a one-stage
-    pipeline's step equals the model's own train_step bit for bit."""
+    pipeline's step equals the model's own train_step bit for bit (momentum
+    heads included: the stage moves them as the model does)."""
     from mmengine.optim import build_optim_wrapper
-    model = build(LOCAL_CFG)
+    model = build(LOCAL_CFG, **local)
     twin = copy.deepcopy(model)
     data = batch(8)
     optim = dict(constructor='ENNLocalOptimWrapperConstructor',
@@ -213,6 +219,20 @@ def test_the_wrapper_plans_itself_and_steps_as_one_process():
     assert got.keys() == want.keys()
     for (name, p), q in zip(model.named_parameters(), twin.parameters()):
         assert torch.equal(p, q), name
+    for (name, b), c in zip(model.named_buffers(), twin.buffers()):
+        assert torch.equal(b, c), name
+
+
+def test_momentum_heads_stay_with_the_blocks_they_follow():
+    """A momentum head reads the next block's weights in place: a split that
+    puts them on different stages is refused, naming both and the fix."""
+    from enn_mm.local.stage import check_followed
+    model = build(LOCAL_CFG, cuts='resnet_block', **MOMENTUM)  # head k follows block k + 1
+    check_followed(model, [list(range(6))])
+    check_followed(model, [[0, 1, 2, 3, 4], [5]])  # block 4's pooled head follows nothing
+    with pytest.raises(ValueError, match=r'block 2 .*\(stage 0\) follows the weights of block 3, '
+                                         r'which stage 1 trains.*assignment.*another local head'):
+        check_followed(model, [[0, 1, 2], [3, 4, 5]])
 
 
 def test_loop_registers_the_pipeline_hook_once(fmnist_root, tmp_path):

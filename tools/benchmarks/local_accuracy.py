@@ -160,6 +160,21 @@ VARIANTS = {
         'configs/enn_local/resnet18w16_fmnist.py',
         dict(_local(['backbone.layer1.0'],
                     dict(type='ENNDownstreamLocalHead', depth=2, width=0.5)), **RETRACT1)),
+    # MAN: the head follows (EMA, no gradient) the next units, with a learnable
+    # per-channel scale and bias: the fast recipe's split and depth
+    'l10_momentum2_retract1': ('configs/enn_local/resnet18w16_fmnist.py',
+                               dict(_local(['backbone.layer1.0'],
+                                           dict(type='ENNMomentumLocalHead', depth=2)),
+                                    **RETRACT1)),
+    'l10_momentum1_retract1': ('configs/enn_local/resnet18w16_fmnist.py',
+                               dict(_local(['backbone.layer1.0'],
+                                           dict(type='ENNMomentumLocalHead', depth=1)),
+                                    **RETRACT1)),
+    # AugLocal's pyramid (tau = 0.5) on the paper's per-block split
+    'block_downstream3_tau_retract1': ('configs/enn_local/resnet18w16_fmnist.py',
+                                       dict(_local('resnet_block',
+                                                   dict(type='ENNDownstreamLocalHead', depth=3,
+                                                        tau=0.5)), **RETRACT1)),
     'two_randproj2_retract1': ('configs/enn_local/resnet18w16_fmnist.py',
                                dict(_local(TWO, dict(type='ENNRandomProjectionLocalHead',
                                                      pool_size=2)), **RETRACT1)),
@@ -358,7 +373,10 @@ def describe(name: str) -> str:
              'downstream_w050': 'downstream heads (AugLocal, depth 2, width 0.5)',
              'downstream1_w050': 'downstream heads (AugLocal, depth 1, width 0.5)',
              'randproj': 'fixed random projection heads (SLL)',
-             'randproj2': 'fixed random projection heads (SLL, 2×2 pooled)'}[rest]
+             'randproj2': 'fixed random projection heads (SLL, 2×2 pooled)',
+             'downstream3_tau': 'downstream heads (AugLocal pyramid, depth 3, tau 0.5)',
+             'momentum1': 'momentum heads (MAN: EMA of the next unit)',
+             'momentum2': 'momentum heads (MAN: EMA of the next 2 units)'}[rest]
     where = {'block': 'per block (paper\'s split, K = 8)', 'stage': 'per stage (K = 3)',
              'two': 'two blocks (K = 2, cut after layer2.0)',
              'l1': 'two blocks (K = 2, cut after layer1)',
