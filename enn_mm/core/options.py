@@ -37,6 +37,13 @@ class ENNOptions:
             step only, weighted ``n·gamma`` so its average pull is unchanged
             (it costs about as much as materializing the weights; the
             paper's setting is 1).
+        penalty_probes (int, optional): Estimate the penalty from this many
+            random probes per basis instead of forming ``BᵀB``:
+            ``(1/k)·‖Bᵀ(BZ) − Z‖²_F`` with Rademacher ``Z`` is unbiased in
+            value and gradient and costs ``O(n·r·k)`` instead of
+            ``O(n·r²)`` (:func:`enn_mm.core.basis_penalty`). The probes are
+            a function of the step and the basis, the same on every
+            data-parallel replica. ``None`` (default) is exact.
         include (Sequence[str]): Glob patterns of module names to convert
             (default: every layer of ``types``).
         exclude (Sequence[str]): Glob patterns of module names to keep dense.
@@ -50,12 +57,15 @@ class ENNOptions:
 
     Raises:
         ValueError: An unknown ``ortho`` or ``compute`` mode, a negative
-            ``gamma``, or an interval that is not a positive integer.
+            ``gamma``, an interval that is not a positive integer, or
+            ``penalty_probes`` that is not a positive integer or is given
+            without a penalty.
     """
     ortho: str = 'retract'
     gamma: Optional[float] = None
     retract_interval: int = 10
     penalty_interval: int = 1
+    penalty_probes: Optional[int] = None
     include: Sequence[str] = ()
     exclude: Sequence[str] = ()
     types: Sequence[str] = ('Conv2d', 'Linear')
@@ -77,6 +87,16 @@ class ENNOptions:
             value = getattr(self, key)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f'ENN {key} must be a positive integer, got {value!r}.')
+        if self.penalty_probes is not None:
+            if isinstance(self.penalty_probes, bool) or not isinstance(self.penalty_probes, int) \
+                    or self.penalty_probes <= 0:
+                raise ValueError(f'ENN penalty_probes must be a positive integer (e.g. 4), got '
+                                 f'{self.penalty_probes!r}; None computes the penalty exactly.')
+            if self.gamma <= 0:
+                raise ValueError(
+                    f'ENN penalty_probes={self.penalty_probes} estimates the orthonormality '
+                    f'penalty, but ortho={self.ortho!r} with gamma={self.gamma:g} has none: '
+                    "set ortho='penalty' (or a gamma > 0), or drop penalty_probes.")
         for key in ('include', 'exclude', 'types'):
             value = getattr(self, key)
             setattr(self, key, (value, ) if isinstance(value, str) else tuple(value))

@@ -268,14 +268,21 @@ class ENNLocalClassifier(MixinModel):
         return self.enn_options.penalty_weight(step)
 
     def block_bases(self) -> List[list]:
-        """The bases each block owns, in ``orthogonality_penalty``'s order."""
+        """The bases each block owns, in ``orthogonality_penalty``'s order,
+        each with its position among all the model's bases (which seeds its
+        probes, ``penalty_probes``).
+
+        Returns:
+            list[list[tuple[int, Tensor]]]: ``(position, basis)`` pairs of
+            each block.
+        """
         params = dict(self.named_parameters())
         owner = {id(params[n]): k for k, names in enumerate(self.local_partition.params)
                  for n in names}
         out = [[] for _ in range(self.num_blocks)]
-        for B in bases(self):
+        for i, B in enumerate(bases(self)):
             if id(B) in owner:  # a frozen basis is in no block's penalty
-                out[owner[id(B)]].append(B)
+                out[owner[id(B)]].append((i, B))
         return out
 
     def block_wrappers(self, optim_wrapper) -> List[OptimWrapper]:

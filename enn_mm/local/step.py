@@ -7,12 +7,12 @@ weight of the step is passed in (``ENNLocalClassifier.penalty_weight``); the
 optimizer wrappers are duck-typed (mmengine's ``OptimWrapper`` interface).
 """
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from ..core.ortho import basis_penalty
+from ..core.ortho import basis_penalty, probe_seed
 from .partition import main_tensor
 
 __all__ = ['LocalStep', 'block_key', 'block_penalty', 'log_block', 'targets_of',
@@ -50,18 +50,23 @@ def targets_of(data_samples) -> Tensor:
     return torch.cat([s.gt_label for s in data_samples])
 
 
-def block_penalty(block_bases: Sequence[Tensor]) -> Optional[Tensor]:
+def block_penalty(block_bases: Sequence[Tuple[int, Tensor]], probes: Optional[int] = None,
+                  step: int = 0) -> Optional[Tensor]:
     """The orthonormality penalty of one block's bases (``None`` if it owns
-    none). Same order and arithmetic as ``orthogonality_penalty``: with one
-    block the two agree bit for bit.
+    none). Same order, arithmetic and probes as ``orthogonality_penalty``:
+    with one block the two agree bit for bit.
 
     Args:
-        block_bases (Sequence[Tensor]): The block's bases.
+        block_bases (Sequence[tuple[int, Tensor]]): The block's bases with
+            their positions among the model's (``block_bases``).
+        probes (int, optional): Probes per basis (``penalty_probes``);
+            ``None`` is exact.
+        step (int): Training step, which seeds the probes. Defaults to 0.
 
     Returns:
         Tensor | None: The sum of their ``basis_penalty`` terms.
     """
-    terms = [basis_penalty(B) for B in block_bases]
+    terms = [basis_penalty(B, probes, probe_seed(step, i)) for i, B in block_bases]
     return torch.stack(terms).sum() if terms else None
 
 
@@ -119,6 +124,7 @@ class LocalStep:
         self.image = image
         # One walk over the model per step, not one per block.
         self.bases = model.block_bases() if self.gamma else None
+        self.probes = getattr(getattr(model, 'enn_options', None), 'penalty_probes', None)
         self.log_vars = OrderedDict()
         self._final_logits = []
 
@@ -134,7 +140,10 @@ class LocalStep:
             wrapper.zero_grad()
 
     def _penalty(self, k: int) -> Optional[Tensor]:
-        return block_penalty(self.bases[k]) if self.gamma else None
+        if not self.gamma:
+            return None
+        # the step this is for block k (its wrapper's updates so far), as in one process
+        return block_penalty(self.bases[k], self.probes, self.wrappers[k].inner_count)
 
     def local_update(self, k: int, z: Tensor) -> None:
         """Loss of block ``k``'s local head on ``z``, backward, step.

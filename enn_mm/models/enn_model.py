@@ -101,17 +101,20 @@ class ENNModel(MixinModel):
         """
         opts = self.enn_options
         if self.training and self.enn_step is None and (
-                opts.ortho == 'retract' or (opts.gamma > 0 and opts.penalty_interval > 1)):
+                opts.ortho == 'retract' or (opts.gamma > 0 and opts.penalty_interval > 1)
+                or opts.penalty_probes):
+            # (probes seeded by a step that never moves would be the same every step)
             raise RuntimeError(
-                "ENN training with ortho='retract' or a penalty_interval needs the ENN "
-                'optimizer wrapper, which retracts the bases and counts the steps: set '
+                "ENN training with ortho='retract', a penalty_interval or penalty_probes needs "
+                'the ENN optimizer wrapper, which retracts the bases and counts the steps: set '
                 "optim_wrapper=dict(constructor='ENNOptimWrapperConstructor', ...) (or build "
                 'the wrapper with enn_mm.engine.ENNOptimWrapperConstructor).')
         losses = super().loss(*args, **kwargs)
         if opts.gamma > 0:
             weight = opts.penalty_weight(self.enn_step or 0)
             if weight:
-                losses['loss_ortho'] = weight * orthogonality_penalty(self)
+                losses['loss_ortho'] = weight * orthogonality_penalty(
+                    self, probes=opts.penalty_probes, step=self.enn_step or 0)
             else:
                 losses['loss_ortho'] = torch.zeros((), device=next(self.parameters()).device)
         return losses

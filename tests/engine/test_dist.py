@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from mmengine.runner import Runner
 
@@ -23,9 +24,11 @@ def gn_cfg(root, work_dir, batch_size, **enn):
     return cfg
 
 
-def test_ddp_two_processes_equal_one_process(fmnist_root, tmp_path):
-    # retraction, penalty and a shared basis at once
-    enn = dict(ortho='retract', retract_interval=3, gamma=1e-3,
+@pytest.mark.parametrize('probes', [None, 2], ids=['exact', 'probes'])
+def test_ddp_two_processes_equal_one_process(fmnist_root, tmp_path, probes):
+    # retraction, penalty and a shared basis at once; with penalty_probes every
+    # rank draws the probes one process draws (seeded by step and basis)
+    enn = dict(ortho='retract', retract_interval=3, gamma=1e-3, penalty_probes=probes,
                share=[dict(name='stage1', include=['backbone.layer1.*.conv2'], share='P')])
     single = Runner.from_cfg(gn_cfg(fmnist_root, tmp_path / 'single', 16, **enn))
     single.train()

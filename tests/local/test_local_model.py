@@ -105,6 +105,7 @@ def test_each_block_gets_only_its_local_gradient(path):
     (dict(), dict()),
     (dict(accumulative_counts=2, clip_grad=dict(max_norm=0.5)), dict()),
     (dict(), dict(gamma=1e-3, penalty_interval=3)),
+    (dict(), dict(gamma=1e-3, penalty_probes=2)),  # the same probes, step by step
 ])
 def test_one_block_is_end_to_end_training(fmnist_root, tmp_path, wrapper, enn):
     runs = []

@@ -71,10 +71,26 @@ def test_enn_overhead_paired_ratios():
     bench = script('enn_overhead')
     from mmengine.registry import init_default_scope
     init_default_scope('mmpretrain')
-    records = bench.measure('resnet18w16', 'tiny', 3, intervals=(2, ))
+    records = bench.measure('resnet18w16', 'tiny', 3, intervals=(2, ), probes=(3, ))
     modes = {r['mode']: r for r in records}
     assert set(modes) == {'materialize', 'enn', 'penalty', 'retract', 'penalty@2', 'retract@2',
-                          'exported-inference'}
+                          'penalty_probes3', 'exported-inference'}
+    # the counted arithmetic against closed forms over the bases (g, n, r): the
+    # exact penalty adds BᵀB and B(BᵀB − I), 4gnr² flops; 3 probes add BZ,
+    # Bᵀ(BZ) and the three products of the gradient, 10gnr·3; a retraction
+    # adds one QR, 4nr² − 4r³/3 per matrix; penalty@2 half the penalty
+    from enn_mm.core import bases
+    shapes = [tuple(B.shape) for B in bases(bench.build('resnet18w16', 32, dict()))]
+    assert all(r <= 256 for _, _, r in shapes)  # (the plain Gram, no column blocks)
+    enn = modes['enn']['flops']
+    assert modes['penalty']['flops'] - enn == sum(4 * g * n * r * r for g, n, r in shapes)
+    assert modes['penalty_probes3']['flops'] - enn == sum(30 * g * n * r for g, n, r in shapes)
+    qr = sum(g * (4 * n * r * r - 4 * r**3 // 3) for g, n, r in shapes)
+    assert modes['retract']['flops'] - enn == qr
+    assert modes['penalty@2']['flops'] - enn == sum(2 * g * n * r * r for g, n, r in shapes)
+    assert modes['retract']['arithmetic_ratio'] == pytest.approx(
+        modes['retract']['flops'] / modes['retract']['dense_flops'], abs=1e-3)
+    assert modes['exported-inference']['arithmetic_ratio'] == 1.0
     for mode, r in modes.items():
         if mode == 'exported-inference':
             assert r['param_ratio'] > 1

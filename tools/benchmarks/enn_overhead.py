@@ -19,6 +19,9 @@ over ``--iters`` rounds and ``ratio_range`` their minimum and maximum. Modes:
   or applies the factors, whichever costs less at this batch and size);
 - ``penalty``: the paper's penalty in the loss every step (``auto``);
 - ``retract``: QR retraction after every step (``auto``);
+- ``penalty_probes{k}`` for each k of ``--probes`` (default 1 4 16): the
+  penalty every step, estimated from k random probes per basis
+  (``penalty_probes=k``: no Gram matrix);
 - ``retract@n`` / ``penalty@n`` for each n of ``--intervals`` (default 10;
   ``retract_interval`` / ``penalty_interval`` = n): measured, each timed
   sample the mean step over n consecutive steps of a model built with that
@@ -28,12 +31,21 @@ over ``--iters`` rounds and ``ratio_range`` their minimum and maximum. Modes:
 the forward under autocast as mmengine's ``AmpOptimWrapper`` does (with a
 gradient scaler for fp16).
 
+Every record also has ``arithmetic_ratio``: the floating-point operations of
+one training step of the mode over the dense step's (forward, backward and
+the orthonormality term; the optimizer's elementwise update is not counted),
+counted by ``torch.utils.flop_counter.FlopCounterMode`` on the same inputs,
+with the textbook Householder count ``4·n·r² − 4·r³/3`` for each QR of the
+retraction (which the counter does not know), averaged over the sample's
+steps: the ratio the step would have if time followed arithmetic.
+
 Also reported per model: parameter ratio (ENN/dense; AdamW state and
 gradients scale with it) and, for the exported model, the inference ratio.
 """
 import argparse
 import copy
 import json
+import math
 import statistics
 import time
 
@@ -42,6 +54,7 @@ from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
+from torch.utils.flop_counter import FlopCounterMode
 
 import enn_mm
 
@@ -78,6 +91,29 @@ MODELS_CFG = {
         neck=dict(type='GlobalAveragePooling'),
         head=dict(type='LinearClsHead', num_classes=1000, in_channels=512)),
 }
+
+
+def probe_modes(probes):
+    """``penalty_probes{k}`` for each probe count k."""
+    return {f'penalty_probes{k}': dict(ortho='penalty', gamma=1e-5, penalty_probes=k)
+            for k in probes}
+
+
+def _qr_flops(a, *args, out_shape=None, **kwargs):
+    """Householder QR of ``(..., n, r)`` with Q formed: ``4·n·r² − 4·r³/3``
+    floating-point operations per matrix."""
+    *batch, n, r = a
+    return math.prod(batch) * (4 * n * r * r - 4 * r**3 // 3)
+
+
+def counted_flops(step, period: int = 1) -> float:
+    """Floating-point operations per training step of ``step`` (a
+    :func:`step_fn` step of ``period`` steps), counted by
+    ``FlopCounterMode`` (QR by :func:`_qr_flops`)."""
+    with FlopCounterMode(display=False,
+                         custom_mapping={torch.ops.aten.linalg_qr: _qr_flops}) as c:
+        step()
+    return c.get_total_flops() / period
 
 
 def interval_modes(intervals):
@@ -165,10 +201,12 @@ def paired(times, mode, base='dense'):
     return paired_ratio(times[mode], times[base])  # round i with round i
 
 
-def measure(name, setting, iters, device='cpu', amp='none', intervals=()):
+def measure(name, setting, iters, device='cpu', amp='none', intervals=(), probes=()):
     batch, size = SETTINGS[setting]
     variants = {'dense': build(name, size, device=device)}
     variants.update({mode: build(name, size, enn, device) for mode, enn in ENN_MODES.items()})
+    variants.update({mode: build(name, size, enn, device)
+                     for mode, enn in probe_modes(probes).items()})
     periods = {k: 1 for k in variants}
     for mode, enn in interval_modes(intervals).items():
         variants[mode] = build(name, size, enn, device)
@@ -177,6 +215,7 @@ def measure(name, setting, iters, device='cpu', amp='none', intervals=()):
              for k, m in variants.items()}
     for step in steps.values():  # warm-up: allocator, kernels, Adam state
         step()
+    flops = {k: counted_flops(step, periods[k]) for k, step in steps.items()}
     times = {k: [] for k in steps}
     for _ in range(iters):  # interleaved rounds: each round's ratios are paired
         for k, step in steps.items():
@@ -189,7 +228,10 @@ def measure(name, setting, iters, device='cpu', amp='none', intervals=()):
             continue
         ratio, ratio_range = paired(times, mode)
         records.append(dict(model=name, setting=setting, mode=mode, ratio=ratio,
-                            ratio_range=ratio_range, seconds=round(med[mode], 4),
+                            ratio_range=ratio_range,
+                            arithmetic_ratio=round(flops[mode] / flops['dense'], 3),
+                            flops=int(flops[mode]), dense_flops=int(flops['dense']),
+                            seconds=round(med[mode], 4),
                             dense_seconds=round(med['dense'], 4),
                             samples=[round(t, 6) for t in times[mode]],
                             dense_samples=[round(t, 6) for t in times['dense']],
@@ -220,8 +262,12 @@ def measure(name, setting, iters, device='cpu', amp='none', intervals=()):
             for k, m in (('dense', dense), ('exported', exported)):
                 inf[k].append(infer(m))
     ratio, ratio_range = paired(inf, 'exported')
+    with torch.no_grad():
+        inf_flops = [counted_flops(lambda m=m: infer(m)) for m in (dense, exported)]
     records.append(dict(model=name, setting=setting, mode='exported-inference', ratio=ratio,
-                        ratio_range=ratio_range, param_ratio=round(enn_params / dense_params, 3),
+                        ratio_range=ratio_range,
+                        arithmetic_ratio=round(inf_flops[1] / inf_flops[0], 3),
+                        param_ratio=round(enn_params / dense_params, 3),
                         **runs))
     return records
 
@@ -239,6 +285,8 @@ def parse_args(argv=None):
     parser.add_argument('--intervals', type=int, nargs='*', default=[10],
                         help='penalty_interval / retract_interval values to measure as '
                         'penalty@n / retract@n (each sample the mean over n steps)')
+    parser.add_argument('--probes', type=int, nargs='*', default=[1, 4, 16],
+                        help='penalty_probes values to measure as penalty_probes{k}')
     return parser.parse_args(argv)
 
 
@@ -253,7 +301,7 @@ def main():
     for name in args.models:
         for setting in args.settings:
             records += measure(name, setting, args.iters, args.device, args.amp,
-                               args.intervals)
+                               args.intervals, args.probes)
     for rec in records:
         rec['machine'] = machine
     print(json.dumps(records, indent=1))
