@@ -63,6 +63,9 @@ VARIANTS = {
     'bp_dense': ('configs/baseline/resnet18w16_fmnist.py', None),
     'bp_enn': ('configs/enn/resnet18w16_fmnist_penalty.py', None),
     'bp_enn_retract': ('configs/enn/resnet18w16_fmnist_retract.py', None),
+    # the paper's penalty estimated from 4 random probes per basis (no Gram matrix)
+    'bp_enn_probes4': ('configs/enn/resnet18w16_fmnist_penalty.py',
+                       dict(enn=dict(penalty_probes=4))),
     # the paper's split: stem, each residual block, pooled FC (8 blocks)
     'block_frozen': ('configs/enn_local/resnet18w16_fmnist.py', None),
     'block_conv_aux': ('configs/enn_local/resnet18w16_fmnist.py',
@@ -256,7 +259,9 @@ def train(name, dataset, seed, args, work_dir):
         with open(osp.join(work_dir, 'stderr.log')) as f:
             raise RuntimeError(f'{name} seed {seed} failed:\n{f.read()[-3000:]}')
     top1 = epoch_top1(work_dir)
+    error = ortho_error(work_dir)
     record = dict(variant=name, dataset=dataset, seed=seed, wall_s=wall,
+                  **({'ortho_error': error} if error is not None else {}),
                   options=resolved_options(config),
                   epochs=sorted(top1), top1=[round(top1[e], 2) for e in sorted(top1)],
                   iter_s=median_iter_time(work_dir),
@@ -264,6 +269,29 @@ def train(name, dataset, seed, args, work_dir):
     with open(record_path, 'w') as f:
         json.dump(record, f)
     return record
+
+
+def ortho_error(work_dir: str):
+    """Largest ``|BᵀB − I|`` entry over the bases Q and P of the run's last
+    checkpoint (``enn_mm.core.basis_error``), or None without ENN layers."""
+    import glob
+
+    import torch
+    from mmengine.runner import CheckpointLoader
+
+    from enn_mm.core import basis_error
+    from enn_mm.engine.checkpoint import register_safe_loaders
+    register_safe_loaders()  # mmengine's own checkpoints, loaded the narrow safe way
+    last = max(glob.glob(osp.join(work_dir, 'epoch_*.pth')),
+               key=lambda p: int(p.rsplit('_', 1)[1].split('.')[0]), default=None)
+    if last is None:
+        return None
+    state = CheckpointLoader.load_checkpoint(last, map_location='cpu')['state_dict']
+    bases = [t for k, t in state.items()
+             if k.endswith(('parametrizations.weight.original0',
+                            'parametrizations.weight.original2'))]
+    with torch.no_grad():
+        return max((basis_error(B) for B in bases), default=None)
 
 
 def head_flops(name: str, dataset: str) -> list:
@@ -301,6 +329,8 @@ def summarize(name, dataset, runs, base):
                top1_per_eval=[r['top1'] for r in runs],
                iter_s=[r['iter_s'] for r in runs], peak_rss_mb=[r['peak_rss_mb'] for r in runs],
                wall_s=[r['wall_s'] for r in runs])
+    if all('ortho_error' in r for r in runs):  # of the last checkpoint, per seed
+        out['ortho_error'] = [r['ortho_error'] for r in runs]
     if 'options' in runs[0]:  # every ENN / ENN-ℓ option, as the config resolved them
         out['options'] = runs[0]['options']
     flops = head_flops(name, dataset)
@@ -356,7 +386,8 @@ def describe(name: str) -> str:
     """What a variant is, in words."""
     if name.startswith('bp_'):
         return {'bp_dense': 'end-to-end BP, dense', 'bp_enn': 'end-to-end BP, ENN (penalty)',
-                'bp_enn_retract': 'end-to-end BP, ENN (retraction every step)'}[name]
+                'bp_enn_retract': 'end-to-end BP, ENN (retraction every step)',
+                'bp_enn_probes4': 'end-to-end BP, ENN (penalty from 4 probes per basis)'}[name]
     if name == 'fast':
         return 'ENN-ℓ, the fast recipe (configs/enn_local/resnet18w16_*_fast.py)'
     split, _, rest = name.partition('_')
