@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from helpers import REPO
 
@@ -71,10 +72,13 @@ def test_enn_overhead_paired_ratios():
     bench = script('enn_overhead')
     from mmengine.registry import init_default_scope
     init_default_scope('mmpretrain')
-    records = bench.measure('resnet18w16', 'tiny', 3, intervals=(2, ), probes=(3, ))
+    records = bench.measure('resnet18w16', 'tiny', 3, intervals=(2, ), probes=(3, ),
+                            libraries=('torch_orthogonal', ))
     modes = {r['mode']: r for r in records}
     assert set(modes) == {'materialize', 'enn', 'penalty', 'retract', 'penalty@2', 'retract@2',
-                          'penalty_probes3', 'exported-inference'}
+                          'penalty_probes3', 'torch_orthogonal', 'exported-inference'}
+    # a matrix exponential (square bases) has no count: no arithmetic ratio
+    assert modes['torch_orthogonal']['arithmetic_ratio'] is None
     # the counted arithmetic against closed forms over the bases (g, n, r): the
     # exact penalty adds BᵀB and B(BᵀB − I), 4gnr² flops; 3 probes add BZ,
     # Bᵀ(BZ) and the three products of the gradient, 10gnr·3; a retraction
@@ -299,3 +303,26 @@ def test_scale_model_split_and_closed_forms():
     want = max(8 / ((mb + 1) * (2 * units[0]['compute_s'][str(8 // mb)]
                                 + 2 * 1000 * (8 // mb) / 1e6) + 2 * 0.05) for mb in (2, 4, 8))
     assert p['pipelined_bp'] == pytest.approx(want)
+
+
+def test_library_bases_start_from_the_enn_bases_and_stay_orthonormal():
+    """--libraries: torch's orthogonal parametrization registered on every Q
+    and P of an ENN model leaves its outputs unchanged (same bases) and keeps
+    the bases orthonormal through optimizer steps."""
+    bench = script('enn_overhead')
+    from mmengine.registry import init_default_scope
+
+    from enn_mm.core import enn_modules, orthogonality_error
+    init_default_scope('mmpretrain')
+    plain = bench.build('resnet18w16', 32, dict(ortho='none'))
+    kept = bench.keep_orthonormal(bench.build('resnet18w16', 32, dict(ortho='none')),
+                                  'torch_orthogonal')
+    x = torch.randn(2, 1, 32, 32)
+    torch.testing.assert_close(kept(x, mode='tensor'), plain(x, mode='tensor'), rtol=1e-4,
+                               atol=1e-5)
+    step = bench.step_fn(kept, 2, 32, in_channels=1)
+    for _ in range(3):
+        step()
+    assert orthogonality_error(kept) < 1e-5
+    assert all(hasattr(m.parametrizations.weight, 'parametrizations')
+               for _, m in enn_modules(kept))

@@ -22,6 +22,13 @@ over ``--iters`` rounds and ``ratio_range`` their minimum and maximum. Modes:
 - ``penalty_probes{k}`` for each k of ``--probes`` (default 1 4 16): the
   penalty every step, estimated from k random probes per basis
   (``penalty_probes=k``: no Gram matrix);
+- ``torch_orthogonal`` / ``geotorch`` (``--libraries``): ENN with no ortho
+  term whose Q and P are kept exactly orthonormal by
+  ``torch.nn.utils.parametrizations.orthogonal`` (its default map: the
+  matrix exponential for square bases, Householder otherwise) or by
+  ``geotorch.orthogonal`` (PyPI ``geotorch``, skipped if not installed),
+  each registered on the layer's own Q and P (a parametrization of the
+  parametrization's originals, starting from the same bases);
 - ``retract@n`` / ``penalty@n`` for each n of ``--intervals`` (default 10;
   ``retract_interval`` / ``penalty_interval`` = n): measured, each timed
   sample the mean step over n consecutive steps of a model built with that
@@ -36,8 +43,11 @@ one training step of the mode over the dense step's (forward, backward and
 the orthonormality term; the optimizer's elementwise update is not counted),
 counted by ``torch.utils.flop_counter.FlopCounterMode`` on the same inputs,
 with the textbook Householder count ``4·n·r² − 4·r³/3`` for each QR of the
-retraction (which the counter does not know), averaged over the sample's
-steps: the ratio the step would have if time followed arithmetic.
+retraction and LAPACK's ``orgqr`` count for a Householder product (which the
+counter does not know), averaged over the sample's steps: the ratio the step
+would have if time followed arithmetic. It is None (not counted) where the
+step runs a matrix exponential (``torch_orthogonal`` on square bases,
+``geotorch``), whose cost depends on the matrix's norm.
 
 Also reported per model: parameter ratio (ENN/dense; AdamW state and
 gradients scale with it) and, for the exported model, the inference ratio.
@@ -106,14 +116,32 @@ def _qr_flops(a, *args, out_shape=None, **kwargs):
     return math.prod(batch) * (4 * n * r * r - 4 * r**3 // 3)
 
 
-def counted_flops(step, period: int = 1) -> float:
+def _householder_flops(a, tau, *args, out_shape=None, **kwargs):
+    """Q's first ``n`` columns from ``k`` reflectors of an ``m × n`` matrix
+    (LAPACK ``orgqr``): ``4mnk − 2(m + n)k² + 4k³/3``."""
+    *batch, m, n = a
+    k = tau[-1]
+    return math.prod(batch) * (4 * m * n * k - 2 * (m + n) * k * k + 4 * k**3 // 3)
+
+
+def counted_flops(step, period: int = 1):
     """Floating-point operations per training step of ``step`` (a
     :func:`step_fn` step of ``period`` steps), counted by
-    ``FlopCounterMode`` (QR by :func:`_qr_flops`)."""
-    with FlopCounterMode(display=False,
-                         custom_mapping={torch.ops.aten.linalg_qr: _qr_flops}) as c:
+    ``FlopCounterMode`` (QR by :func:`_qr_flops`, the Householder product by
+    :func:`_householder_flops`); None if the step ran a matrix exponential,
+    whose cost depends on its norm and has no count here."""
+    uncounted = []
+
+    def matrix_exp(*args, **kwargs):
+        uncounted.append('linalg_matrix_exp')
+        return 0
+
+    mapping = {torch.ops.aten.linalg_qr: _qr_flops,
+               torch.ops.aten.linalg_householder_product: _householder_flops,
+               torch.ops.aten.linalg_matrix_exp: matrix_exp}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as c:
         step()
-    return c.get_total_flops() / period
+    return None if uncounted else c.get_total_flops() / period
 
 
 def interval_modes(intervals):
@@ -131,6 +159,38 @@ ENN_MODES = {
     'penalty': dict(ortho='penalty', gamma=1e-5),
     'retract': dict(ortho='retract', retract_interval=1),
 }
+
+
+def keep_orthonormal(model, library: str):
+    """Register ``library``'s orthogonal parametrization on every Q and P
+    of ``model`` (built with ``ortho='none'``), starting from the current
+    bases, in place."""
+    from enn_mm.core import enn_modules
+    for _, module in enn_modules(model):
+        plist = module.parametrizations.weight
+        for name in ('original0', 'original2'):
+            if not isinstance(getattr(plist, name), torch.nn.Parameter):
+                continue  # a shared basis, registered where it was first met
+            basis = getattr(plist, name).detach().clone()
+            if library == 'torch_orthogonal':
+                torch.nn.utils.parametrizations.orthogonal(plist, name)
+            else:
+                import geotorch
+                geotorch.orthogonal(plist, name)
+            with torch.no_grad():
+                setattr(plist, name, basis)  # (right_inverse: the same bases)
+    return model
+
+
+def library_available(library: str) -> bool:
+    """``torch_orthogonal`` always; ``geotorch`` if it is installed."""
+    if library == 'torch_orthogonal':
+        return True
+    try:
+        import geotorch  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def build(name, size, enn=None, device='cpu'):
@@ -201,12 +261,17 @@ def paired(times, mode, base='dense'):
     return paired_ratio(times[mode], times[base])  # round i with round i
 
 
-def measure(name, setting, iters, device='cpu', amp='none', intervals=(), probes=()):
+def measure(name, setting, iters, device='cpu', amp='none', intervals=(), probes=(),
+            libraries=()):
     batch, size = SETTINGS[setting]
     variants = {'dense': build(name, size, device=device)}
     variants.update({mode: build(name, size, enn, device) for mode, enn in ENN_MODES.items()})
     variants.update({mode: build(name, size, enn, device)
                      for mode, enn in probe_modes(probes).items()})
+    for library in libraries:
+        if library_available(library):
+            variants[library] = keep_orthonormal(build(name, size, dict(ortho='none'), device),
+                                                 library)
     periods = {k: 1 for k in variants}
     for mode, enn in interval_modes(intervals).items():
         variants[mode] = build(name, size, enn, device)
@@ -229,8 +294,11 @@ def measure(name, setting, iters, device='cpu', amp='none', intervals=(), probes
         ratio, ratio_range = paired(times, mode)
         records.append(dict(model=name, setting=setting, mode=mode, ratio=ratio,
                             ratio_range=ratio_range,
-                            arithmetic_ratio=round(flops[mode] / flops['dense'], 3),
-                            flops=int(flops[mode]), dense_flops=int(flops['dense']),
+                            # None: a matrix exponential ran (no count for it)
+                            arithmetic_ratio=(round(flops[mode] / flops['dense'], 3)
+                                              if flops[mode] is not None else None),
+                            flops=int(flops[mode]) if flops[mode] is not None else None,
+                            dense_flops=int(flops['dense']),
                             seconds=round(med[mode], 4),
                             dense_seconds=round(med['dense'], 4),
                             samples=[round(t, 6) for t in times[mode]],
@@ -287,6 +355,9 @@ def parse_args(argv=None):
                         'penalty@n / retract@n (each sample the mean over n steps)')
     parser.add_argument('--probes', type=int, nargs='*', default=[1, 4, 16],
                         help='penalty_probes values to measure as penalty_probes{k}')
+    parser.add_argument('--libraries', nargs='*', default=['torch_orthogonal', 'geotorch'],
+                        choices=['torch_orthogonal', 'geotorch'],
+                        help='bases kept orthonormal by these libraries instead')
     return parser.parse_args(argv)
 
 
@@ -301,7 +372,7 @@ def main():
     for name in args.models:
         for setting in args.settings:
             records += measure(name, setting, args.iters, args.device, args.amp,
-                               args.intervals, args.probes)
+                               args.intervals, args.probes, args.libraries)
     for rec in records:
         rec['machine'] = machine
     print(json.dumps(records, indent=1))
