@@ -14,6 +14,7 @@ backward pass scales the same way).
 """
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -59,6 +60,22 @@ def _factored_is_cheaper(eig, n: int) -> bool:
     return n * r * (d_in + d_out) < n * d_out * d_in + d_out * r * d_in
 
 
+class _TransposedBasis(torch.autograd.Function):
+    """``B[0]ᵀ`` of a one-group basis ``(1, n, r)`` as a contiguous ``(r, n)``
+    matrix, by PyTorch's blocked 2-D transpose copy both ways. A transposed
+    3-D or 4-D view goes through the generic strided copy instead (in the
+    conv's ``contiguous()``, its backward and the gradient's accumulation
+    into ``P``), several times slower on a CPU for the same values."""
+
+    @staticmethod
+    def forward(ctx, B):
+        return B[0].t().contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.t().contiguous().unsqueeze(0)
+
+
 def _factored(module: nn.Module, x: Tensor, Q: Tensor, lam: Tensor, P: Tensor) -> Tensor:
     g, d_out, r = Q.shape
     if isinstance(module, nn.Linear):
@@ -67,7 +84,8 @@ def _factored(module: nn.Module, x: Tensor, Q: Tensor, lam: Tensor, P: Tensor) -
     dims = len(module.kernel_size)
     conv = _CONV[dims]
     # Pᵀ as g·r kernels over the layer's own input window
-    k1 = P.transpose(1, 2).reshape(g * r, module.in_channels // g, *module.kernel_size)
+    pt = _TransposedBasis.apply(P) if g == 1 else P.transpose(1, 2)
+    k1 = pt.reshape(g * r, module.in_channels // g, *module.kernel_size)
     y = conv(x, k1, None, module.stride, module.padding, module.dilation, g)
     k2 = (Q * lam.unsqueeze(1)).reshape(g * d_out, r, *([1] * dims))
     return conv(y, k2, module.bias, 1, 0, 1, g)

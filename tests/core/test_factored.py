@@ -81,3 +81,42 @@ def test_auto_compute_builds_w_only_when_that_is_cheaper():
     ref = dense(x)
     model = enn_mm.set_compute(enn_mm.convert_to_enn(nn.Sequential(dense)), 'factored')
     assert rel_diff(model(x), ref) < 1e-5
+
+
+def test_transposed_basis_copy_is_the_strided_view_bit_for_bit():
+    """The factored conv takes Pᵀ by a 2-D transpose copy (faster on a CPU
+    than the strided copy of a transposed view): the same output and the same
+    gradients of x, Q, λ, P, bit for bit, as the view; and with shared bases
+    the layers still compute their dense twins."""
+    from enn_mm.core.factored import _factored
+    torch.manual_seed(0)
+    conv = enn_mm.convert_to_enn(nn.Sequential(nn.Conv2d(8, 16, 3, padding=1)))[0]
+    p = conv.parametrizations.weight
+    x = torch.randn(2, 8, 7, 7)
+
+    def run(view):
+        xi = x.clone().requires_grad_()
+        if view:  # the former kernel: a reshaped transposed view of P
+            g, d_out, r = p.original0.shape
+            k1 = p.original2.transpose(1, 2).reshape(g * r, 8, 3, 3)
+            y = nn.functional.conv2d(xi, k1, None, 1, 1)
+            k2 = (p.original0 * p.original1.unsqueeze(1)).reshape(d_out, r, 1, 1)
+            out = nn.functional.conv2d(y, k2, conv.bias)
+        else:
+            out = _factored(conv, xi, p.original0, p.original1, p.original2)
+        out.square().sum().backward()
+        grads = [xi.grad] + [t.grad.clone() for t in conv.parameters()]
+        conv.zero_grad()
+        return out.detach(), grads
+
+    (a, ga), (b, gb) = run(False), run(True)
+    assert torch.equal(a, b)
+    for u, v in zip(ga, gb):
+        assert torch.equal(u, v)
+    # shared P over two equal convs: each still computes its dense twin, factored
+    dense = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1))
+    model = enn_mm.convert_to_enn(copy.deepcopy(dense))
+    enn_mm.core.share_bases(model, [dict(name='s', include=['0', '1'], share='P')])
+    enn_mm.set_compute(model, 'factored')
+    twin = enn_mm.export_dense(copy.deepcopy(model))
+    assert rel_diff(model(x), twin(x)) < 1e-5
