@@ -205,8 +205,12 @@ def eclip():
 
 # --------------------------------------- training-step overhead (enn_overhead.py)
 OVERHEAD_MODES = [('materialize', 'build every W'), ('enn', "ENN (`compute='auto'`)"),
-                  ('penalty', 'penalty every step'), ('retract', 'retract every step'),
-                  ('penalty@10', 'penalty every 10'), ('retract@10', 'retract every 10 (default)')]
+                  ('penalty', 'penalty every step'),
+                  ('penalty_probes1', 'penalty, 1 probe'), ('penalty_probes4', 'penalty, 4 probes'),
+                  ('penalty_probes16', 'penalty, 16 probes'),
+                  ('retract', 'retract every step'),
+                  ('penalty@10', 'penalty every 10'), ('retract@10', 'retract every 10 (default)'),
+                  ('torch_orthogonal', 'torch `orthogonal`'), ('geotorch', 'geotorch')]
 MODEL_NAMES = {'resnet50': 'ResNet-50', 'vit-s': 'ViT-S (deit-small)', 'vit-b': 'ViT-B',
                'resnet18w16': 'demo ResNet-18 w16'}
 
@@ -228,20 +232,42 @@ def _overhead(records) -> str:
     return table(['model', 'setting'] + [name for _, name in OVERHEAD_MODES] + ['params'], rows)
 
 
-OVERHEAD_FILES = ('enn_overhead.json', 'enn_overhead_resnet50_realistic.json')
+def _arithmetic(records) -> str:
+    groups = []
+    for r in records:
+        if (r['model'], r['setting']) not in groups:
+            groups.append((r['model'], r['setting']))
+    rows = []
+    for model, setting in groups:
+        rec = {r['mode']: r for r in records if (r['model'], r['setting']) == (model, setting)}
+        row = [MODEL_NAMES.get(model, model), setting]
+        for m, _ in OVERHEAD_MODES:
+            if m not in rec or 'arithmetic_ratio' not in rec[m]:
+                row.append('–')  # not measured, or measured before the count existed
+            elif rec[m]['arithmetic_ratio'] is None:
+                row.append('n/c')  # a matrix exponential: not counted
+            else:
+                row.append(f"{rec[m]['arithmetic_ratio']:.2f}")
+        rows.append(row)
+    return table(['model', 'setting'] + [name for _, name in OVERHEAD_MODES], rows)
+
+
+OVERHEAD_FILES = ('enn_overhead.json', 'enn_overhead_resnet50_realistic.json',
+                  'enn_overhead_resnet50_realistic_probes.json')
 
 
 def overhead_records(folder: str = RESULTS):
-    """The overhead records; a later file's (model, setting) groups replace the
-    same groups of an earlier one (a re-measurement on an idle machine)."""
+    """The overhead records; a later file's (model, setting, mode) records
+    replace the same ones of an earlier file (a re-measurement, or new modes
+    measured in a run of their own with its own dense baseline)."""
     records = []
     for name in OVERHEAD_FILES:
         if not osp.exists(osp.join(folder, name)):
             continue
         with open(osp.join(folder, name)) as f:
             new = json.load(f)
-        groups = {(r['model'], r['setting']) for r in new}
-        kept = [r for r in records if (r['model'], r['setting']) not in groups]
+        keys = {(r['model'], r['setting'], r['mode']) for r in new}
+        kept = [r for r in records if (r['model'], r['setting'], r['mode']) not in keys]
         records = kept + new
     order = {'resnet50': 0, 'vit-s': 1}
     return sorted(records, key=lambda r: (order.get(r['model'], 9), r['setting'] != 'small'))
@@ -250,6 +276,40 @@ def overhead_records(folder: str = RESULTS):
 @section
 def overhead():
     return _overhead(overhead_records())
+
+
+@section
+def overhead_arithmetic():
+    return _arithmetic(overhead_records())
+
+
+@section
+def penalty_probes():
+    """The exact penalty against its probe estimate on the demo recipe:
+    accuracy per seed, and the orthogonality error of the last checkpoint."""
+    d = load('penalty_probes_accuracy.json')['fmnist']
+    names = [('bp_enn', 'exact penalty (Gram matrix)'),
+             ('bp_enn_probes4', 'penalty from 4 probes per basis'),
+             ('bp_dense', 'dense (no bases)')]
+    rows = []
+    for n, what in names:
+        r = d[n]
+        err = r.get('ortho_error')
+        rows.append([what, f"`{n}`", f"{r['mean']:.2f} ± {r['std']:.2f}",
+                     ' / '.join(f'{v:.2f}' for v in r['final_top1']),
+                     ' / '.join(f'{e:.2e}' for e in err) if err else '–'])
+    out = table(['penalty', 'variant', 'top-1 % (3 seeds)', 'per seed', 'orthogonality error '
+                 'after training, per seed'], rows)
+    exact, probe = d['bp_enn'], d['bp_enn_probes4']
+    pooled = ((exact['std']**2 + probe['std']**2) / 2)**0.5
+    diff = probe['mean'] - exact['mean']
+    ratio_err = statistics.median(probe['ortho_error']) / statistics.median(exact['ortho_error'])
+    out += (f'\n4 probes − exact: {diff:+.2f} points (computed), pooled std {pooled:.2f} '
+            f"(computed): {'within' if abs(diff) <= pooled else '**outside**'} one pooled std. "
+            f'Orthogonality error, median over seeds, 4 probes / exact: {ratio_err:.2f} '
+            f"(computed; goal ≤ {goal('probes_ortho_error')}: "
+            f"{verdict('probes_ortho_error', ratio_err)}).\n")
+    return out
 
 
 @section
@@ -466,7 +526,20 @@ def overhead_goals():
               for m in ('resnet50', 'vit-s')]
     small = {m: rec['resnet50', 'small', m]['ratio'] for m in ('enn', 'retract', 'retract@10')}
     demo = {r['mode']: r for r in load('enn_overhead_demo.json')}
-    return render('overhead-goals', models=models, small=small, demo=demo)
+    probes = {s_: {k: rec[key]['ratio'] for k in (1, 4, 16)
+                   if (key := ('resnet50', s_, f'penalty_probes{k}')) in rec}
+              for s_ in ('small', 'realistic')}
+    auto = []
+    for m, g in (('resnet50', 'overhead_auto_small_resnet50'),
+                 ('vit-s', 'overhead_auto_small_vit')):
+        r = rec.get((m, 'small', 'enn'))
+        if r is not None and r.get('arithmetic_ratio') is not None:
+            limit = max(float(GOALS[g]['le']), 1.1 * r['arithmetic_ratio'])
+            auto.append(dict(name=MODEL_NAMES[m], ratio=r['ratio'], goal=g,
+                             arithmetic=r['arithmetic_ratio'], limit=limit,
+                             met=r['ratio'] <= limit))
+    return render('overhead-goals', models=models, small=small, demo=demo, probes=probes,
+                  auto=auto)
 
 
 @section
