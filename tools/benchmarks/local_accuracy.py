@@ -66,6 +66,8 @@ VARIANTS = {
     # the paper's penalty estimated from 4 random probes per basis (no Gram matrix)
     'bp_enn_probes4': ('configs/enn/resnet18w16_fmnist_penalty.py',
                        dict(enn=dict(penalty_probes=4))),
+    'bp_enn_probes1': ('configs/enn/resnet18w16_fmnist_penalty.py',
+                       dict(enn=dict(penalty_probes=1))),
     # the paper's split: stem, each residual block, pooled FC (8 blocks)
     'block_frozen': ('configs/enn_local/resnet18w16_fmnist.py', None),
     'block_conv_aux': ('configs/enn_local/resnet18w16_fmnist.py',
@@ -387,7 +389,8 @@ def describe(name: str) -> str:
     if name.startswith('bp_'):
         return {'bp_dense': 'end-to-end BP, dense', 'bp_enn': 'end-to-end BP, ENN (penalty)',
                 'bp_enn_retract': 'end-to-end BP, ENN (retraction every step)',
-                'bp_enn_probes4': 'end-to-end BP, ENN (penalty from 4 probes per basis)'}[name]
+                'bp_enn_probes4': 'end-to-end BP, ENN (penalty from 4 probes per basis)',
+                'bp_enn_probes1': 'end-to-end BP, ENN (penalty from 1 probe per basis)'}[name]
     if name == 'fast':
         return 'ENN-ℓ, the fast recipe (configs/enn_local/resnet18w16_*_fast.py)'
     split, _, rest = name.partition('_')
