@@ -4,8 +4,8 @@
 
 Reads what is there (each benchmark's stdout saved as JSON) and writes:
 
-- ``overhead.png`` from ``enn_overhead.json`` (groups re-measured in
-  ``enn_overhead_resnet50_realistic.json`` replaced by those): ENN / dense
+- ``overhead.png`` from ``enn_overhead.json`` and the re-measurements that
+  replace some of its records (``report.overhead_records``): ENN / dense
   training-step ratio per model, setting and ortho mode, with the range of
   the paired rounds;
 - ``memory.png`` from ``local_memory.json``: training memory of ENN-ℓ per
@@ -36,7 +36,8 @@ def load(folder, name):
 
 
 def overhead(records, out):
-    modes = [m for m in ('materialize', 'enn', 'penalty', 'retract', 'penalty@10', 'retract@10')
+    modes = [m for m in ('materialize', 'enn', 'penalty', 'penalty_probes1', 'penalty_probes4',
+                         'retract', 'penalty@10', 'retract@10')
              if any(r['mode'] == m for r in records)]
     groups = sorted({(r['model'], r['setting']) for r in records if r['mode'] in modes},
                     key=lambda g: (g[0], g[1] != 'small'))
