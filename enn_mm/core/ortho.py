@@ -62,32 +62,39 @@ class _BasisPenalty(torch.autograd.Function):
 
 
 class _ProbedBasisPenalty(torch.autograd.Function):
-    """``(1/k)·‖Bᵀ(BZ) − Z‖²_F`` for probes ``Z`` of shape ``(g, r, k)`` with
-    ``E[ZZᵀ] = k·I``: an unbiased estimate of ``‖BᵀB − I‖²_F``, and of its
-    gradient, without the ``r × r`` Gram matrix.
+    """``(1/k)·‖Bᵀ(BZ) − Z‖²_F`` for probes ``Z`` (``(g, r, k)``, given as its
+    transpose ``Zᵀ``, ``(g, k, r)``) with ``E[ZZᵀ] = k·I``: an unbiased
+    estimate of ``‖BᵀB − I‖²_F``, and of its gradient, without the ``r × r``
+    Gram matrix.
 
     With ``Y = BZ`` and ``M = BᵀY − Z`` the gradient is
     ``(2/k)·(YMᵀ + (BM)Zᵀ)``, whose mean over ``Z`` is ``4·B(BᵀB − I)``.
     Forward and backward cost about ``5·n·r·k`` multiply-adds against the
-    exact penalty's ``2·n·r²``.
+    exact penalty's ``2·n·r²``. The products are taken with the probes as
+    rows (``Yᵀ = ZᵀBᵀ``, ``Mᵀ = YᵀB − Zᵀ``), where a CPU GEMM with a few
+    rows is several times faster than one with a few columns, and the
+    gradient as one product ``[Y, BM]·[M, Z]ᵀ``, so that the ``n × r``
+    result is written once.
     """
 
     @staticmethod
-    def forward(ctx, B, Z):
+    def forward(ctx, B, Zt):
         B32 = B if B.dtype == torch.float64 else B.float()
-        Z = Z.to(B32.dtype)
-        Y = B32 @ Z
-        M = B32.transpose(-2, -1) @ Y - Z
-        ctx.save_for_backward(B32, Z, Y, M)
+        Zt = Zt.to(B32.dtype)
+        Bt = B32.transpose(-2, -1)
+        Yt = Zt @ Bt
+        Mt = Yt @ B32 - Zt
+        ctx.save_for_backward(B32, Zt, Yt, Mt)
         ctx.dtype = B.dtype
-        return M.square().sum() / Z.shape[-1]
+        return Mt.square().sum() / Zt.shape[-2]
 
     @staticmethod
     def backward(ctx, grad):
-        B32, Z, Y, M = ctx.saved_tensors
-        scale = 2 * grad / Z.shape[-1]
-        gB = Y @ M.transpose(-2, -1) + (B32 @ M) @ Z.transpose(-2, -1)
-        return (scale * gB).to(ctx.dtype), None
+        B32, Zt, Yt, Mt = ctx.saved_tensors
+        scale = 2 * grad / Zt.shape[-2]
+        left = torch.cat([Yt, Mt @ B32.transpose(-2, -1)], -2)   # [Y, BM]ᵀ
+        right = torch.cat([Mt, Zt], -2) * scale                  # [M, Z]ᵀ
+        return (left.transpose(-2, -1) @ right).to(ctx.dtype), None
 
 
 def probe_seed(step: int, index: int) -> int:
@@ -143,7 +150,8 @@ def basis_penalty(B: Tensor, probes: Optional[int] = None, seed: int = 0) -> Ten
     """
     if probes is None:
         return _BasisPenalty.apply(B)
-    return _ProbedBasisPenalty.apply(B, rademacher_probes(B, probes, seed))
+    Z = rademacher_probes(B, probes, seed)
+    return _ProbedBasisPenalty.apply(B, Z.transpose(-2, -1).contiguous())
 
 
 @torch.no_grad()
