@@ -215,14 +215,17 @@ MODEL_NAMES = {'resnet50': 'ResNet-50', 'vit-s': 'ViT-S (deit-small)', 'vit-b': 
                'resnet18w16': 'demo ResNet-18 w16'}
 
 
-def _overhead(records) -> str:
-    groups = []
+def _groups(records):
+    """``(model, setting, {mode: record})`` in first-seen order."""
+    groups = {}
     for r in records:
-        if (r['model'], r['setting']) not in groups:
-            groups.append((r['model'], r['setting']))
+        groups.setdefault((r['model'], r['setting']), {})[r['mode']] = r
+    return [(model, setting, rec) for (model, setting), rec in groups.items()]
+
+
+def _overhead(records) -> str:
     rows = []
-    for model, setting in groups:
-        rec = {r['mode']: r for r in records if (r['model'], r['setting']) == (model, setting)}
+    for model, setting, rec in _groups(records):
         any_ = next(iter(rec.values()))
         row = [MODEL_NAMES.get(model, model), f"{setting} ({any_['batch']} × {any_['size']} px)"]
         row += [ratio(rec[m]['ratio'], rec[m]['ratio_range']) if m in rec else '–'
@@ -233,13 +236,8 @@ def _overhead(records) -> str:
 
 
 def _arithmetic(records) -> str:
-    groups = []
-    for r in records:
-        if (r['model'], r['setting']) not in groups:
-            groups.append((r['model'], r['setting']))
     rows = []
-    for model, setting in groups:
-        rec = {r['mode']: r for r in records if (r['model'], r['setting']) == (model, setting)}
+    for model, setting, rec in _groups(records):
         row = [MODEL_NAMES.get(model, model), setting]
         for m, _ in OVERHEAD_MODES:
             if m not in rec or 'arithmetic_ratio' not in rec[m]:
