@@ -6,7 +6,8 @@ from torch import Tensor
 
 from .eigenbasis import eigenbasis, enn_modules, factors
 
-__all__ = ['basis_penalty', 'basis_error', 'retract_', 'Retraction', 'probe_seed']
+__all__ = ['basis_penalty', 'basis_error', 'retract_', 'Retraction', 'probe_seed',
+           'penalty_terms']
 
 
 # Column-block width of the CPU Gram matrix (see `_gram`).
@@ -211,6 +212,24 @@ def bases(model) -> list:
     return out
 
 
+def penalty_terms(indexed_bases, probes: Optional[int] = None, step: int = 0) -> list:
+    """:func:`basis_penalty` of each ``(position, basis)`` pair, the probes
+    seeded by ``step`` and the basis's position among the model's
+    (:func:`probe_seed`): the one rule the whole model's penalty and each
+    ENN-ℓ block's follow.
+
+    Args:
+        indexed_bases (Iterable[tuple[int, Tensor]]): Bases with their
+            positions in :func:`bases` of the model.
+        probes (int, optional): Probes per basis; ``None`` is exact.
+        step (int): Training step. Defaults to 0.
+
+    Returns:
+        list[Tensor]: One scalar per basis.
+    """
+    return [basis_penalty(B, probes, probe_seed(step, i)) for i, B in indexed_bases]
+
+
 def orthogonality_penalty(model, probes: Optional[int] = None, step: int = 0) -> Tensor:
     """``Σ_bases ‖BᵀB − I‖²_F`` over all ENN layers (differentiable), exact
     or estimated with ``probes`` probes per basis (:func:`basis_penalty`).
@@ -226,7 +245,7 @@ def orthogonality_penalty(model, probes: Optional[int] = None, step: int = 0) ->
     Returns:
         Tensor: The penalty, a scalar (a CPU zero without ENN layers).
     """
-    terms = [basis_penalty(B, probes, probe_seed(step, i)) for i, B in enumerate(bases(model))]
+    terms = penalty_terms(enumerate(bases(model)), probes, step)
     if not terms:
         return torch.zeros(())
     return torch.stack(terms).sum()

@@ -34,8 +34,8 @@ A feature is ``(N, C, H, W)`` (pooled over ``H, W``), ``(N, L, C)`` tokens
 ``from_network(network, k, in_shape, num_classes, **options)`` if it is built
 from the network itself (as ``ENNDownstreamLocalHead`` is). A head that
 follows the network's weights defines ``momentum_update(modules)``, which
-``ENNLocalClassifier`` calls after every training step with the model's
-modules by name (as ``ENNMomentumLocalHead`` does).
+``ENNLocalClassifier`` calls at the start of every training step with the
+model's modules by name (as ``ENNMomentumLocalHead`` does).
 """
 import copy
 import inspect
@@ -721,7 +721,8 @@ class ENNDownstreamLocalHead(nn.Module):
         if width != 1:
             copies = [_narrowed_input(in_shape[0], width),
                       *[_narrowed(m, width, n) for m, n in zip(copies, chosen)]]
-        out_shape = _chain_shape(copies, in_shape, network.partition.describe(k), chosen)
+        shapes = _chain_shapes(copies, in_shape, network.partition.describe(k), chosen)
+        out_shape = shapes[-1] if shapes else tuple(in_shape)
         head = cls(copies, in_shape, num_classes, _channels(out_shape))
         head.copied = list(chosen)
         return head
@@ -736,7 +737,6 @@ class ENNDownstreamLocalHead(nn.Module):
             Tensor: Logits ``(N, num_classes)``.
         """
         return self.fc(_pool(self.blocks(x)))
-
 
 
 def _frozen(module: nn.Module) -> nn.Module:
@@ -860,18 +860,8 @@ class ENNMomentumLocalHead(nn.Module):
         chosen = later[:depth]
         modules = dict(network.model.named_modules())
         copies = [export_dense(copy.deepcopy(modules[n])) for n in chosen]
-        channels, x = [], torch.zeros(2, *in_shape)
-        try:
-            with torch.no_grad():
-                for m in copies:
-                    training = m.training
-                    x = main_output(m.eval()(x))
-                    m.train(training)
-                    channels.append(_channels(tuple(x.shape[1:])))
-        except RuntimeError as e:
-            raise ValueError(f'ENNMomentumLocalHead of {where}: the units {chosen} do not chain '
-                             f'on its {tuple(in_shape)} output ({str(e).splitlines()[0]}). Give '
-                             'units= that take this feature in turn.') from None
+        channels = [_channels(shape) for shape in
+                    _chain_shapes(copies, in_shape, where, chosen, 'ENNMomentumLocalHead')]
         head = cls(copies, in_shape, num_classes, channels, momentum)
         head.copied = list(chosen)
         return head
@@ -892,7 +882,8 @@ class ENNMomentumLocalHead(nn.Module):
                 owner, _, attr = path.rpartition('.')
                 # an ENN layer's `weight` is its computed dense Q·diag(λ)·Pᵀ
                 value = getattr(source.get_submodule(owner), attr)
-                copy_.get_buffer(path).lerp_(value.detach().to(copy_.get_buffer(path)), rate)
+                mine = copy_.get_buffer(path)
+                mine.lerp_(value.detach().to(mine), rate)
         self.steps += 1
 
     def forward(self, x: Tensor) -> Tensor:
@@ -935,19 +926,22 @@ def _choose(later: List[str], d: int, network, in_shape, modules) -> List[str]:
     return [n for n in later if n in must or n in picks]
 
 
-def _chain_shape(copies, in_shape, where, names):
-    x = torch.zeros(2, *in_shape)
+def _chain_shapes(copies, in_shape, where, names, kind='ENNDownstreamLocalHead'):
+    """Output shape (without batch) of each of ``copies`` run in turn on an
+    ``in_shape`` feature (eval mode, no gradient)."""
+    x, shapes = torch.zeros(2, *in_shape), []
     try:
         with torch.no_grad():
             for m in copies:
                 m.eval()
                 x = main_output(m(x))
                 m.train()
+                shapes.append(tuple(x.shape[1:]))
     except RuntimeError as e:
-        raise ValueError(f'ENNDownstreamLocalHead of {where}: the copied units {names} do not '
+        raise ValueError(f'{kind} of {where}: the copied units {names} do not '
                          f'chain on its {tuple(in_shape)} output ({str(e).splitlines()[0]}). Give '
                          'units= that take this feature in turn.') from None
-    return tuple(x.shape[1:])
+    return shapes
 
 
 def main_output(out):

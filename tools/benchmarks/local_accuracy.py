@@ -281,9 +281,8 @@ def ortho_error(work_dir: str):
     import torch
     from mmengine.runner import CheckpointLoader
 
+    import enn_mm.engine  # noqa: F401  (mmengine's checkpoints, loaded the narrow safe way)
     from enn_mm.core import basis_error
-    from enn_mm.engine.checkpoint import register_safe_loaders
-    register_safe_loaders()  # mmengine's own checkpoints, loaded the narrow safe way
     last = max(glob.glob(osp.join(work_dir, 'epoch_*.pth')),
                key=lambda p: int(p.rsplit('_', 1)[1].split('.')[0]), default=None)
     if last is None:

@@ -571,16 +571,13 @@ def overhead_goals():
                              arithmetic=r['arithmetic_ratio'], limit=limit,
                              met=r['ratio'] <= limit))
     libraries = []
-    for where, recs in (('ResNet-50 small', {m: rec.get(('resnet50', 'small', m))
-                                             for m in ('retract@10', 'torch_orthogonal',
-                                                       'geotorch')}),
-                        ('the demo network', {m: demo.get(m) for m in ('retract@10',
-                                                                       'torch_orthogonal',
-                                                                       'geotorch')})):
-        libs = {m: r['ratio'] for m, r in recs.items() if r is not None and m != 'retract@10'}
-        if libs and recs['retract@10'] is not None:
-            libraries.append(dict(where=where, retract=recs['retract@10']['ratio'], libs=libs,
-                                  ok=recs['retract@10']['ratio'] <= min(libs.values())))
+    for where, of in (('ResNet-50 small', lambda m: rec.get(('resnet50', 'small', m))),
+                      ('the demo network', demo.get)):
+        libs = {m: of(m)['ratio'] for m in ('torch_orthogonal', 'geotorch') if of(m)}
+        if libs and of('retract@10'):
+            retract = of('retract@10')['ratio']
+            libraries.append(dict(where=where, retract=retract, libs=libs,
+                                  ok=retract <= min(libs.values())))
     return render('overhead-goals', models=models, small=small, demo=demo, probes=probes,
                   auto=auto, libraries=libraries)
 
