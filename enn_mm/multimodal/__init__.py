@@ -10,6 +10,8 @@ Registers in MMPretrain's registries:
   when one is built).
 - ``ENNFashionMNISTCaptions`` (DATASETS): Fashion-MNIST with class-description
   captions (class-level retrieval, offline).
+- ``ENNUnionCaptions`` (DATASETS): Fashion-MNIST and MNIST digits as one
+  20-class set, held-out caption templates and unseen classes.
 - ``ENNClassImageTextRetrievalMetric`` (METRICS, with faiss): image<->text
   recall with relevance by class.
 
@@ -22,10 +24,11 @@ from .contrastive_loss import gather_batch, symmetric_info_nce
 from .fmnist_captions import ENNFashionMNISTCaptions
 from .retriever import ENNContrastiveRetriever
 from .text_encoders import ENNCLIPTextEncoder, ENNSentenceTextEncoder, resolve_model_path
+from .union_captions import ENNUnionCaptions
 
 __all__ = [
     'ENNContrastiveRetriever', 'ENNSentenceTextEncoder', 'ENNCLIPTextEncoder',
-    'ENNFashionMNISTCaptions', 'symmetric_info_nce', 'gather_batch',
+    'ENNFashionMNISTCaptions', 'ENNUnionCaptions', 'symmetric_info_nce', 'gather_batch',
     'resolve_model_path'
 ]
 

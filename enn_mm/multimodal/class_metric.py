@@ -1,5 +1,5 @@
 """``ENNClassImageTextRetrievalMetric``: image<->text recall, relevance by class."""
-from typing import Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 from mmengine.logging import print_log
@@ -29,10 +29,19 @@ class ENNClassImageTextRetrievalMetric(FaissImageTextRetrievalMetric):
     - ``t2i/Recall@K``: a caption hits when an image of its class is among
       its K best images.
 
+    With ``unseen_classes`` the same metrics are also reported per split,
+    ``'seen/...'`` and ``'unseen/...'``: queries of the split's classes
+    against a gallery of the split's classes only (for unseen classes, the
+    zero-shot protocol: which of the classes never trained on does the text
+    tower's wording single out).
+
     Args:
         metric_names (Sequence[str]): Any of ``'Recall'``, ``'Precision'``,
             ``'mAP'``, ``'AP'``, ``'mAP@R'`` (see ``retrieval_metrics``), for
             both directions. Defaults to ('Recall', ).
+        unseen_classes (Sequence[str | int], optional): Classes held out of
+            training, by name (of the dataset's ``classes``) or index.
+            Defaults to None (no split).
         **kwargs: As for :class:`FaissImageTextRetrievalMetric`.
 
     Raises:
@@ -40,9 +49,29 @@ class ENNClassImageTextRetrievalMetric(FaissImageTextRetrievalMetric):
             :class:`FaissImageTextRetrievalMetric`.
     """
 
-    def __init__(self, metric_names: Sequence[str] = ('Recall', ), **kwargs):
+    def __init__(self, metric_names: Sequence[str] = ('Recall', ),
+                 unseen_classes: Optional[Sequence[Union[str, int]]] = None, **kwargs):
         super().__init__(**kwargs)
         self.metric_names = check_metric_names(metric_names)
+        self.unseen_classes = None if unseen_classes is None else tuple(unseen_classes)
+
+    def _unseen_ids(self, present) -> np.ndarray:
+        """``unseen_classes`` as label indices, checked against the data."""
+        classes = list((self.dataset_meta or {}).get('classes') or [])
+        ids = []
+        for c in self.unseen_classes:
+            if isinstance(c, str):
+                if c not in classes:
+                    raise ValueError(f'unseen class {c!r} is not a class of the evaluated '
+                                     f'dataset ({classes or "no classes in its metainfo"}); '
+                                     'name one of them or give label indices')
+                c = classes.index(c)
+            ids.append(int(c))
+        absent = sorted(set(ids) - set(present.tolist()))
+        if absent:
+            raise ValueError(f'unseen classes {absent} have no image in the evaluated data: '
+                             'check unseen_classes against the test split')
+        return np.asarray(ids)
 
     def process(self, data_batch, data_samples: Sequence) -> None:
         """As the parent; the image entries also keep ``gt_label``.
@@ -81,18 +110,35 @@ class ENNClassImageTextRetrievalMetric(FaissImageTextRetrievalMetric):
         Returns:
             dict: ``'i2t/<name>'`` and ``'t2i/<name>'`` in percent for every
             key of :func:`retrieval_metrics` (``'Recall@1'``, ...,
-            ``'mAP@R'``), unprefixed.
+            ``'mAP@R'``), unprefixed; with ``unseen_classes`` also
+            ``'seen/i2t/<name>'``, ``'unseen/t2i/<name>'`` etc.
+
+        Raises:
+            ValueError: An unseen class that is not in the data.
         """
         images, texts, pos = self.merge_images_texts(items, size)
         img_labels, txt_labels = images['label'], images['label'][pos]
         print_log(f'{type(self).__name__}: {len(img_labels)} images, '
                   f'{len(txt_labels)} captions, {len(np.unique(img_labels))} '
                   'classes, relevance by class', logger='current')
+        out = self._both_ways(images['feat'], texts['feat'], img_labels, txt_labels, '')
+        if self.unseen_classes is not None:
+            unseen = self._unseen_ids(np.unique(img_labels))
+            for split, inside in (('seen', False), ('unseen', True)):
+                im = np.isin(img_labels, unseen) == inside
+                tm = np.isin(txt_labels, unseen) == inside
+                if not im.any() or not tm.any():
+                    raise ValueError(f'the {split} classes have no images or no captions in '
+                                     'the evaluated data')
+                out.update(self._both_ways(images['feat'][im], texts['feat'][tm],
+                                           img_labels[im], txt_labels[tm], f'{split}/'))
+        return out
+
+    def _both_ways(self, img, txt, img_labels, txt_labels, prefix: str) -> dict:
         out = {}
-        for name, q, g, ql, gl in (
-                ('i2t', images['feat'], texts['feat'], img_labels, txt_labels),
-                ('t2i', texts['feat'], images['feat'], txt_labels, img_labels)):
+        for name, q, g, ql, gl in (('i2t', img, txt, img_labels, txt_labels),
+                                   ('t2i', txt, img, txt_labels, img_labels)):
             res = retrieval_metrics(q, g, ql, gl, self.topk, exclude_self=False,
                                     metric_names=self.metric_names, **self.search_cfg)
-            out.update({f'{name}/{k}': v for k, v in res.items()})
+            out.update({f'{prefix}{name}/{k}': v for k, v in res.items()})
         return out

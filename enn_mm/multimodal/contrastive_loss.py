@@ -92,27 +92,46 @@ def gather_batch(*tensors: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:
 
 
 def symmetric_info_nce(image: Tensor, text: Tensor, logit_scale: Tensor,
-                       groups: Optional[Tensor] = None) -> Tensor:
+                       groups: Optional[Tensor] = None,
+                       text_groups: Optional[Tensor] = None) -> Tensor:
     """CLIP's symmetric cross-entropy, generalized to several positives.
 
     Row ``i`` pairs image ``i`` with text ``i``. Image ``i`` and text ``j``
     are also a positive pair when ``groups[i] == groups[j]`` (e.g. two
     captions of one COCO image, or two images of one class); the target of
     each row is then uniform over its positives. Without ``groups`` this is
-    exactly CLIP's loss (targets on the diagonal).
+    exactly CLIP's loss (targets on the diagonal). With ``text_groups`` the
+    texts need not pair with the images row by row (e.g. one caption per
+    class of the batch): image ``i`` and text ``j`` are positive when
+    ``groups[i] == text_groups[j]``, and every row must have a positive.
 
     Args:
         image (Tensor): (N, d) L2-normalized image embeddings.
-        text (Tensor): (N, d) L2-normalized text embeddings.
+        text (Tensor): (N, d) L2-normalized text embeddings; (M, d) with
+            ``text_groups``.
         logit_scale (Tensor): Scalar multiplier (1 / temperature).
-        groups (Tensor, optional): (N,) integer group of each pair.
-            Defaults to None (only the diagonal pairs are positive).
+        groups (Tensor, optional): (N,) integer group of each image (and of
+            its text when there are no ``text_groups``). Defaults to None
+            (only the diagonal pairs are positive).
+        text_groups (Tensor, optional): (M,) integer group of each text.
+            Defaults to None (the texts' groups are ``groups``).
 
     Returns:
         Tensor: ``(loss_i2t + loss_t2i) / 2``.
+
+    Raises:
+        ValueError: ``text_groups`` without ``groups``, or an image or text
+            with no positive among the other side.
     """
     logits = logit_scale * image @ text.t()
-    if groups is None:
+    if text_groups is not None:
+        if groups is None:
+            raise ValueError('text_groups needs the images\' groups')
+        pos = (groups[:, None] == text_groups[None, :]).to(logits.dtype)
+        if not (pos.sum(1).all() and pos.sum(0).all()):
+            raise ValueError('every image needs a text of its group in the batch and '
+                             'every text an image of its group')
+    elif groups is None:
         pos = torch.eye(len(image), device=image.device, dtype=logits.dtype)
     else:
         pos = (groups[:, None] == groups[None, :]).to(logits.dtype)

@@ -62,6 +62,12 @@ class ENNContrastiveRetriever(BaseModel):
             or ``'gt_label'``) whose equal values mark extra positive pairs
             in a batch (two captions of one image; one class). None: only
             the sample's own pair is positive.
+        text_per_group (bool): In training, embed one caption per
+            ``positive_key`` group of the batch (the first sample's, e.g. one
+            caption per class) instead of one per sample, and contrast the
+            images against those. Class-level data then pays the text tower
+            for a few captions per step, which is what makes fine-tuning it
+            affordable. Needs ``positive_key``. Defaults to False.
         gather_across_ranks (bool): Under DDP, contrast against the
             embeddings of all ranks (the global batch). Defaults to True.
         data_preprocessor (dict, optional): Defaults to
@@ -71,6 +77,7 @@ class ENNContrastiveRetriever(BaseModel):
 
     Raises:
         TypeError: The text encoder has no integer ``embed_dim``.
+        ValueError: ``text_per_group`` without ``positive_key``.
     """
 
     def __init__(self,
@@ -83,6 +90,7 @@ class ENNContrastiveRetriever(BaseModel):
                  learn_temperature: bool = True,
                  max_logit_scale: float = 100.0,
                  positive_key: Optional[str] = None,
+                 text_per_group: bool = False,
                  gather_across_ranks: bool = True,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
@@ -105,7 +113,11 @@ class ENNContrastiveRetriever(BaseModel):
         scale = torch.tensor(math.log(1.0 / init_temperature))
         self.logit_scale = nn.Parameter(scale, requires_grad=learn_temperature)
         self.max_log_scale = math.log(max_logit_scale)
+        if text_per_group and positive_key is None:
+            raise ValueError("text_per_group embeds one caption per positive_key group: set "
+                             "positive_key (e.g. 'gt_label' for class-level captions)")
         self.positive_key = positive_key
+        self.text_per_group = text_per_group
         self.gather_across_ranks = gather_across_ranks
 
     # ------------------------------------------------------------ embeddings
@@ -232,7 +244,9 @@ class ENNContrastiveRetriever(BaseModel):
         Args:
             images (torch.Tensor): ``(B, C, H, W)`` images.
             data_samples (List[DataSample]): One caption (``text``) per
-                sample, and ``positive_key`` if it is set.
+                sample, and ``positive_key`` if it is set (with
+                ``text_per_group``, only the first caption of each group is
+                embedded).
 
         Returns:
             dict: ``loss_contrastive`` and ``temperature`` (the current
@@ -248,12 +262,24 @@ class ENNContrastiveRetriever(BaseModel):
                              "('text' a string): build the retrieval dataset "
                              'with test_mode=False')
         image = self.embed_images(images)
-        text = self.embed_texts([c[0] for c in captions])
         groups = self._groups(data_samples)
-        if self.gather_across_ranks:
-            image, text, groups = gather_batch(image, text, groups)
+        if self.text_per_group:
+            first = {}
+            for i, g in enumerate(groups.tolist()):
+                first.setdefault(g, i)
+            rows = list(first.values())
+            text = self.embed_texts([captions[i][0] for i in rows])
+            text_groups = groups[rows]
+            if self.gather_across_ranks:
+                image, groups = gather_batch(image, groups)
+                text, text_groups = gather_batch(text, text_groups)
+        else:
+            text = self.embed_texts([c[0] for c in captions])
+            text_groups = None
+            if self.gather_across_ranks:
+                image, text, groups = gather_batch(image, text, groups)
         scale = self.logit_scale.clamp(max=self.max_log_scale).exp()
-        loss = symmetric_info_nce(image, text, scale, groups)
+        loss = symmetric_info_nce(image, text, scale, groups, text_groups)
         return dict(loss_contrastive=loss, temperature=self.temperature)
 
     def predict_all(self, feats: dict, data_samples: List[DataSample],

@@ -26,7 +26,8 @@ def test_constructor_rules_reach_exactly_the_factors():
         spectrum={f'{i}.parametrizations.weight.original1' for i in (0, 2)})
     assert factor_names(model, suffix=True) == dict(
         basis={'.weight.original0', '.weight.original2'}, spectrum={'.weight.original1'})
-    # a user key longer than the factor keys wins on its parameter, a shorter one does not
+    # a user key that matches a factor (mmengine's substring rule, longest
+    # first) combines with the factor's rule: multipliers multiply
     user = {'2.parametrizations.weight.original1': dict(lr_mult=3.0),
             'weight.original1': dict(lr_mult=7.0)}
     ctor = ENNOptimWrapperConstructor(
@@ -40,10 +41,31 @@ def test_constructor_rules_reach_exactly_the_factors():
                 for g in groups for p in g['params']}
         assert {i for i, r in rule.items() if r[0] == 0.5} == basis
         assert all(rule[i] == (0.5, 0.05, 0.0) for i in basis)
-        assert rule[id(lam0)] == (1.0, 0.1, 0.05)
+        assert rule[id(lam0)] == (7.0, pytest.approx(0.7), 0.05)
         assert rule[id(lam2)] == (3.0, pytest.approx(0.3), 0.05)
         assert all(r[0] is None for i, r in rule.items() if i not in basis | spectrum)
         assert ctor.paramwise_cfg['custom_keys'] == user
+
+
+def test_user_key_on_a_tower_reaches_its_factors():
+    """A prefix key (as fine-tuning configs slow a pretrained tower) scales
+    the tower's Q, λ and P like a dense tower's weights; the bases keep no
+    weight decay, the rest of the model keeps the base rate."""
+    from enn_mm.engine.optimizers import ENNOptimWrapperConstructor
+    model = nn.Sequential()
+    model.add_module('tower', nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8)))
+    model.add_module('head', nn.Linear(8, 2))
+    ENNOptions().apply(model)
+    ctor = ENNOptimWrapperConstructor(
+        dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.1)),
+        dict(basis_lr_mult=0.5, custom_keys={'tower': dict(lr_mult=0.01)}))
+    groups = ctor(model).optimizer.param_groups
+    rule = {id(p): (g['lr'], g['weight_decay']) for g in groups for p in g['params']}
+    for layer, scale in ((model.tower[0], 0.01), (model.tower[1], 0.01), (model.head, 1.0)):
+        Q, lam, P = factors(layer)
+        assert rule[id(Q)] == rule[id(P)] == (pytest.approx(1e-3 * scale * 0.5), 0.0)
+        assert rule[id(lam)] == (pytest.approx(1e-3 * scale), pytest.approx(0.1))
+        assert rule[id(layer.bias)] == (pytest.approx(1e-3 * scale), pytest.approx(0.1))
 
 
 def test_enn_constructor_without_weight_decay():

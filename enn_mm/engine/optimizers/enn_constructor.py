@@ -19,10 +19,13 @@ class ENNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     The factors are found through the parametrization when the optimizer is
     built (:func:`enn_mm.core.eigenbasis.factor_names`), and their rules
-    enter as mmengine ``custom_keys``: one per factor name below the layer's
-    ``parametrizations`` (``'.weight.original0'`` etc.). Explicit
-    ``custom_keys`` of the user therefore take precedence on the same
-    parameter only when they are longer (more specific) than those keys.
+    enter as mmengine ``custom_keys``, one per factor under its full name.
+    A ``custom_keys`` entry of the user that matches a factor by mmengine's
+    rule (the longest key that is a substring of the name) is combined with
+    the factor's rule: their ``lr_mult`` and ``decay_mult`` multiply, other
+    fields are the user's. So ``custom_keys={'text_encoder':
+    dict(lr_mult=0.01)}`` slows an ENN text tower's Q, λ and P as it slows a
+    dense one's weights, and its bases still get no weight decay.
 
     The wrapper it builds is the ENN version of the configured type
     (``OptimWrapper`` -> ``ENNOptimWrapper``, ``AmpOptimWrapper`` ->
@@ -73,9 +76,11 @@ class ENNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         # user's own keys are restored afterwards, for a next model.
         user_keys = self.paramwise_cfg['custom_keys']
         custom_keys = dict(user_keys)
-        for role, keys in factor_names(model, suffix=True).items():
-            for key in sorted(keys):
-                custom_keys.setdefault(key, self.factor_rules[role])
+        longest_first = sorted(sorted(user_keys), key=len, reverse=True)  # mmengine's order
+        for role, names in factor_names(model).items():
+            for name in sorted(names):
+                user = next((user_keys[k] for k in longest_first if k in name), {})
+                custom_keys[name] = _combine(user, self.factor_rules[role])
         self.paramwise_cfg['custom_keys'] = custom_keys
         try:
             wrapper = super().__call__(model)
@@ -83,3 +88,12 @@ class ENNOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             self.paramwise_cfg['custom_keys'] = user_keys
         wrapper.arm(model)
         return wrapper
+
+
+def _combine(user: dict, rule: dict) -> dict:
+    """A user's ``custom_keys`` entry and a factor's rule as one entry:
+    multipliers multiply, the user's other fields are kept."""
+    out = dict(user)
+    for key, mult in rule.items():
+        out[key] = user.get(key, 1.0) * mult
+    return out
