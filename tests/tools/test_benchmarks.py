@@ -196,6 +196,39 @@ def test_accuracy_and_eclip_summaries_recompute_from_runs():
         assert all(again[k] == saved[tower][k] for k in eclip.KEYS)
 
 
+def test_eclip_union_rows_merge_and_step_ratios():
+    """Per-row means and stds, rows merged by name (later wins, the
+    benchmark's order), step-time ratios seed by seed, and the report's
+    ENN-vs-dense verdict from the difference and the pooled std."""
+    bench = script('eclip_union')
+    keys = [f'{bench.short(k)}/{s}' for k in bench.METRICS for s in bench.SPLITS]
+
+    def run(seed, level, spi):
+        r = {k: level + seed + i for i, k in enumerate(keys)}
+        r.update(seed=seed, seconds_per_iter=spi, train_seconds=1.0, test_seconds=1.0,
+                 iterations=600, converged=True, seen_r1_moved_last_two=0.1,
+                 temperature=0.07, val_history=[])
+        return r
+
+    dense = bench.row_record('dense_frozen', [run(s, 50.0, 0.2 + 0.1 * s) for s in (0, 1, 2)])
+    enn = bench.row_record('enn_enn_ft', [run(s, 60.0, 0.6) for s in (0, 1, 2)])
+    first, values = keys[0], [60.0, 61.0, 62.0]  # i2t_r1/all of seeds 0, 1, 2
+    assert enn['mean'][first] == round(statistics.mean(values), 2)
+    assert enn['std'][first] == round(statistics.stdev(values), 2)
+    old = bench.row_record('enn_enn_ft', [run(0, 0.0, 9.0)])
+    doc = bench.merge([dict(rows=[old], a=1), dict(rows=[enn, dense], a=2)])
+    assert [r['name'] for r in doc['rows']] == ['dense_frozen', 'enn_enn_ft'] and doc['a'] == 2
+    ratios = [0.6 / 0.2, 0.6 / 0.3, 0.6 / 0.4]
+    assert doc['rows'][1]['step_time_vs_dense']['median'] == round(statistics.median(ratios), 2)
+    report = script('report')
+    verdicts = {v['measure']: v for v in report.union_verdicts(doc)}
+    v = verdicts['t2i R@1, seen classes']
+    a, b = enn['t2i_r1']['seen'], dense['t2i_r1']['seen']
+    pooled = ((statistics.stdev(a) ** 2 + statistics.stdev(b) ** 2) / 2) ** 0.5
+    assert v['diff'] == pytest.approx(statistics.mean(a) - statistics.mean(b))
+    assert v['pooled'] == pytest.approx(pooled) and v['ahead'] and not v['behind']
+
+
 def test_orthogonality_reads_the_diagnostics_log(tmp_path):
     bench = script('orthogonality')
     run = tmp_path / 'mode' / '20260101_000000' / 'vis_data'
@@ -216,12 +249,12 @@ def test_orthogonality_reads_the_diagnostics_log(tmp_path):
 def test_plot_results_draws_the_committed_json(tmp_path):
     import shutil
     for name in ('enn_overhead.json', 'local_memory.json', 'pipeline_speedup.json',
-                 'pipeline_speedup_dense.json'):
+                 'pipeline_speedup_dense.json', 'eclip_union.json'):
         shutil.copy(osp.join(REPO, 'docs/results', name), tmp_path / name)
     proc = subprocess.run([sys.executable, osp.join(BENCH, 'plot_results.py'), '--dir',
                            str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    for png in ('overhead.png', 'memory.png', 'pipeline.png'):
+    for png in ('overhead.png', 'memory.png', 'pipeline.png', 'eclip_union.png'):
         assert (tmp_path / png).stat().st_size > 10_000
 
 

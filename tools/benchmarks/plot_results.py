@@ -13,7 +13,9 @@ Reads what is there (each benchmark's stdout saved as JSON) and writes:
   whole-process peak), with the range of the paired samples;
 - ``pipeline.png`` from ``pipeline_speedup{,_dense}.json``: training
   throughput of sequential ENN-ℓ, BP (one process and data-parallel) and the
-  pipeline against BP on the same cores, and each stage's busy time per step.
+  pipeline against BP on the same cores, and each stage's busy time per step;
+- ``eclip_union.png`` from ``eclip_union.json``: i2t and t2i Recall@1 of
+  every row, seen and unseen classes, mean and the range of the seeds.
 """
 import argparse
 import json
@@ -121,6 +123,31 @@ def pipeline(records, out):
     plt.close(fig)
 
 
+def eclip_union(doc, out):
+    rows = doc['rows']
+    panels = [('t2i_r1', 'seen'), ('t2i_r1', 'unseen'), ('i2t_r1', 'seen'), ('i2t_r1', 'unseen')]
+    fig, axes = plt.subplots(1, 4, figsize=(15, 0.45 * len(rows) + 1.6), sharey=True)
+    names = [f"{r['image_tower']} image / {r['text_tower']} text"
+             + (f" ({r['ortho']})" if r['ortho'] == 'penalty' else '') for r in rows]
+    for ax, (key, split) in zip(axes, panels):
+        vals = [r[key][split] for r in rows]
+        mean = [sum(v) / len(v) for v in vals]
+        err = [[m - min(v) for m, v in zip(mean, vals)], [max(v) - m for m, v in zip(mean, vals)]]
+        colors = ['tab:orange' if r['image_tower'] == 'enn' or r['text_tower'] == 'enn_ft'
+                  else 'tab:gray' for r in rows]
+        ax.barh(range(len(rows)), mean, xerr=err, color=colors, capsize=3)
+        ax.set_xlim(max(0, min(min(v) for v in vals) - 10), 100)
+        ax.set_title(f"{key.split('_')[0]} Recall@1, {split} classes")
+        ax.grid(axis='x', alpha=0.3)
+    axes[0].set_yticks(range(len(rows)), names)
+    axes[0].invert_yaxis()
+    fig.suptitle('Image<->text retrieval, Fashion-MNIST + MNIST (20 classes), held-out '
+                 'captions; mean and range of 3 seeds (orange: ENN somewhere)', fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--dir', default='docs/results')
@@ -139,6 +166,10 @@ def main():
     if runs:
         pipeline(runs, osp.join(args.dir, 'pipeline.png'))
         done.append('pipeline.png')
+    union = load(args.dir, 'eclip_union.json')
+    if union is not None and union.get('rows'):
+        eclip_union(union, osp.join(args.dir, 'eclip_union.png'))
+        done.append('eclip_union.png')
     print('wrote', ', '.join(done) if done else 'nothing (no JSON found)')
 
 

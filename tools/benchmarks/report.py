@@ -4,7 +4,8 @@
     python tools/benchmarks/report.py --check   # exit 1 if a page differs from its JSON
 
 Each rendered section of ``README.md``, ``docs/results.md``,
-``docs/local_learning.md`` and ``docs/retrieval.md`` sits between two markers::
+``docs/local_learning.md``, ``docs/retrieval.md`` and ``docs/eclip.md`` sits
+between two markers::
 
     <!-- report:NAME -->
     ...generated text...
@@ -30,7 +31,8 @@ import sys
 BENCH = osp.dirname(osp.abspath(__file__))
 REPO = osp.dirname(osp.dirname(BENCH))
 RESULTS = osp.join(REPO, 'docs', 'results')
-PAGES = ('README.md', 'docs/results.md', 'docs/local_learning.md', 'docs/retrieval.md')
+PAGES = ('README.md', 'docs/results.md', 'docs/local_learning.md', 'docs/retrieval.md',
+         'docs/eclip.md')
 MARK = re.compile(r'(<!-- report:([\w-]+) -->\n)(.*?)(<!-- /report:\2 -->)', re.S)
 
 
@@ -201,6 +203,89 @@ def eclip():
     rows = [[tower] + [pm(d[tower][k]) for k in keys] for tower in ('dense', 'enn')]
     return table(['image tower'] + [k.replace('/Recall@', ' R@') for k in keys],
                  [[{'dense': 'dense', 'enn': 'ENN'}[r[0]]] + r[1:] for r in rows])
+
+
+@section
+def eclip_fmnist():
+    """The Fashion-MNIST caption benchmark with its train times (docs/eclip.md)."""
+    d = load('eclip_fmnist.json')
+    keys = [f'{d_}/Recall@{k}' for d_ in ('i2t', 't2i') for k in (1, 5, 10)]
+    rows = []
+    for tower, name in (('dense', 'dense (`clip_resnet18w16-minilm_fmnist.py`)'),
+                        ('enn', 'ENN (`eclip_resnet18w16-minilm_fmnist.py`)')):
+        secs = [r['train_seconds'] for r in d[tower]['runs']]
+        rows.append([name] + [pm(d[tower][k]) for k in keys]
+                    + [f'{min(secs):.0f}–{max(secs):.0f} s'])
+    return table(['image tower'] + [k.replace('/Recall@', ' R@') for k in keys]
+                 + ['train time / run'], rows)
+
+
+# ------------------------------ image-text, 20-class union (eclip_union.py, eclip_union.json)
+UNION_MEASURES = [('t2i_r1', 'seen'), ('t2i_r1', 'unseen'), ('i2t_r1', 'seen'),
+                  ('i2t_r1', 'unseen')]
+TEXT_TOWERS = {'frozen': 'frozen', 'dense_ft': 'fine-tuned, dense', 'enn_ft': 'fine-tuned, ENN'}
+
+
+def _union_row_name(r) -> str:
+    image = 'dense' if r['image_tower'] == 'dense' else (
+        'ENN, penalty' if r['ortho'] == 'penalty' else 'ENN')
+    return f"{image} | {TEXT_TOWERS[r['text_tower']]}"
+
+
+def _is_enn(r) -> bool:
+    return r['image_tower'] == 'enn' or r['text_tower'] == 'enn_ft'
+
+
+def _mean_std(values):
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+@section
+def eclip_union():
+    d = load('eclip_union.json')
+    rows = []
+    for r in d['rows']:
+        cells = [pm(dict(zip(('mean', 'std'), _mean_std(r[k][s])))) for k, s in UNION_MEASURES]
+        cells.append(pm(dict(zip(('mean', 'std'), _mean_std(r['t2i_map_r']['seen'])))))
+        step = r.get('step_time_vs_dense')
+        cells.append(f"{step['median']:.2f}" if step else '–')
+        cells.append(f"{sum(r['converged'])}/{len(r['converged'])}")
+        rows.append([f"`{osp.basename(r['config'])}`", _union_row_name(r)] + cells)
+    header = ['config', 'image tower', 'text tower', 't2i R@1 seen', 't2i R@1 unseen',
+              'i2t R@1 seen', 'i2t R@1 unseen', 't2i mAP@R seen', 's/iter vs dense (computed)',
+              'settled']
+    return table(header, [[row[0], *row[1].split(' | '), *row[2:]] for row in rows])
+
+
+def union_verdicts(d):
+    """Best ENN row against the best all-dense row on each R@1 measure: the
+    difference of means and the pooled std of the two rows (computed)."""
+    out = []
+    for key, split in UNION_MEASURES:
+        def best(rows):
+            return max(rows, key=lambda r: statistics.mean(r[key][split]))
+        enn = best([r for r in d['rows'] if _is_enn(r)])
+        dense = best([r for r in d['rows'] if not _is_enn(r)])
+        (me, se), (md, sd) = _mean_std(enn[key][split]), _mean_std(dense[key][split])
+        pooled = ((se ** 2 + sd ** 2) / 2) ** 0.5
+        diff = me - md
+        out.append(dict(measure=f"{key.split('_')[0]} R@1, {split} classes",
+                        enn=_union_row_name(enn), dense=_union_row_name(dense), enn_mean=me,
+                        dense_mean=md, diff=diff, pooled=pooled, ahead=diff > pooled,
+                        behind=-diff > pooled))
+    return out
+
+
+@section
+def eclip_union_goals():
+    d = load('eclip_union.json')
+    points = dict(seen=100.0 / d['t2i_queries_seen'], unseen=100.0 / d['t2i_queries_unseen'])
+    moved = [m for r in d['rows'] for m in r['seen_r1_moved_last_two']]
+    unsettled = [m for m in moved if m >= 0.5]
+    return render('eclip-union-goals', d=d, verdicts=union_verdicts(d), points=points,
+                  step0=d['enn_text_tower_step0'], settled=len(moved) - len(unsettled),
+                  runs=len(moved), moved_min=min(unsettled, default=0.0),
+                  moved_max=max(unsettled, default=0.0))
 
 
 # --------------------------------------- training-step overhead (enn_overhead.py)
@@ -535,10 +620,12 @@ def claims():
     enn_block = mem['enn-resnet50', 1000, 'block', 'pool_linear']
     frozen = mem.get(('enn-resnet50', 1000, 'block', 'pool_linear (frozen)'))
     ep = acc['budget']['epochs']
+    union = load('eclip_union.json')
     best_local = max(('stage_downstream', 'block_downstream'), key=lambda k: local[k]['mean'])
     return render('claims', f=f, m=m, ep=ep, local=local, best_local=best_local, pipe=pipe,
                   dense=dense, ortho=ortho, enn_stage=enn_stage, enn_block=enn_block,
-                  frozen=frozen, h=load('enn_l_headline.json'))
+                  frozen=frozen, h=load('enn_l_headline.json'), union=union,
+                  union_v=union_verdicts(union))
 
 
 
