@@ -11,6 +11,7 @@ import json
 import os
 import os.path as osp
 import pickle
+import re
 import subprocess
 import sys
 import time
@@ -20,9 +21,24 @@ import torch
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
+def cpu_model() -> str:
+    """``lscpu``'s model name (the demo's time depends on it), else the
+    platform's processor string."""
+    try:
+        out = subprocess.run(['lscpu'], capture_output=True, text=True, timeout=10).stdout
+        found = re.search(r'^Model name:\s*(.+)$', out, re.M)
+        if found:
+            return found.group(1).strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
 def step(title, args, log):
     print(f'\n=== {title}\n$ {" ".join(args)}', flush=True)
     start = time.time()
+    announced = False
     with open(log, 'w') as f:
         proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
@@ -30,6 +46,11 @@ def step(title, args, log):
             f.write(line)
             if ' - mmengine - ' in line or 'Error' in line:  # progress, not the env dump
                 print(line.rstrip()[:200], flush=True)
+            eta = re.search(r'eta: ([^ ]+(?: days?, [^ ]+)?)', line)
+            if eta and not announced:  # mmengine's estimate after the first logged steps
+                announced = True
+                print(f'[demo] this step should take about {eta.group(1).rstrip(",")} more '
+                      f'on this CPU ({cpu_model()}; {os.cpu_count()} cores)', flush=True)
     if proc.wait():
         raise SystemExit(f'step "{title}" failed, see {log}')
     return time.time() - start
@@ -108,6 +129,7 @@ def main():
         'dense_config': osp.relpath(osp.splitext(dense)[0] + '.py', REPO),
         'seconds': {k: round(v, 1) for k, v in times.items()},
         'total_seconds': round(sum(times.values()), 1),
+        'cpu_model': cpu_model(),
         'threads': torch.get_num_threads(),
         'cpus': os.cpu_count(),
     }

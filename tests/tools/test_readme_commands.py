@@ -112,6 +112,7 @@ def test_demo_command(fmnist_root, tmp_path):
     assert 'same prediction           : 100.000 %' in out
     summary = json.loads((tmp_path / 'summary.json').read_text())
     assert summary['test_images'] == 40 and summary['enn_top1'] == summary['dense_export_top1']
+    assert summary['cpu_model']  # the demo's time depends on it
 
 
 @pytest.mark.slow
