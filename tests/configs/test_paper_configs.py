@@ -21,7 +21,7 @@ ImageNet folders + meta lists). What the shrinking changes, and only that:
   models run at full width. ``ENN_PAPER_FULL_SIZE=1`` runs every model at full
   width (input sizes as above; several minutes).
 
-A second test checks every config's recipe against SPEC §4's tables, written
+A second test checks every config's recipe against the authors' recipe tables, written
 out again here.
 """
 import copy
@@ -313,7 +313,7 @@ def test_tiny_imagenet_val_labels_follow_the_training_classes(data_roots):
         assert osp.isfile(info['img_path'])
 
 
-# ------------------------------------------------------------------ recipes vs SPEC §4
+# ------------------------------------------------------------------ recipes vs the authors' scripts
 # (batch, optimizer, lr, T_max, per-iteration, γ, epochs) of the ENN-with-BP table,
 # which the dense baselines share.
 BP = {

@@ -57,7 +57,7 @@ def test_report_pages_equal_their_json():
 
 def test_report_renders_from_json_and_flags_drift():
     report = script('report')
-    text = '# x\n<!-- report:eclip -->\nstale 1.23\n<!-- /report:eclip -->\nafter\n'
+    text = '# x\n<!-- report:eclip-fmnist -->\nstale 1.23\n<!-- /report:eclip-fmnist -->\nafter\n'
     out = report.render_page(text)
     d = json.load(open(osp.join(REPO, 'docs/results/eclip_fmnist.json')))
     mean, std = d['enn']['i2t/Recall@1']['mean'], d['enn']['i2t/Recall@1']['std']

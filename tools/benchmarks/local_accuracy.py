@@ -3,7 +3,7 @@
     python tools/benchmarks/local_accuracy.py --dataset fmnist \
         --variants bp_dense bp_enn_retract block_frozen block_aux_net ... \
         [--seeds 0 1 2] [--epochs 12] [--per-class 600] [--jobs 2] \
-        [--out docs/results/local_accuracy_fmnist.json]
+        [--out docs/results/local_accuracy.json]
 
 Every variant is an MMPretrain config (``configs/...``) plus model overrides
 (the local heads and objectives under test); each run trains it with

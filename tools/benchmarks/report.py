@@ -22,6 +22,7 @@ themselves (threshold and what they measure) are data, ``goals.json``.
 """
 import argparse
 import functools
+import glob
 import json
 import os.path as osp
 import re
@@ -169,42 +170,7 @@ def local_accuracy_mnist():
     return _local_accuracy('local_accuracy_mnist.json', 'mnist')
 
 
-LOCAL_SUMMARY = [  # variant -> words, for the README's short table
-    ('bp_enn_retract', 'end-to-end BP, ENN with QR retraction'),
-    ('stage_downstream', 'ENN-ℓ per stage, AugLocal `downstream` heads '
-     '(`configs/enn_local/resnet18w16_fmnist_best_stage.py`)'),
-    ('bp_enn', "end-to-end BP, ENN with the paper's penalty"),
-    ('block_downstream_retract1', "ENN-ℓ per block (the paper's split), retraction, "
-     '`downstream` heads'),
-    ('block_downstream', "ENN-ℓ per block (the paper's split), `downstream` heads "
-     '(`configs/enn_local/resnet18w16_fmnist_best_block.py`)'),
-    ('bp_dense', 'end-to-end BP, dense'),
-    ('block_frozen', "ENN-ℓ per block, the paper's frozen random heads"),
-]
-
-
-@section
-def readme_local_accuracy():
-    rows = load('local_accuracy.json')['fmnist']
-    out = []
-    for name, what in LOCAL_SUMMARY:
-        r = rows[name]
-        cell = pm(r) if r['std'] is not None else f"{r['mean']:.2f}"
-        seeds = '' if len(r['seeds']) > 1 else ' (one seed)'
-        out.append([what + seeds, cell])
-    return table(['training', 'top-1 %, mean ± std'], out)
-
-
 # ------------------------------------------- image-text (eclip_fmnist.py, eclip_fmnist.json)
-@section
-def eclip():
-    d = load('eclip_fmnist.json')
-    keys = [f'{d_}/Recall@{k}' for d_ in ('i2t', 't2i') for k in (1, 5, 10)]
-    rows = [[tower] + [pm(d[tower][k]) for k in keys] for tower in ('dense', 'enn')]
-    return table(['image tower'] + [k.replace('/Recall@', ' R@') for k in keys],
-                 [[{'dense': 'dense', 'enn': 'ENN'}[r[0]]] + r[1:] for r in rows])
-
-
 @section
 def eclip_fmnist():
     """The Fashion-MNIST caption benchmark with its train times (docs/eclip.md)."""
@@ -608,34 +574,60 @@ def orthogonality():
 # ------------------------------------------------- the claims table (results.md)
 @section
 def claims():
-    acc, local = load('accuracy.json'), load('local_accuracy.json')['fmnist']
+    acc = load('accuracy.json')
     f, m = acc['fmnist'], acc['mnist']
-    pipe = load('pipeline_speedup.json')
-    dense = dict(pipelines()).get('pipeline_speedup_dense.json') and \
-        load('pipeline_speedup_dense.json')
-    ortho = load('orthogonality.json')
+    lf, lm = load('local_accuracy.json')['fmnist'], load('local_accuracy_mnist.json')['mnist']
     mem = {(r['model'], r['num_classes'], r['split'], r['local_heads']): r
            for r in load('local_memory.json')}
-    enn_stage = mem['enn-resnet50', 1000, 'stage', 'pool_linear']
-    enn_block = mem['enn-resnet50', 1000, 'block', 'pool_linear']
-    frozen = mem.get(('enn-resnet50', 1000, 'block', 'pool_linear (frozen)'))
-    ep = acc['budget']['epochs']
     union = load('eclip_union.json')
-    best_local = max(('stage_downstream', 'block_downstream'), key=lambda k: local[k]['mean'])
-    return render('claims', f=f, m=m, ep=ep, local=local, best_local=best_local, pipe=pipe,
-                  dense=dense, ortho=ortho, enn_stage=enn_stage, enn_block=enn_block,
-                  frozen=frozen, h=load('enn_l_headline.json'), union=union,
-                  union_v=union_verdicts(union))
+    return render('claims', f=f, m=m, ep=acc['budget']['epochs'], lf=lf, lm=lm,
+                  pipe=load('pipeline_speedup.json'), ortho=load('orthogonality.json'),
+                  enn_stage=mem['enn-resnet50', 1000, 'stage', 'pool_linear'],
+                  enn_block=mem['enn-resnet50', 1000, 'block', 'pool_linear'],
+                  frozen=mem.get(('enn-resnet50', 1000, 'block', 'pool_linear (frozen)')),
+                  h=load('enn_l_headline.json'), union=union, union_v=union_verdicts(union))
 
+
+# ---------------------------------------------------------- the front page (README.md)
+def demo_summaries():
+    """The demo's committed summaries, ``(file name, summary)``: the
+    reference run first, then one per other CPU measured."""
+    names = ['demo_summary.json'] + sorted(
+        osp.basename(p) for p in glob.glob(osp.join(RESULTS, 'demo_summary_*.json')))
+    return [(name, load(name)) for name in names]
+
+
+@section
+def readme_demo_time():
+    rows = []
+    for name, s in demo_summaries():
+        units = 'AVX-512' if 'avx512f' in s['cpu_flags'] else 'AVX2, no AVX-512'
+        rows.append([f"{s['cpu_model']} ({units})", f"{s.get('cpus', 2)}",
+                     f"{s['seconds']['train']:.0f} s",
+                     f"{s['total_seconds'] / 60:.1f} min", f"{s['enn_top1']:.2f} %",
+                     f"{s['prediction_agreement']:.1f} %", f'[{name}](docs/results/{name})'])
+    return table(['CPU (`lscpu` model name)', 'cores', 'training', 'whole command',
+                  'ENN top-1', 'same prediction after export', 'summary'], rows)
+
+
+@section
+def readme_headline():
+    """The front page's results table: one row per part, each from its JSON
+    (the sentences live in docs/templates/readme-headline.md.j2)."""
+    acc = load('accuracy.json')
+    rec = {(r['model'], r['setting'], r['mode']): r['ratio'] for r in overhead_records()}
+    big = max((r for r in load('retrieval_eval.json') if r.get('ratio_vs_faiss')),
+              key=lambda r: r['gallery'])
+    union = {v['measure']: v for v in union_verdicts(load('eclip_union.json'))}
+    return render('readme-headline', acc=acc, f=acc['fmnist'], m=acc['mnist'],
+                  h=load('enn_l_headline.json'), demo=load('demo_summary.json'),
+                  r50={k[2]: v for k, v in rec.items() if k[0] == 'resnet50' and k[1] == 'small'},
+                  r50_real={k[2]: v for k, v in rec.items()
+                            if k[0] == 'resnet50' and k[1] == 'realistic'},
+                  big=big, big_size=_size(big['gallery']), union=union)
 
 
 # ------------------------------------------------ prose sections (templates)
-@section
-def readme_accuracy():
-    acc = load('accuracy.json')
-    return render('readme-accuracy', budget=acc['budget'], f=acc['fmnist'], m=acc['mnist'])
-
-
 @section
 def overhead_goals():
     rec = {(r['model'], r['setting'], r['mode']): r for r in overhead_records()}

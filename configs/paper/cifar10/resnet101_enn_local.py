@@ -1,6 +1,6 @@
 # ENN-ℓ, CIFAR-10 ResNet-101.
-# Reproduces: SPEC §3 Table 4, "ENN-ℓ" row, C10 R101 (paper: 3.89 % test error).
-# Recipe: the authors' ENN-ℓ recipe (SPEC §4, ENN-ℓ table, row "CIFAR-10
+# Reproduces: the paper's Table 4, "ENN-ℓ" row, C10 R101 (paper: 3.89 % test error).
+# Recipe: the authors' ENN-ℓ recipe (the authors' scripts, ENN-ℓ table, row "CIFAR-10
 # ResNet-50/101").
 # - blocks: the stem, each of the 33 bottleneck blocks, the pooled FC (K = 35); no
 #   gradient crosses a block boundary; one AdamW per block;

@@ -1,5 +1,5 @@
 # ENN with BP, CIFAR-10 ResNet-152.
-# Reproduces: the ENN counterpart of ./resnet152_dense.py (SPEC §4, ENN-with-BP table,
+# Reproduces: the ENN counterpart of ./resnet152_dense.py (the authors' scripts, ENN-with-BP table,
 # row "CIFAR-10/100 ResNet-101/152"; Table 4 has no ENN-with-BP row): its recipe (batch
 # 400, AdamW lr 1e-4 wd 0.01, cosine T_max 200 per iteration, 1000 epochs) with every
 # Conv2d/Linear as W = Q·diag(λ)·Pᵀ and the orthogonality penalty γ = 5e-5.

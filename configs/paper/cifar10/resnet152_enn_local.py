@@ -1,6 +1,6 @@
 # ENN-ℓ, CIFAR-10 ResNet-152.
-# Reproduces: SPEC §3 Table 4, "ENN-ℓ" row, C10 R152 (paper: 3.74 % test error).
-# Recipe: the authors' ENN-ℓ recipe (SPEC §4, ENN-ℓ table, row "CIFAR-10
+# Reproduces: the paper's Table 4, "ENN-ℓ" row, C10 R152 (paper: 3.74 % test error).
+# Recipe: the authors' ENN-ℓ recipe (the authors' scripts, ENN-ℓ table, row "CIFAR-10
 # ResNet-50/101"); the table has no CIFAR-10 ResNet-152 row, the row of the other
 # CIFAR-10 depths is used unchanged.
 # - blocks: the stem, each of the 50 bottleneck blocks, the pooled FC (K = 52); no

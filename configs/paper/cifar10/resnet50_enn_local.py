@@ -1,6 +1,6 @@
 # ENN-ℓ, CIFAR-10 ResNet-50.
-# Reproduces: SPEC §3 Table 4, "ENN-ℓ" row, C10 R50 (paper: 4.12 % test error).
-# Recipe: the authors' ENN-ℓ recipe (SPEC §4, ENN-ℓ table, row "CIFAR-10
+# Reproduces: the paper's Table 4, "ENN-ℓ" row, C10 R50 (paper: 4.12 % test error).
+# Recipe: the authors' ENN-ℓ recipe (the authors' scripts, ENN-ℓ table, row "CIFAR-10
 # ResNet-50/101").
 # - blocks: the stem, each of the 16 bottleneck blocks, the pooled FC (K = 18); no
 #   gradient crosses a block boundary; one AdamW per block;

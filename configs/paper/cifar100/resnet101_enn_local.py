@@ -1,6 +1,6 @@
 # ENN-ℓ, CIFAR-100 ResNet-101.
-# Reproduces: SPEC §3 Table 4, "ENN-ℓ" row, C100 R101 (paper: 27.04 % test error).
-# Recipe: the authors' ENN-ℓ recipe (SPEC §4, ENN-ℓ table, row "CIFAR-100
+# Reproduces: the paper's Table 4, "ENN-ℓ" row, C100 R101 (paper: 27.04 % test error).
+# Recipe: the authors' ENN-ℓ recipe (the authors' scripts, ENN-ℓ table, row "CIFAR-100
 # ResNet-50/152"); the table has no CIFAR-100 ResNet-101 row, the row of the other
 # CIFAR-100 depths is used unchanged.
 # - blocks: the stem, each of the 33 bottleneck blocks, the pooled FC (K = 35); no

@@ -1,6 +1,6 @@
 # Dense baseline, CIFAR-100 ResNet-152.
-# Reproduces: SPEC §3 Table 4, "BP" row, C100 R152 (paper: 29.18 % test error).
-# Recipe: the authors' ENN-with-BP recipe for this setting (SPEC §4, ENN-with-BP table,
+# Reproduces: the paper's Table 4, "BP" row, C100 R152 (paper: 29.18 % test error).
+# Recipe: the authors' ENN-with-BP recipe for this setting (the authors' scripts, ENN-with-BP table,
 # row "CIFAR-10/100 ResNet-101/152") with the dense network: batch 400, AdamW lr 1e-4,
 # weight decay 0.01 on every parameter, cosine stepped per iteration with T_max 200
 # (past T_max the lr follows the cosine back up, period 400 iterations, as torch's

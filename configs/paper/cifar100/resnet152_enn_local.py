@@ -1,6 +1,6 @@
 # ENN-ℓ, CIFAR-100 ResNet-152.
-# Reproduces: SPEC §3 Table 4, "ENN-ℓ" row, C100 R152 (paper: 26.11 % test error).
-# Recipe: the authors' ENN-ℓ recipe (SPEC §4, ENN-ℓ table, row "CIFAR-100
+# Reproduces: the paper's Table 4, "ENN-ℓ" row, C100 R152 (paper: 26.11 % test error).
+# Recipe: the authors' ENN-ℓ recipe (the authors' scripts, ENN-ℓ table, row "CIFAR-100
 # ResNet-50/152").
 # - blocks: the stem, each of the 50 bottleneck blocks, the pooled FC (K = 52); no
 #   gradient crosses a block boundary; one AdamW per block;

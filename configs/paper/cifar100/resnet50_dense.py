@@ -1,6 +1,6 @@
 # Dense baseline, CIFAR-100 ResNet-50.
-# Reproduces: SPEC §3 Table 4, "BP" row, C100 R50 (paper: 32.94 % test error).
-# Recipe: the authors' ENN-with-BP recipe for this setting (SPEC §4, ENN-with-BP table,
+# Reproduces: the paper's Table 4, "BP" row, C100 R50 (paper: 32.94 % test error).
+# Recipe: the authors' ENN-with-BP recipe for this setting (the authors' scripts, ENN-with-BP table,
 # row "CIFAR-100 ResNet-50") with the dense network: batch 512, AdamW lr 1e-3, weight
 # decay 0.01 on every parameter, cosine stepped per epoch with T_max 200 (past T_max the
 # lr follows the cosine back up, as torch's CosineAnnealingLR does), 500 epochs.

@@ -1,6 +1,6 @@
 # Dense baseline, ImageNet ResNet-101.
-# Reproduces: SPEC §3 Table 4, "BP" row, IN R101 (paper: 21.62 % top-1 error).
-# Recipe: the authors' ENN-with-BP recipe (SPEC §4, ENN-with-BP table, row "ImageNet
+# Reproduces: the paper's Table 4, "BP" row, IN R101 (paper: 21.62 % top-1 error).
+# Recipe: the authors' ENN-with-BP recipe (the authors' scripts, ENN-with-BP table, row "ImageNet
 # ResNet-101 / 152") with the dense network: batch 300, AdamW lr 1e-3, weight decay 0.01
 # on every parameter, cosine stepped per iteration with T_max 500 (past T_max the lr
 # follows the cosine back up, period 1000 iterations, as torch's CosineAnnealingLR

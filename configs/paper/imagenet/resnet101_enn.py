@@ -1,5 +1,5 @@
 # ENN with BP, ImageNet ResNet-101.
-# Reproduces: the ENN counterpart of ./resnet101_dense.py (SPEC §4, ENN-with-BP table,
+# Reproduces: the ENN counterpart of ./resnet101_dense.py (the authors' scripts, ENN-with-BP table,
 # row "ImageNet ResNet-101 / 152"; Table 4 has no ENN-with-BP row): its recipe (batch
 # 300, AdamW lr 1e-3 wd 0.01, cosine T_max 500 per iteration, 1000 epochs nominal, the
 # authors' Resize/CenterCrop/flip augmentation) with every Conv2d/Linear as

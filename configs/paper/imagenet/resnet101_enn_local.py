@@ -1,7 +1,7 @@
 # ENN-ℓ, ImageNet ResNet-101.
-# Reproduces: SPEC §3 Table 4, "ENN-ℓ" row, IN R101 (paper: 17.45 % top-1 error).
+# Reproduces: the paper's Table 4, "ENN-ℓ" row, IN R101 (paper: 17.45 % top-1 error).
 # Recipe: not known. The authors' ImageNet "ENN-ℓ" scripts train end to end, and how
-# Table 4's ImageNet ENN-ℓ rows were obtained is unknown (SPEC §4). Our choice:
+# Table 4's ImageNet ENN-ℓ rows were obtained is unknown. Our choice:
 # - blocks as for the other data sets: the stem, each of the 33 bottleneck blocks, the
 #   pooled FC (K = 35); no gradient crosses a block boundary; one AdamW per block;
 # - local heads: global average pooling + a trainable linear layer

@@ -1,6 +1,6 @@
 # ENN-ℓ, ImageNet ResNet-152.
-# Reproduces: SPEC §3 Table 4, "ENN-ℓ" row, IN R152 (paper: 17.11 % top-1 error).
-# Recipe: not known (SPEC §4: the authors' ImageNet "ENN-ℓ" scripts train end to end).
+# Reproduces: the paper's Table 4, "ENN-ℓ" row, IN R152 (paper: 17.11 % top-1 error).
+# Recipe: not known (the authors' ImageNet "ENN-ℓ" scripts train end to end).
 # Our choice, as ./resnet101_enn_local.py:
 # - blocks: the stem, each of the 50 bottleneck blocks, the pooled FC (K = 52); one
 #   AdamW per block;

@@ -1,7 +1,7 @@
 # Dense baseline, ImageNet ViT-B/16.
-# Reproduces: the BP ViT-B/16 entry of the paper (14.70 % top-1 error; SPEC §4 notes it
+# Reproduces: the BP ViT-B/16 entry of the paper (14.70 % top-1 error; the authors' scripts note it
 # matches a publicly pretrained checkpoint, so it need not come from this recipe).
-# Recipe: the authors' ENN-with-BP recipe (SPEC §4, ENN-with-BP table, row "ImageNet
+# Recipe: the authors' ENN-with-BP recipe (the authors' scripts, ENN-with-BP table, row "ImageNet
 # ViT-B/16") with the dense network: ViT-B/16 (12 layers, 12 heads, d 768, MLP 3072,
 # dropout 0.1), batch 450, AdamW lr 1e-3, weight decay 0.01 on every parameter, no
 # warm-up, no gradient clipping, cosine stepped per iteration with T_max 500 (past T_max

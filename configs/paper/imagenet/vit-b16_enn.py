@@ -1,5 +1,5 @@
 # ENN with BP, ImageNet ViT-B/16.
-# Reproduces: the ENN counterpart of ./vit-b16_dense.py (SPEC §4, ENN-with-BP table, row
+# Reproduces: the ENN counterpart of ./vit-b16_dense.py (the authors' scripts, ENN-with-BP table, row
 # "ImageNet ViT-B/16"): its recipe (batch 450, AdamW lr 1e-3 wd 0.01, cosine T_max 500
 # per iteration, 1000 epochs nominal, dropout 0.1, the authors' augmentation) with every
 # Conv2d/Linear (patch embedding, qkv, projections, MLPs, head) as W = Q·diag(λ)·Pᵀ and

@@ -1,6 +1,6 @@
 # ENN-ℓ, Tiny-ImageNet ResNet-101.
-# Reproduces: no paper number (SPEC §3 Table 4 has no Tiny R101 column).
-# Recipe: the authors' ENN-ℓ recipe (SPEC §4, ENN-ℓ table, row "Tiny-ImageNet ResNet-50
+# Reproduces: no paper number (the paper's Table 4 has no Tiny R101 column).
+# Recipe: the authors' ENN-ℓ recipe (the authors' scripts, ENN-ℓ table, row "Tiny-ImageNet ResNet-50
 # / 101 / 152", its ResNet-101 entries):
 # - blocks: the stem, each of the 33 bottleneck blocks, the pooled FC (K = 35); no
 #   gradient crosses a block boundary; one optimizer per block, plain SGD (the table

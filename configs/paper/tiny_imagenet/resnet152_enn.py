@@ -1,5 +1,5 @@
 # ENN with BP, Tiny-ImageNet ResNet-152.
-# Reproduces: the ENN counterpart of ./resnet152_dense.py (SPEC §4, ENN-with-BP table,
+# Reproduces: the ENN counterpart of ./resnet152_dense.py (the authors' scripts, ENN-with-BP table,
 # row "Tiny-ImageNet ResNet-50/101/152"; Table 4 has no ENN-with-BP row): its recipe
 # (batch 64, AdamW lr 1e-3 wd 0.01, cosine T_max 500 per epoch, 1000 epochs) with every
 # Conv2d/Linear as W = Q·diag(λ)·Pᵀ and the orthogonality penalty γ = 1e-5.

@@ -1,6 +1,6 @@
 # ENN-ℓ, Tiny-ImageNet ResNet-152.
-# Reproduces: no paper number (SPEC §3 Table 4 has no Tiny R152 column).
-# Recipe: the authors' ENN-ℓ recipe (SPEC §4, ENN-ℓ table, row "Tiny-ImageNet ResNet-50
+# Reproduces: no paper number (the paper's Table 4 has no Tiny R152 column).
+# Recipe: the authors' ENN-ℓ recipe (the authors' scripts, ENN-ℓ table, row "Tiny-ImageNet ResNet-50
 # / 101 / 152", its ResNet-152 entries):
 # - blocks: the stem, each of the 50 bottleneck blocks, the pooled FC (K = 52); no
 #   gradient crosses a block boundary; one optimizer per block, AdamW with weight decay

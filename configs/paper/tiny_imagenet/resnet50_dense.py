@@ -1,6 +1,6 @@
 # Dense baseline, Tiny-ImageNet ResNet-50.
-# Reproduces: SPEC §3 Table 4, "BP" row, Tiny R50 (paper: 46.54 % test error).
-# Recipe: the authors' ENN-with-BP recipe for this setting (SPEC §4, ENN-with-BP table,
+# Reproduces: the paper's Table 4, "BP" row, Tiny R50 (paper: 46.54 % test error).
+# Recipe: the authors' ENN-with-BP recipe for this setting (the authors' scripts, ENN-with-BP table,
 # row "Tiny-ImageNet ResNet-50/101/152") with the dense network: batch 64, AdamW lr
 # 1e-3, weight decay 0.01 on every parameter, cosine stepped per epoch with T_max 200
 # (past T_max the lr follows the cosine back up, as torch's CosineAnnealingLR does),

@@ -1,6 +1,6 @@
 # ENN-ℓ, Tiny-ImageNet ResNet-50.
-# Reproduces: SPEC §3 Table 4, "ENN-ℓ" row, Tiny R50 (paper: 33.75 % test error).
-# Recipe: the authors' ENN-ℓ recipe (SPEC §4, ENN-ℓ table, row "Tiny-ImageNet ResNet-50
+# Reproduces: the paper's Table 4, "ENN-ℓ" row, Tiny R50 (paper: 33.75 % test error).
+# Recipe: the authors' ENN-ℓ recipe (the authors' scripts, ENN-ℓ table, row "Tiny-ImageNet ResNet-50
 # / 101 / 152", its ResNet-50 entries):
 # - blocks: the stem, each of the 16 bottleneck blocks, the pooled FC (K = 18); no
 #   gradient crosses a block boundary; one optimizer per block, SGD with Nesterov
