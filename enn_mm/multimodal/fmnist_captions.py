@@ -16,6 +16,8 @@ from mmpretrain.datasets import FashionMNIST
 from mmpretrain.datasets.mnist import read_image_file, read_label_file
 from mmpretrain.registry import DATASETS
 
+from .class_captions import ClassCaptionLayout, draw
+
 __all__ = ['ENNFashionMNISTCaptions', 'CLASS_PHRASES', 'TRAIN_TEMPLATES',
            'TEST_TEMPLATES']
 
@@ -32,7 +34,7 @@ TEST_TEMPLATES = ('a black and white image showing a {}.',
 
 
 @DATASETS.register_module()
-class ENNFashionMNISTCaptions(FashionMNIST):
+class ENNFashionMNISTCaptions(ClassCaptionLayout, FashionMNIST):
     """Fashion-MNIST (IDX files) with captions built from templates.
 
     - ``test_mode=False`` (training): one sample per image, ``text`` one
@@ -94,20 +96,6 @@ class ENNFashionMNISTCaptions(FashionMNIST):
         return [dict(img=img.numpy(), gt_label=np.array(int(y), dtype=np.int64))
                 for img, y in zip(imgs, labels)]
 
-    def full_init(self):
-        if self._fully_initialized:
-            return
-        super().full_init()
-        # after `indices` subsetting: the image that carries each class's
-        # captions (the first of the class)
-        self._owner = {}
-        if self.test_mode:
-            base = super().get_data_info
-            for idx in range(len(self)):
-                self._owner.setdefault(int(base(idx)['gt_label']), idx)
-        self.img_size = len(self)
-        self.text_size = len(self._owner) * len(self.templates)
-
     def caption(self, label: int, template: int) -> str:
         """The caption of class ``label`` in template number ``template``.
 
@@ -120,31 +108,24 @@ class ENNFashionMNISTCaptions(FashionMNIST):
         """
         return self.templates[template].format(self.class_phrases[label])
 
-    def get_data_info(self, idx: int) -> dict:
-        """The annotation of sample ``idx`` with ``image_id`` and captions.
+    def captions_of(self, label: int) -> list:
+        """Every caption of class ``label``, in template order.
 
         Args:
-            idx (int): Index of the sample.
+            label (int): Class index.
 
         Returns:
-            dict: The parent's annotation (``img``, ``gt_label``, ...) plus
-            ``image_id`` (``idx``) and ``text``. Training: one caption of the
-            sample's class, the template drawn with ``np.random``. Test mode:
-            for the first image of a class all captions of that class, with
-            ``gt_text_id`` (``label * len(templates) + t``) and
-            ``gt_image_id`` (``idx`` per caption); for other images empty
-            lists.
+            list[str]: One caption per template.
         """
-        info = super().get_data_info(idx)
-        label = int(info['gt_label'])
-        info['image_id'] = idx
-        if not self.test_mode:
-            info['text'] = self.caption(label, np.random.randint(len(self.templates)))
-        elif self._owner[label] == idx:
-            n = len(self.templates)
-            info['text'] = [self.caption(label, t) for t in range(n)]
-            info['gt_text_id'] = [label * n + t for t in range(n)]
-            info['gt_image_id'] = [idx] * n
-        else:
-            info['text'], info['gt_text_id'], info['gt_image_id'] = [], [], []
-        return info
+        return [self.caption(label, t) for t in range(len(self.templates))]
+
+    def draw_caption(self, label: int) -> str:
+        """A caption of class ``label`` in a template drawn at random.
+
+        Args:
+            label (int): Class index.
+
+        Returns:
+            str: The caption.
+        """
+        return self.caption(label, draw(len(self.templates)))

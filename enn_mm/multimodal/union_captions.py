@@ -18,6 +18,8 @@ from mmpretrain.datasets.categories import FASHIONMNIST_CATEGORITES, MNIST_CATEG
 from mmpretrain.datasets.mnist import read_image_file, read_label_file
 from mmpretrain.registry import DATASETS
 
+from .class_captions import ClassCaptionLayout, draw
+
 __all__ = ['ENNUnionCaptions', 'UNION_CLASSES', 'UNION_PHRASES', 'UNION_TRAIN_TEMPLATES',
            'UNION_TEST_TEMPLATES', 'UNION_UNSEEN']
 
@@ -63,7 +65,7 @@ _FILES = {'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
 
 
 @DATASETS.register_module()
-class ENNUnionCaptions(BaseDataset):
+class ENNUnionCaptions(ClassCaptionLayout, BaseDataset):
     """Fashion-MNIST (classes 0-9) and MNIST digits (classes 10-19), 28 x 28
     grayscale, with class-description captions.
 
@@ -172,19 +174,6 @@ class ENNUnionCaptions(BaseDataset):
         return [dict(img=img, gt_label=np.array(y, dtype=np.int64))
                 for img, y in zip(images[keep], labels[keep])]
 
-    def full_init(self):
-        if self._fully_initialized:
-            return
-        super().full_init()
-        # the image that carries each class's captions (the first of the class)
-        self._owner = {}
-        if self.test_mode:
-            base = super().get_data_info
-            for idx in range(len(self)):
-                self._owner.setdefault(int(base(idx)['gt_label']), idx)
-        self.img_size = len(self)
-        self.text_size = sum(len(self.captions_of(c)) for c in self._owner)
-
     def caption(self, label: int, template: int, phrasing: int = 0) -> str:
         """The caption of class ``label`` in one template and phrasing.
 
@@ -212,31 +201,13 @@ class ENNUnionCaptions(BaseDataset):
         return [self.caption(label, t, p) for t in range(len(self.templates))
                 for p in range(len(self.class_phrases[label]))]
 
-    def get_data_info(self, idx: int) -> dict:
-        """The annotation of sample ``idx`` with ``image_id`` and captions.
+    def draw_caption(self, label: int) -> str:
+        """A caption of class ``label``, template and phrasing drawn at random.
 
         Args:
-            idx (int): Index of the sample.
+            label (int): Class index.
 
         Returns:
-            dict: ``img``, ``gt_label``, ``image_id`` (``idx``) and ``text``:
-            training, one caption of the sample's class (template and
-            phrasing drawn with ``np.random``); test mode, all captions of
-            the class (:meth:`captions_of`) for its first image, with
-            ``gt_text_id`` (consecutive per class, classes in label order)
-            and ``gt_image_id`` (``idx``), empty lists for the others.
+            str: The caption.
         """
-        info = super().get_data_info(idx)
-        label = int(info['gt_label'])
-        info['image_id'] = idx
-        if not self.test_mode:
-            info['text'] = self.caption(label, np.random.randint(len(self.templates)),
-                                        np.random.randint(len(self.class_phrases[label])))
-        elif self._owner[label] == idx:
-            info['text'] = self.captions_of(label)
-            start = sum(len(self.captions_of(c)) for c in self._owner if c < label)
-            info['gt_text_id'] = list(range(start, start + len(info['text'])))
-            info['gt_image_id'] = [idx] * len(info['text'])
-        else:
-            info['text'], info['gt_text_id'], info['gt_image_id'] = [], [], []
-        return info
+        return self.caption(label, draw(len(self.templates)), draw(len(self.class_phrases[label])))

@@ -1,12 +1,13 @@
 """What every benchmark here shares (imported as ``_common`` from the
 benchmarks' own folder, which Python puts first on ``sys.path``)."""
+import json
 import os
 import platform
 import re
 import statistics
 import subprocess
 
-__all__ = ['machine_info', 'median_range', 'paired_ratio', 'recipe', 'status_kb']
+__all__ = ['machine_info', 'median_range', 'paired_ratio', 'print_and_save', 'recipe', 'status_kb']
 
 # the instruction sets that change BLAS and conv kernels between our machines
 FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'fma')
@@ -124,3 +125,19 @@ def recipe(config: str) -> dict:
     return dict(local=model, bp=inner, local_optim=optim, bp_optim=bp_optim,
                 input_shape=tuple(model['input_shape']), batch=cfg.train_dataloader.batch_size,
                 num_classes=head['num_classes'])
+
+
+def print_and_save(result, out=None) -> None:
+    """Print ``result`` as JSON (a benchmark's output) and, with ``out``,
+    write the same text there, creating its folder.
+
+    Args:
+        result: Anything ``json.dumps`` takes.
+        out (str, optional): A file to write as well. Defaults to None.
+    """
+    text = json.dumps(result, indent=1)
+    print(text)
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, 'w') as f:
+            f.write(text + '\n')

@@ -19,14 +19,13 @@ It exercises the cross-modal pipeline on real images; it says nothing about
 grounding captions in image content (COCO / Flickr30k do that).
 """
 import argparse
-import json
 import os
 import os.path as osp
 import statistics
 import sys
 import time
 
-from _common import machine_info
+from _common import machine_info, print_and_save
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = {
@@ -127,12 +126,7 @@ def main():
         image_tower='ResNet-18 CIFAR-style width 16 (175k parameters), from scratch',
         threads=args.threads, seeds=args.seeds, machine=machine_info(),
         total_minutes=round((time.time() - start) / 60, 1))
-    text = json.dumps(results, indent=1)
-    print(text)
-    if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'w') as f:
-            f.write(text + '\n')
+    print_and_save(results, args.out)
 
 
 if __name__ == '__main__':

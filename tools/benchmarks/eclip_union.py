@@ -34,7 +34,7 @@ import statistics
 import sys
 import time
 
-from _common import machine_info
+from _common import machine_info, print_and_save
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 ROWS = {
@@ -288,12 +288,7 @@ def main():
                 result = merge([json.load(f), result])
         else:
             result = merge([result])
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'w') as f:
-            f.write(text + '\n')
+    print_and_save(result, args.out)
 
 
 if __name__ == '__main__':
