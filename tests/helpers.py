@@ -511,3 +511,25 @@ def full_and_resumed(make_cfg, tmp_path, epochs: int = 3, split: int = 1):
     resumed = Runner.from_cfg(cfg)
     resumed.train()
     return full, resumed
+
+
+def tiny_dual_encoder_cfg(path, work_dir, batch_size, epochs):
+    """A shipped ResNet-18w16 ECLIP config with a 2-stage width-8 image
+    tower, a 16-d joint space, no schedule, a checkpoint never and a log
+    line every step; data settings are the caller's."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(path)
+    model = cfg.model.model if cfg.model.type == 'ENNModel' else cfg.model
+    model.image_encoder[0].update(stem_channels=8, base_channels=8, num_stages=2,
+                                  strides=(1, 2), dilations=(1, 1), out_indices=(1, ))
+    model.image_dim = 16
+    model.embed_dim = 16
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].update(batch_size=batch_size, num_workers=0, persistent_workers=False)
+    cfg.train_cfg = dict(by_epoch=True, max_epochs=epochs, val_interval=epochs)
+    cfg.param_scheduler = []
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=100, save_last=False)
+    cfg.default_hooks.logger.interval = 1
+    cfg.work_dir = str(work_dir)
+    cfg.log_level = 'WARNING'
+    return cfg, model

@@ -33,7 +33,7 @@ import enn_mm.evaluation  # noqa: E402,F401
 import enn_mm.multimodal as mm  # noqa: E402
 from enn_mm import enn_modules  # noqa: E402
 
-from helpers import REPO  # noqa: E402
+from helpers import REPO, tiny_dual_encoder_cfg  # noqa: E402
 
 CFG = osp.join(REPO, 'configs', 'eclip')
 init_default_scope('mmpretrain')
@@ -186,22 +186,10 @@ def test_fashion_mnist_captions_layout(fmnist_root):
 # --------------------------------------------------- offline config (FMNIST)
 def fmnist_cfg(name, data_root, work_dir, text_encoder=None):
     """An FMNIST ECLIP config, shrunk to the IDX fixture and a tiny model."""
-    cfg = Config.fromfile(osp.join(CFG, name))
-    model = cfg.model.model if cfg.model.type == 'ENNModel' else cfg.model
-    model.image_encoder[0].update(stem_channels=8, base_channels=8, num_stages=2,
-                                  strides=(1, 2), dilations=(1, 1), out_indices=(1, ))
-    model.image_dim = 16
-    model.embed_dim = 16
+    cfg, model = tiny_dual_encoder_cfg(osp.join(CFG, name), work_dir, 16, 3)
     model.text_encoder = text_encoder or dict(type='ToyWordHashTextEncoder')
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].update(batch_size=16, num_workers=0, persistent_workers=False)
         cfg[loader].dataset.data_root = data_root
-    cfg.train_cfg = dict(by_epoch=True, max_epochs=3, val_interval=3)
-    cfg.param_scheduler = []
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=100, save_last=False)
-    cfg.default_hooks.logger.interval = 1
-    cfg.work_dir = str(work_dir)
-    cfg.log_level = 'WARNING'
     return cfg
 
 

@@ -17,7 +17,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 from mmpretrain.registry import DATASETS, METRICS, MODELS  # noqa: E402
@@ -29,7 +28,7 @@ from enn_mm import enn_modules  # noqa: E402
 from enn_mm.core import ENNOptions, export_dense, factors  # noqa: E402
 from enn_mm.multimodal import union_captions as uc  # noqa: E402
 
-from helpers import REPO, class_images, write_idx  # noqa: E402
+from helpers import REPO, class_images, tiny_dual_encoder_cfg, write_idx  # noqa: E402
 
 CFG = osp.join(REPO, 'configs', 'eclip')
 UNSEEN = ['Sandal', 'Shirt', '3 - three', '8 - eight']
@@ -193,22 +192,10 @@ def test_one_caption_per_class_loss_by_rows():
 
 def union_cfg(name, roots, work_dir):
     """A union config as shipped, shrunk to the fixtures and a tiny model."""
-    cfg = Config.fromfile(osp.join(CFG, name))
-    model = cfg.model.model if cfg.model.type == 'ENNModel' else cfg.model
-    model.image_encoder[0].update(stem_channels=8, base_channels=8, num_stages=2,
-                                  strides=(1, 2), dilations=(1, 1), out_indices=(1, ))
-    model.image_dim = 16
-    model.embed_dim = 16
+    cfg, _ = tiny_dual_encoder_cfg(osp.join(CFG, name), work_dir, 24, 1)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].update(batch_size=24, num_workers=0, persistent_workers=False)
         cfg[loader].dataset.data_roots = roots
         cfg[loader].dataset.images_per_class = 3 if loader != 'train_dataloader' else None
-    cfg.train_cfg = dict(by_epoch=True, max_epochs=1, val_interval=1)
-    cfg.param_scheduler = []
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=100, save_last=False)
-    cfg.default_hooks.logger.interval = 1
-    cfg.work_dir = str(work_dir)
-    cfg.log_level = 'WARNING'
     return cfg
 
 

@@ -7,7 +7,8 @@ import re
 import statistics
 import subprocess
 
-__all__ = ['machine_info', 'median_range', 'paired_ratio', 'print_and_save', 'recipe', 'status_kb']
+__all__ = ['machine_info', 'median_range', 'offline_threads', 'paired_ratio', 'print_and_save',
+           'recipe', 'status_kb']
 
 # the instruction sets that change BLAS and conv kernels between our machines
 FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'fma')
@@ -141,3 +142,21 @@ def print_and_save(result, out=None) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         with open(out, 'w') as f:
             f.write(text + '\n')
+
+
+def offline_threads(threads: int) -> None:
+    """Run this process's torch and faiss on ``threads`` threads and keep
+    HuggingFace offline (the text towers are local files). Call it before
+    importing torch for the OpenMP variables to count.
+
+    Args:
+        threads (int): Threads for torch, faiss and the BLAS libraries.
+    """
+    for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
+        os.environ.setdefault(var, str(threads))
+    os.environ.setdefault('HF_HUB_OFFLINE', '1')
+    os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
+    import faiss
+    import torch
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)

@@ -19,13 +19,12 @@ It exercises the cross-modal pipeline on real images; it says nothing about
 grounding captions in image content (COCO / Flickr30k do that).
 """
 import argparse
-import os
 import os.path as osp
 import statistics
 import sys
 import time
 
-from _common import machine_info, print_and_save
+from _common import machine_info, offline_threads, print_and_save
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = {
@@ -99,14 +98,7 @@ def main():
     parser.add_argument('--out', default=None, help='also write the JSON here')
     args = parser.parse_args()
 
-    for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
-        os.environ.setdefault(var, str(args.threads))
-    os.environ.setdefault('HF_HUB_OFFLINE', '1')  # the text tower is local
-    os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
-    import torch
-    torch.set_num_threads(args.threads)
-    import faiss
-    faiss.omp_set_num_threads(args.threads)
+    offline_threads(args.threads)
 
     start = time.time()
     results = {}

@@ -28,13 +28,12 @@ held-out captions.
 """
 import argparse
 import json
-import os
 import os.path as osp
 import statistics
 import sys
 import time
 
-from _common import machine_info, print_and_save
+from _common import machine_info, offline_threads, print_and_save
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 ROWS = {
@@ -246,14 +245,7 @@ def main():
                 docs.append(json.load(f))
         result = merge(docs)
     else:
-        for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
-            os.environ.setdefault(var, str(args.threads))
-        os.environ.setdefault('HF_HUB_OFFLINE', '1')  # the text tower is local
-        os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
-        import faiss
-        import torch
-        torch.set_num_threads(args.threads)
-        faiss.omp_set_num_threads(args.threads)
+        offline_threads(args.threads)
         start = time.time()
         rows, counts = [], None
         for name in args.rows:
