@@ -1,7 +1,7 @@
 """The caption layout that class-level image-text data sets share."""
 import numpy as np
 
-__all__ = ['ClassCaptionLayout']
+__all__ = ['ClassCaptionLayout', 'caption_templates']
 
 
 class ClassCaptionLayout:
@@ -84,6 +84,30 @@ class ClassCaptionLayout:
         else:
             info['text'], info['gt_text_id'], info['gt_image_id'] = [], [], []
         return info
+
+
+def caption_templates(templates) -> tuple:
+    """``templates`` as a tuple, each checked to hold one ``{}`` for the
+    class phrase.
+
+    Args:
+        templates (Sequence[str]): Caption templates.
+
+    Returns:
+        tuple[str]: The templates.
+
+    Raises:
+        ValueError: No template (a class would have no caption), or one
+            without exactly one ``{}``.
+    """
+    templates = tuple(templates)
+    if not templates:
+        raise ValueError('no caption template: every class needs at least one caption; '
+                         'pass templates=None for the built-in lists')
+    for t in templates:
+        if t.count('{}') != 1:
+            raise ValueError(f'caption template {t!r} needs exactly one {{}}')
+    return templates
 
 
 def draw(n: int) -> int:

@@ -124,17 +124,16 @@ def symmetric_info_nce(image: Tensor, text: Tensor, logit_scale: Tensor,
             with no positive among the other side.
     """
     logits = logit_scale * image @ text.t()
-    if text_groups is not None:
-        if groups is None:
+    if groups is None:
+        if text_groups is not None:
             raise ValueError('text_groups needs the images\' groups')
+        pos = torch.eye(len(image), device=image.device, dtype=logits.dtype)
+    else:
+        text_groups = groups if text_groups is None else text_groups
         pos = (groups[:, None] == text_groups[None, :]).to(logits.dtype)
         if not (pos.sum(1).all() and pos.sum(0).all()):
             raise ValueError('every image needs a text of its group in the batch and '
                              'every text an image of its group')
-    elif groups is None:
-        pos = torch.eye(len(image), device=image.device, dtype=logits.dtype)
-    else:
-        pos = (groups[:, None] == groups[None, :]).to(logits.dtype)
     i2t = -(pos / pos.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
     pos_t = pos.t()
     t2i = -(pos_t / pos_t.sum(1, keepdim=True) * logits.t().log_softmax(1)).sum(1).mean()

@@ -16,7 +16,7 @@ from mmpretrain.datasets import FashionMNIST
 from mmpretrain.datasets.mnist import read_image_file, read_label_file
 from mmpretrain.registry import DATASETS
 
-from .class_captions import ClassCaptionLayout, draw
+from .class_captions import ClassCaptionLayout, caption_templates, draw
 
 __all__ = ['ENNFashionMNISTCaptions', 'CLASS_PHRASES', 'TRAIN_TEMPLATES',
            'TEST_TEMPLATES']
@@ -60,7 +60,7 @@ class ENNFashionMNISTCaptions(ClassCaptionLayout, FashionMNIST):
             off: the files must be there.
 
     Raises:
-        ValueError: A template does not hold exactly one ``{}``, or the
+        ValueError: No template, a template without exactly one ``{}``, or the
             number of class phrases is not the number of classes.
         FileNotFoundError: The IDX files of ``split`` are missing (raised
             when the data is loaded).
@@ -72,10 +72,7 @@ class ENNFashionMNISTCaptions(ClassCaptionLayout, FashionMNIST):
                  test_mode: bool = False, **kwargs):
         if templates is None:
             templates = TEST_TEMPLATES if test_mode else TRAIN_TEMPLATES
-        self.templates = tuple(templates)
-        for t in self.templates:
-            if t.count('{}') != 1:
-                raise ValueError(f'caption template {t!r} needs exactly one {{}}')
+        self.templates = caption_templates(templates)
         self.class_phrases = tuple(class_phrases)
         kwargs.setdefault('download', False)
         super().__init__(data_root=data_root, split=split, test_mode=test_mode, **kwargs)

@@ -7,6 +7,7 @@ while a pretrained text tower stays as it is.
 import math
 from typing import List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModel, Sequential
@@ -263,21 +264,14 @@ class ENNContrastiveRetriever(BaseModel):
                              'with test_mode=False')
         image = self.embed_images(images)
         groups = self._groups(data_samples)
-        if self.text_per_group:
-            first = {}
-            for i, g in enumerate(groups.tolist()):
-                first.setdefault(g, i)
-            rows = list(first.values())
-            text = self.embed_texts([captions[i][0] for i in rows])
+        rows, text_groups = range(len(captions)), None
+        if self.text_per_group:  # the first sample of each group, in batch order
+            rows = sorted(np.unique(groups.cpu().numpy(), return_index=True)[1].tolist())
             text_groups = groups[rows]
-            if self.gather_across_ranks:
-                image, groups = gather_batch(image, groups)
-                text, text_groups = gather_batch(text, text_groups)
-        else:
-            text = self.embed_texts([c[0] for c in captions])
-            text_groups = None
-            if self.gather_across_ranks:
-                image, text, groups = gather_batch(image, text, groups)
+        text = self.embed_texts([captions[i][0] for i in rows])
+        if self.gather_across_ranks:
+            image, groups = gather_batch(image, groups)
+            text, text_groups = gather_batch(text, text_groups)
         scale = self.logit_scale.clamp(max=self.max_log_scale).exp()
         loss = symmetric_info_nce(image, text, scale, groups, text_groups)
         return dict(loss_contrastive=loss, temperature=self.temperature)

@@ -18,7 +18,7 @@ from mmpretrain.datasets.categories import FASHIONMNIST_CATEGORITES, MNIST_CATEG
 from mmpretrain.datasets.mnist import read_image_file, read_label_file
 from mmpretrain.registry import DATASETS
 
-from .class_captions import ClassCaptionLayout, draw
+from .class_captions import ClassCaptionLayout, caption_templates, draw
 
 __all__ = ['ENNUnionCaptions', 'UNION_CLASSES', 'UNION_PHRASES', 'UNION_TRAIN_TEMPLATES',
            'UNION_TEST_TEMPLATES', 'UNION_UNSEEN']
@@ -102,9 +102,8 @@ class ENNUnionCaptions(ClassCaptionLayout, BaseDataset):
     Raises:
         ValueError: No template or a class with no phrasing (a class would
             have no caption), a template without exactly one ``{}``, a
-            phrase count
-            that is not 20, a split other than train/test, or an unseen
-            class that is not a class name.
+            phrase count that is not 20, a split other than train/test, or
+            an unseen class that is not a class name.
         KeyError: ``data_roots`` lacks one of its two keys.
         FileNotFoundError: IDX files of ``split`` are missing (raised when
             the data is loaded).
@@ -126,13 +125,7 @@ class ENNUnionCaptions(ClassCaptionLayout, BaseDataset):
                            f'{sorted(missing)}')
         if templates is None:
             templates = UNION_TEST_TEMPLATES if test_mode else UNION_TRAIN_TEMPLATES
-        self.templates = tuple(templates)
-        if not self.templates:
-            raise ValueError('no caption template: every class needs at least one caption; '
-                             'pass templates=None for the built-in lists')
-        for t in self.templates:
-            if t.count('{}') != 1:
-                raise ValueError(f'caption template {t!r} needs exactly one {{}}')
+        self.templates = caption_templates(templates)
         if len(class_phrases) != len(UNION_CLASSES):
             raise ValueError(f'{len(class_phrases)} class phrases for '
                              f'{len(UNION_CLASSES)} classes')

@@ -8,7 +8,7 @@ import statistics
 import subprocess
 
 __all__ = ['machine_info', 'median_range', 'offline_threads', 'paired_ratio', 'print_and_save',
-           'recipe', 'status_kb']
+           'recipe', 'seeded_run_cfg', 'status_kb']
 
 # the instruction sets that change BLAS and conv kernels between our machines
 FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'fma')
@@ -160,3 +160,30 @@ def offline_threads(threads: int) -> None:
     import torch
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
+
+
+def seeded_run_cfg(path: str, seed: int, work_dir: str):
+    """The config at ``path`` for one benchmark run in this process: its own
+    work dir and experiment name, ``seed``, warnings-only logging, data
+    loaded in the process, and no checkpoints.
+
+    Args:
+        path (str): The config file.
+        seed (int): ``randomness.seed``.
+        work_dir (str): The run's work dir.
+
+    Returns:
+        Config: The config, to be adjusted further by the benchmark.
+    """
+    import time
+
+    from mmengine.config import Config
+    cfg = Config.fromfile(path)
+    cfg.work_dir = work_dir
+    cfg.experiment_name = f'{os.path.basename(work_dir)}_{int(time.time() * 1e3)}'
+    cfg.randomness = dict(seed=seed)
+    cfg.log_level = 'WARNING'
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].update(num_workers=0, persistent_workers=False)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=10**6, save_last=False)
+    return cfg

@@ -24,7 +24,7 @@ import statistics
 import sys
 import time
 
-from _common import machine_info, offline_threads, print_and_save
+from _common import machine_info, offline_threads, print_and_save, seeded_run_cfg
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = {
@@ -36,14 +36,8 @@ WARMUP_ITERS = 50
 
 
 def build_cfg(config, seed, args, work_dir):
-    from mmengine.config import Config
-    cfg = Config.fromfile(osp.join(REPO, config))
-    cfg.work_dir = work_dir
-    cfg.experiment_name = f'{osp.basename(work_dir)}_{int(time.time() * 1e3)}'
-    cfg.randomness = dict(seed=seed)
-    cfg.log_level = 'WARNING'
+    cfg = seeded_run_cfg(osp.join(REPO, config), seed, work_dir)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].update(num_workers=0, persistent_workers=False)
         cfg[loader].dataset.data_root = args.data_root
     cfg.train_dataloader.batch_size = args.batch_size
     cfg.train_dataloader.dataset.indices = args.train_images
@@ -54,8 +48,6 @@ def build_cfg(config, seed, args, work_dir):
              eta_min=1e-5),
     ]
     cfg.train_cfg = dict(by_epoch=True, max_epochs=args.epochs, val_interval=10**6)
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=10**6,
-                                        save_last=False)
     cfg.default_hooks.logger.interval = 100
     return cfg, iters
 

@@ -33,7 +33,7 @@ import statistics
 import sys
 import time
 
-from _common import machine_info, offline_threads, print_and_save
+from _common import machine_info, offline_threads, print_and_save, seeded_run_cfg
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 ROWS = {
@@ -64,47 +64,24 @@ def metric_key(split, key):
 
 
 def build_cfg(config, seed, args, work_dir):
-    from mmengine.config import Config
-    cfg = Config.fromfile(osp.join(REPO, 'configs', 'eclip', config))
-    cfg.work_dir = work_dir
-    cfg.experiment_name = f'{osp.basename(work_dir)}_{int(time.time() * 1e3)}'
-    cfg.randomness = dict(seed=seed)
-    cfg.log_level = 'WARNING'
+    cfg = seeded_run_cfg(osp.join(REPO, 'configs', 'eclip', config), seed, work_dir)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].update(num_workers=0, persistent_workers=False)
         cfg[loader].dataset.data_roots = dict(fashion_mnist=args.fmnist_root,
                                               mnist=args.mnist_root)
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=10**6,
-                                        save_last=False)
     return cfg
 
 
+def history(hub, key):
+    """Every value mmengine's message hub recorded under ``key``."""
+    return hub.get_scalar(key).data[0].tolist()
+
+
 def run(name, seed, args):
-    from mmengine.hooks import Hook
     from mmengine.runner import Runner
-
-    class Record(Hook):
-        """Keeps each validation's metrics and the train iteration times."""
-        def __init__(self):
-            self.val, self.iter_times = [], []
-            self._t = None
-
-        def before_train_iter(self, runner, batch_idx, data_batch=None):
-            self._t = time.perf_counter()
-
-        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-            self.iter_times.append(time.perf_counter() - self._t)
-
-        def after_val_epoch(self, runner, metrics=None):
-            self.val.append({k: round(float(v), 2) for k, v in (metrics or {}).items()})
-
     config = ROWS[name][0]
     work_dir = osp.join(args.work_dir, f'{name}_s{seed}')
-    cfg = build_cfg(config, seed, args, work_dir)
     t0 = time.time()
-    runner = Runner.from_cfg(cfg)
-    record = Record()
-    runner.register_hook(record, priority='LOWEST')
+    runner = Runner.from_cfg(build_cfg(config, seed, args, work_dir))
     runner.train()
     t1 = time.time()
     metrics = runner.test()
@@ -112,15 +89,20 @@ def run(name, seed, args):
     data = runner.test_dataloader.dataset
     out = {f'{short(k)}/{s}': round(float(metrics[metric_key(s, k)]), 2)
            for s in SPLITS for k in METRICS}
-    times = record.iter_times[5:]  # past the first steps (allocation, caches)
-    history = [{f'{s}/{d}_r1': v[metric_key(s, f'{d}/Recall@1')] for s in ('seen', 'unseen')
-                for d in ('i2t', 't2i')} for v in record.val]
-    last_two = history[-2:]
+    # the step without data loading, as mmengine's IterTimerHook recorded it,
+    # past the first steps (allocation, caches)
+    hub = runner.message_hub
+    steps = [t - d for t, d in zip(history(hub, 'train/time'), history(hub, 'train/data_time'))]
+    val = {f'{s}/{d}_r1': history(hub, 'val/' + metric_key(s, f'{d}/Recall@1'))
+           for s in ('seen', 'unseen') for d in ('i2t', 't2i')}
+    history_ = [{k: round(v[i], 2) for k, v in val.items()}
+                for i in range(len(next(iter(val.values()))))]
+    last_two = history_[-2:]
     moved = max(abs(last_two[1][k] - last_two[0][k]) for k in last_two[0]
                 if k.startswith('seen/')) if len(last_two) == 2 else None
     out.update(train_seconds=round(t1 - t0, 1), test_seconds=round(t2 - t1, 1),
-               seconds_per_iter=round(statistics.median(times), 4),
-               iterations=len(record.iter_times), val_history=history,
+               seconds_per_iter=round(statistics.median(steps[5:]), 4),
+               iterations=len(steps), val_history=history_,
                seen_r1_moved_last_two=moved,
                converged=moved is not None and moved < 0.5,
                temperature=round(float(runner.model.temperature), 4))

@@ -26,7 +26,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
-from report import overhead_records  # noqa: E402  (this folder is on sys.path)
+from report import is_enn_row, overhead_records, union_row_name  # noqa: E402  (this folder is on sys.path)
 
 
 def load(folder, name):
@@ -127,19 +127,18 @@ def eclip_union(doc, out):
     rows = doc['rows']
     panels = [('t2i_r1', 'seen'), ('t2i_r1', 'unseen'), ('i2t_r1', 'seen'), ('i2t_r1', 'unseen')]
     fig, axes = plt.subplots(1, 4, figsize=(15, 0.45 * len(rows) + 1.6), sharey=True)
-    names = [f"{r['image_tower']} image / {r['text_tower']} text"
-             + (f" ({r['ortho']})" if r['ortho'] == 'penalty' else '') for r in rows]
+    names = [union_row_name(r) for r in rows]
     for ax, (key, split) in zip(axes, panels):
         vals = [r[key][split] for r in rows]
         mean = [sum(v) / len(v) for v in vals]
         err = [[m - min(v) for m, v in zip(mean, vals)], [max(v) - m for m, v in zip(mean, vals)]]
-        colors = ['tab:orange' if r['image_tower'] == 'enn' or r['text_tower'] == 'enn_ft'
-                  else 'tab:gray' for r in rows]
+        colors = ['tab:orange' if is_enn_row(r) else 'tab:gray' for r in rows]
         ax.barh(range(len(rows)), mean, xerr=err, color=colors, capsize=3)
         ax.set_xlim(max(0, min(min(v) for v in vals) - 10), 100)
         ax.set_title(f"{key.split('_')[0]} Recall@1, {split} classes")
         ax.grid(axis='x', alpha=0.3)
     axes[0].set_yticks(range(len(rows)), names)
+    axes[0].set_ylabel('image tower | text tower')
     axes[0].invert_yaxis()
     fig.suptitle('Image<->text retrieval, Fashion-MNIST + MNIST (20 classes), held-out '
                  'captions; mean and range of 3 seeds (orange: ENN somewhere)', fontsize=10)

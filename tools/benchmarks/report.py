@@ -192,13 +192,15 @@ UNION_MEASURES = [('t2i_r1', 'seen'), ('t2i_r1', 'unseen'), ('i2t_r1', 'seen'),
 TEXT_TOWERS = {'frozen': 'frozen', 'dense_ft': 'fine-tuned, dense', 'enn_ft': 'fine-tuned, ENN'}
 
 
-def _union_row_name(r) -> str:
+def union_row_name(r) -> str:
+    """'image tower | text tower' words of an eclip_union row."""
     image = 'dense' if r['image_tower'] == 'dense' else (
         'ENN, penalty' if r['ortho'] == 'penalty' else 'ENN')
     return f"{image} | {TEXT_TOWERS[r['text_tower']]}"
 
 
-def _is_enn(r) -> bool:
+def is_enn_row(r) -> bool:
+    """Whether ENN is in any tower of an eclip_union row."""
     return r['image_tower'] == 'enn' or r['text_tower'] == 'enn_ft'
 
 
@@ -216,7 +218,7 @@ def eclip_union():
         step = r.get('step_time_vs_dense')
         cells.append(f"{step['median']:.2f}" if step else '–')
         cells.append(f"{sum(r['converged'])}/{len(r['converged'])}")
-        rows.append([f"`{osp.basename(r['config'])}`", _union_row_name(r)] + cells)
+        rows.append([f"`{osp.basename(r['config'])}`", union_row_name(r)] + cells)
     header = ['config', 'image tower', 'text tower', 't2i R@1 seen', 't2i R@1 unseen',
               'i2t R@1 seen', 'i2t R@1 unseen', 't2i mAP@R seen', 's/iter vs dense (computed)',
               'settled']
@@ -230,13 +232,13 @@ def union_verdicts(d):
     for key, split in UNION_MEASURES:
         def best(rows):
             return max(rows, key=lambda r: statistics.mean(r[key][split]))
-        enn = best([r for r in d['rows'] if _is_enn(r)])
-        dense = best([r for r in d['rows'] if not _is_enn(r)])
+        enn = best([r for r in d['rows'] if is_enn_row(r)])
+        dense = best([r for r in d['rows'] if not is_enn_row(r)])
         (me, se), (md, sd) = _mean_std(enn[key][split]), _mean_std(dense[key][split])
         pooled = ((se ** 2 + sd ** 2) / 2) ** 0.5
         diff = me - md
         out.append(dict(measure=f"{key.split('_')[0]} R@1, {split} classes",
-                        enn=_union_row_name(enn), dense=_union_row_name(dense), enn_mean=me,
+                        enn=union_row_name(enn), dense=union_row_name(dense), enn_mean=me,
                         dense_mean=md, diff=diff, pooled=pooled, ahead=diff > pooled,
                         behind=-diff > pooled))
     return out
