@@ -348,8 +348,10 @@ def test_library_bases_start_from_the_enn_bases_and_stay_orthonormal():
     from enn_mm.core import enn_modules, orthogonality_error
     init_default_scope('mmpretrain')
     plain = bench.build('resnet18w16', 32, dict(ortho='none'))
-    kept = bench.keep_orthonormal(bench.build('resnet18w16', 32, dict(ortho='none')),
-                                  'torch_orthogonal')
+    kept = bench.build('resnet18w16', 32, dict(ortho='none'))
+    swapped = bench.keep_orthonormal(kept, 'torch_orthogonal')
+    assert len(swapped) == 2 * len(list(enn_modules(kept)))
+    assert set(map(id, swapped.values())) <= set(map(id, kept.parameters()))
     x = torch.randn(2, 1, 32, 32)
     torch.testing.assert_close(kept(x, mode='tensor'), plain(x, mode='tensor'), rtol=1e-4,
                                atol=1e-5)
@@ -359,3 +361,39 @@ def test_library_bases_start_from_the_enn_bases_and_stay_orthonormal():
     assert orthogonality_error(kept) < 1e-5
     assert all(hasattr(m.parametrizations.weight, 'parametrizations')
                for _, m in enn_modules(kept))
+
+
+def test_library_hook_trains_the_library_bases_and_saves_enn_checkpoints(fmnist_root, tmp_path):
+    """local_accuracy's library variants: the hook puts the library's
+    Parameters in the optimizer where Q and P were, the bases move and stay
+    orthonormal, and the checkpoint holds them under ENN's keys: it loads
+    strictly into the ENN config it was trained with."""
+    from mmengine.runner import Runner
+
+    from enn_mm.core import enn_modules, factors, orthogonality_error
+    from enn_mm.models.loading import build_model, load_model_checkpoint
+
+    import library_ortho  # noqa: F401  (registers the hook, as the variant's config does)
+    from helpers import ENN_CFG, tiny_enn_cfg
+    cfg = tiny_enn_cfg(ENN_CFG, fmnist_root, tmp_path, epochs=1, ortho='none')
+    cfg.custom_hooks = [dict(type='ENNLibraryOrthonormalHook', library='torch_orthogonal')]
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    model = runner.model
+    optimizer = runner.optim_wrapper.optimizer
+    trained = {id(p) for g in optimizer.param_groups for p in g['params']}
+    for _, module in enn_modules(model):
+        plist = module.parametrizations.weight
+        for key in ('original0', 'original2'):
+            library = plist.parametrizations[key].original
+            assert id(library) in trained and optimizer.state[library]['exp_avg'].any()
+        assert id(plist.original1) in trained
+    assert orthogonality_error(model) < 1e-5
+    cfg.custom_hooks = []
+    fresh = build_model(cfg)
+    load_model_checkpoint(fresh, str(tmp_path / 'epoch_1.pth'))
+    for (_, a), (_, b) in zip(enn_modules(fresh), enn_modules(model)):
+        for x, y in zip(factors(a), factors(b)):
+            torch.testing.assert_close(x, y.detach())
+    with pytest.raises(ValueError, match="library 'scipy' is not one of"):
+        library_ortho.keep_orthonormal(fresh, 'scipy')

@@ -69,6 +69,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import enn_mm
 
 from _common import machine_info, paired_ratio
+from library_ortho import keep_orthonormal, library_available
 
 SETTINGS = {'small': (8, 112), 'realistic': (32, 224), 'gpu': (64, 224), 'tiny': (2, 32),
             'fmnist': (128, 28)}  # the demo's batch and size
@@ -161,36 +162,6 @@ ENN_MODES = {
 }
 
 
-def keep_orthonormal(model, library: str):
-    """Register ``library``'s orthogonal parametrization on every Q and P
-    of ``model`` (built with ``ortho='none'``), starting from the current
-    bases, in place."""
-    from enn_mm.core import enn_modules
-    for _, module in enn_modules(model):
-        plist = module.parametrizations.weight
-        for name in ('original0', 'original2'):  # (the benchmark models share no basis)
-            basis = getattr(plist, name).detach().clone()
-            if library == 'torch_orthogonal':
-                torch.nn.utils.parametrizations.orthogonal(plist, name)
-            else:
-                import geotorch
-                geotorch.orthogonal(plist, name)
-            with torch.no_grad():
-                setattr(plist, name, basis)  # (right_inverse: the same bases)
-    return model
-
-
-def library_available(library: str) -> bool:
-    """``torch_orthogonal`` always; ``geotorch`` if it is installed."""
-    if library == 'torch_orthogonal':
-        return True
-    try:
-        import geotorch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def build(name, size, enn=None, device='cpu'):
     cfg = copy.deepcopy(MODELS_CFG[name])
     if 'img_size' in cfg['backbone']:
@@ -268,8 +239,8 @@ def measure(name, setting, iters, device='cpu', amp='none', intervals=(), probes
                      for mode, enn in probe_modes(probes).items()})
     for library in libraries:
         if library_available(library):
-            variants[library] = keep_orthonormal(build(name, size, dict(ortho='none'), device),
-                                                 library)
+            variants[library] = build(name, size, dict(ortho='none'), device)
+            keep_orthonormal(variants[library], library)
     periods = {k: 1 for k in variants}
     for mode, enn in interval_modes(intervals).items():
         variants[mode] = build(name, size, enn, device)

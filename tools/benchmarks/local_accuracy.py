@@ -51,6 +51,11 @@ TWO = ['backbone.layer2.0']
 RETRACT1 = dict(model=dict(enn=dict(_delete_=True, ortho='retract', retract_interval=1)))
 
 
+NO_ORTHO = dict(enn=dict(_delete_=True, ortho='none'))
+# variant -> the library that keeps its bases orthonormal (library_ortho.py)
+LIBRARY = {'bp_enn_torch_orthogonal': 'torch_orthogonal', 'bp_enn_geotorch': 'geotorch'}
+
+
 def _local(cuts, head, objectives=None, **extra):
     model = dict(cuts=cuts, local_head=dict(_delete_=True, **head), **extra)
     if objectives is not None:
@@ -68,6 +73,11 @@ VARIANTS = {
                        dict(enn=dict(penalty_probes=4))),
     'bp_enn_probes1': ('configs/enn/resnet18w16_fmnist_penalty.py',
                        dict(enn=dict(penalty_probes=1))),
+    # the default mode: QR retraction after every 10th step
+    'bp_enn_retract10': ('configs/enn/resnet18w16_fmnist.py', None),
+    # Q and P kept orthonormal by a library (library_ortho.py) instead
+    'bp_enn_torch_orthogonal': ('configs/enn/resnet18w16_fmnist.py', NO_ORTHO),
+    'bp_enn_geotorch': ('configs/enn/resnet18w16_fmnist.py', NO_ORTHO),
     # the paper's split: stem, each residual block, pooled FC (8 blocks)
     'block_frozen': ('configs/enn_local/resnet18w16_fmnist.py', None),
     'block_conv_aux': ('configs/enn_local/resnet18w16_fmnist.py',
@@ -202,12 +212,19 @@ def variant_config(name: str, dataset: str):
 
 
 def write_config(name: str, dataset: str, per_class: int, work_dir: str) -> str:
-    """A config inheriting the variant's, with its model overrides and the
-    class-stratified training subset."""
+    """A config inheriting the variant's, with its model overrides, the
+    class-stratified training subset and no custom hooks but the variant's
+    own (a library variant's :class:`ENNLibraryOrthonormalHook`)."""
     config, model = variant_config(name, dataset)
     lines = [f'_base_ = [{osp.join(REPO, config)!r}]']
     if model:
         lines.append(f'model = {model!r}')
+    hooks = []
+    if name in LIBRARY:
+        lines.append("custom_imports = dict(imports=['enn_mm', 'library_ortho'], "
+                     'allow_failed_imports=False)')
+        hooks.append(dict(type='ENNLibraryOrthonormalHook', library=LIBRARY[name]))
+    lines.append(f'custom_hooks = {hooks!r}')
     if per_class:
         lines.append('train_dataloader = dict(dataset=dict(_delete_=True, type=\'ENNClassSubset\', '
                      f'per_class={per_class}, dataset={{{{_base_.train_dataloader.dataset}}}}))')
@@ -225,8 +242,11 @@ def resolved_options(config: str) -> dict:
     from mmengine.config import Config
 
     from enn_mm.core.options import ENNOptions
-    model = Config.fromfile(config).model.to_dict()
+    cfg = Config.fromfile(config)
+    model = cfg.model.to_dict()
     local = {k: model[k] for k in ('cuts', 'local_head', 'local_objectives') if k in model}
+    if cfg.get('custom_hooks'):  # e.g. the library that keeps the bases orthonormal
+        local['custom_hooks'] = [dict(h) for h in cfg.custom_hooks]
     inner = model.get('model', model) if model.get('type') == 'ENNLocalClassifier' else model
     enn = inner.get('enn') if inner.get('type') == 'ENNModel' else None
     out = dict(model_type=model.get('type'), **local)
@@ -246,9 +266,10 @@ def train(name, dataset, seed, args, work_dir):
     options = [f'randomness.seed={seed}', f'train_cfg.max_epochs={args.epochs}',
                f'train_cfg.val_interval={args.val_interval}',
                'default_hooks.checkpoint.interval=1000', f'param_scheduler.1.end={args.epochs}',
-               'default_hooks.logger.interval=10', 'custom_hooks=[]']
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
-               PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
+               'default_hooks.logger.interval=10']
+    path = os.pathsep.join([REPO, osp.join(REPO, 'tools', 'benchmarks'),
+                            os.environ.get('PYTHONPATH', '')])
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONPATH=path)
     cmd = [sys.executable, osp.join(REPO, 'tools/train.py'), config, '--work-dir', work_dir,
            '--cfg-options', *options]
     start = time.time()
@@ -389,7 +410,11 @@ def describe(name: str) -> str:
         return {'bp_dense': 'end-to-end BP, dense', 'bp_enn': 'end-to-end BP, ENN (penalty)',
                 'bp_enn_retract': 'end-to-end BP, ENN (retraction every step)',
                 'bp_enn_probes4': 'end-to-end BP, ENN (penalty from 4 probes per basis)',
-                'bp_enn_probes1': 'end-to-end BP, ENN (penalty from 1 probe per basis)'}[name]
+                'bp_enn_probes1': 'end-to-end BP, ENN (penalty from 1 probe per basis)',
+                'bp_enn_retract10': 'end-to-end BP, ENN (retraction every 10th step)',
+                'bp_enn_torch_orthogonal': 'end-to-end BP, ENN (torch orthogonal '
+                                           'parametrization)',
+                'bp_enn_geotorch': 'end-to-end BP, ENN (geotorch orthogonal)'}[name]
     if name == 'fast':
         return 'ENN-ℓ, the fast recipe (configs/enn_local/resnet18w16_*_fast.py)'
     split, _, rest = name.partition('_')
