@@ -11,6 +11,14 @@ depthwise conv factors each group's kernel separately, batched)::
     Q: (g, d_out, r)    λ: (g, r)    P: (g, d_in, r)    r = min(d_out, d_in)
 
 where ``d_out = out_channels / g`` and ``d_in = in_channels / g · prod(kernel)``.
+
+``P`` is kept in the memory layout of ``Pᵀ`` (strides ``(r·d_in, 1, d_in)``):
+``Pᵀ`` is then the contiguous ``(g·r, in_channels / g, *kernel)`` kernel of the
+factored forward's first conv, and ``W = (Q·diag(λ))·Pᵀ`` multiplies
+contiguous operands, so neither the forward nor the gradient's way back into
+``P`` copies a transposed basis. Optimizer state, checkpoints, ``to()`` and
+``deepcopy`` keep the layout (PyTorch preserves a dense tensor's strides);
+the values are those of ``P`` whatever the layout.
 """
 import math
 from typing import Dict, Iterator, Optional, Sequence, Set, Tuple
@@ -34,7 +42,9 @@ def factorize(weight: Tensor, groups: int = 1) -> Tuple[Tensor, Tensor, Tensor]:
     Returns:
         tuple: ``(Q, λ, P)`` with ``Q·diag(λ)·Pᵀ`` equal to ``weight`` per
         group, in the dtype of ``weight`` (the SVD itself runs in fp64 so
-        the reconstruction error stays at the rounding level).
+        the reconstruction error stays at the rounding level). ``P`` is
+        stored as the transpose of a contiguous ``(g, r, d_in)`` tensor
+        (see :class:`Eigenbasis`).
 
     Raises:
         ValueError: ``weight.shape[0]`` is not divisible by ``groups``.
@@ -48,7 +58,7 @@ def factorize(weight: Tensor, groups: int = 1) -> Tuple[Tensor, Tensor, Tensor]:
     work = w.double()
     U, S, Vh = torch.linalg.svd(work, full_matrices=False)
     return (U.to(weight.dtype).contiguous(), S.to(weight.dtype).contiguous(),
-            Vh.transpose(1, 2).to(weight.dtype).contiguous())
+            Vh.to(weight.dtype).contiguous().transpose(1, 2))
 
 
 class Eigenbasis(nn.Module):

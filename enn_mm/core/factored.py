@@ -14,7 +14,6 @@ backward pass scales the same way).
 """
 import math
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -60,34 +59,30 @@ def _factored_is_cheaper(eig, n: int) -> bool:
     return n * r * (d_in + d_out) < n * d_out * d_in + d_out * r * d_in
 
 
-class _TransposedBasis(torch.autograd.Function):
-    """``B[0]ᵀ`` of a one-group basis ``(1, n, r)`` as a contiguous ``(r, n)``
-    matrix, by PyTorch's blocked 2-D transpose copy both ways. A transposed
-    3-D or 4-D view goes through the generic strided copy instead (in the
-    conv's ``contiguous()``, its backward and the gradient's accumulation
-    into ``P``), several times slower on a CPU for the same values."""
-
-    @staticmethod
-    def forward(ctx, B):
-        return B[0].t().contiguous()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad.t().contiguous().unsqueeze(0)
-
-
-def _factored(module: nn.Module, x: Tensor, Q: Tensor, lam: Tensor, P: Tensor) -> Tensor:
+def _factored(module: nn.Module, x: Tensor, n: int, Q: Tensor, lam: Tensor,
+              P: Tensor) -> Tensor:
     g, d_out, r = Q.shape
+    # λ scales whichever is smaller: the r-channel intermediate (n·r values
+    # per group) or Q (d_out·r); its gradient costs the same as the product.
+    scale_y = n < d_out
     if isinstance(module, nn.Linear):
-        y = (x @ P[0]) * lam[0]
-        return F.linear(y, Q[0], module.bias)
+        y = x @ P[0]
+        if scale_y:
+            return F.linear(y * lam[0], Q[0], module.bias)
+        return F.linear(y, Q[0] * lam[0], module.bias)
     dims = len(module.kernel_size)
     conv = _CONV[dims]
-    # Pᵀ as g·r kernels over the layer's own input window
-    pt = _TransposedBasis.apply(P) if g == 1 else P.transpose(1, 2)
-    k1 = pt.reshape(g * r, module.in_channels // g, *module.kernel_size)
+    # Pᵀ as g·r kernels over the layer's own input window: a view of P's
+    # storage (see enn_mm/core/eigenbasis.py), copied only for a P of
+    # another layout
+    k1 = P.transpose(1, 2).reshape(g * r, module.in_channels // g, *module.kernel_size)
     y = conv(x, k1, None, module.stride, module.padding, module.dilation, g)
-    k2 = (Q * lam.unsqueeze(1)).reshape(g * d_out, r, *([1] * dims))
+    ones = [1] * dims
+    if scale_y:
+        y = y * lam.reshape(1, g * r, *ones)
+        k2 = Q.reshape(g * d_out, r, *ones)
+    else:
+        k2 = (Q * lam.unsqueeze(1)).reshape(g * d_out, r, *ones)
     return conv(y, k2, module.bias, 1, 0, 1, g)
 
 
@@ -112,10 +107,11 @@ def enn_forward(self: nn.Module, x: Tensor) -> Tensor:
     if mode == 'materialize' or dense not in _PLAIN_FORWARDS or (
             isinstance(self, nn.modules.conv._ConvNd) and self.padding_mode != 'zeros'):
         return dense(self, x)
-    if mode == 'auto' and not _factored_is_cheaper(eig, output_positions(self, x)):
+    n = output_positions(self, x)
+    if mode == 'auto' and not _factored_is_cheaper(eig, n):
         return dense(self, x)
     p = self.parametrizations.weight
-    return _factored(self, x, p.original0, p.original1, p.original2)
+    return _factored(self, x, n, p.original0, p.original1, p.original2)
 
 
 def set_compute(model: nn.Module, mode: str) -> nn.Module:

@@ -35,6 +35,16 @@ def _gram(B: Tensor) -> Tensor:
     return G
 
 
+def _product_like(B: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` (the shape of ``B``) written in ``B``'s memory layout: a
+    basis stored transposed (``P``, see enn_mm/core/eigenbasis.py) gets
+    ``(bᵀaᵀ)ᵀ``, so its gradient joins the forward's without a transposing
+    copy."""
+    if not B.is_contiguous() and B.mT.is_contiguous():
+        return (b.mT @ a.mT).mT
+    return a @ b
+
+
 def _gram_residual(B: Tensor) -> Tensor:
     """``BᵀB − I`` for a batch of bases ``B`` of shape ``(g, n, r)``."""
     eye = torch.eye(B.shape[-1], dtype=B.dtype, device=B.device)
@@ -59,7 +69,7 @@ class _BasisPenalty(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         B32, R = ctx.saved_tensors
-        return (4 * grad * (B32 @ R)).to(ctx.dtype)
+        return (_product_like(B32, B32, R) * (4 * grad)).to(ctx.dtype)
 
 
 class _ProbedBasisPenalty(torch.autograd.Function):
@@ -95,7 +105,7 @@ class _ProbedBasisPenalty(torch.autograd.Function):
         scale = 2 * grad / Zt.shape[-2]
         left = torch.cat([Yt, Mt @ B32.transpose(-2, -1)], -2)   # [Y, BM]ᵀ
         right = torch.cat([Mt, Zt], -2) * scale                  # [M, Z]ᵀ
-        return (left.transpose(-2, -1) @ right).to(ctx.dtype), None
+        return _product_like(B32, left.transpose(-2, -1), right).to(ctx.dtype), None
 
 
 def probe_seed(step: int, index: int) -> int:

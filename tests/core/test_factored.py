@@ -32,6 +32,9 @@ def test_bf16_autocast_materializes_in_fp32():
     (lambda: nn.Conv1d(4, 6, 3, stride=2), (3, 4, 10)),
     (lambda: nn.Conv3d(2, 4, 3, padding=1), (1, 2, 4, 4, 4)),
     (lambda: nn.Linear(10, 7), (2, 5, 10)),  # tokens
+    # fewer output positions than outputs: λ scales the intermediate, not Q
+    (lambda: nn.Conv2d(4, 32, 3, padding=1, groups=2), (1, 4, 2, 2)),
+    (lambda: nn.Linear(6, 20), (3, 6)),
 ])
 def test_factored_and_materialized_compute_the_dense_layer(layer, shape):
     torch.manual_seed(0)
@@ -83,36 +86,44 @@ def test_auto_compute_builds_w_only_when_that_is_cheaper():
     assert rel_diff(model(x), ref) < 1e-5
 
 
-def test_transposed_basis_copy_is_the_strided_view_bit_for_bit():
-    """The factored conv takes Pᵀ by a 2-D transpose copy (faster on a CPU
-    than the strided copy of a transposed view): the same output and the same
-    gradients of x, Q, λ, P, bit for bit, as the view; and with shared bases
-    the layers still compute their dense twins."""
-    from enn_mm.core.factored import _factored
+def test_p_is_stored_as_the_factored_kernel_and_keeps_that_layout():
+    """P lives in the memory of Pᵀ, so the factored conv's kernel is a view
+    of it (no copy); its gradient, optimizer state, retraction, copies,
+    checkpoints and weight assignment keep that layout; a P of another
+    layout (as a user might assign) computes the same values."""
+    from enn_mm.core import factors
     torch.manual_seed(0)
     conv = enn_mm.convert_to_enn(nn.Sequential(nn.Conv2d(8, 16, 3, padding=1)))[0]
-    p = conv.parametrizations.weight
+    enn_mm.set_compute(conv, 'factored')
+    Q, lam, P = factors(conv)
+    layout = P.stride()
+    assert P.shape == (1, 72, 16) and layout == (72 * 16, 1, 72)
+    kernel = P.transpose(1, 2).reshape(16, 8, 3, 3)
+    assert kernel.data_ptr() == P.data_ptr() and kernel.is_contiguous()
     x = torch.randn(2, 8, 7, 7)
-
-    def run(view):
-        xi = x.clone().requires_grad_()
-        if view:  # the former kernel: a reshaped transposed view of P
-            g, d_out, r = p.original0.shape
-            k1 = p.original2.transpose(1, 2).reshape(g * r, 8, 3, 3)
-            y = nn.functional.conv2d(xi, k1, None, 1, 1)
-            k2 = (p.original0 * p.original1.unsqueeze(1)).reshape(d_out, r, 1, 1)
-            out = nn.functional.conv2d(y, k2, conv.bias)
-        else:
-            out = _factored(conv, xi, p.original0, p.original1, p.original2)
-        out.square().sum().backward()
-        grads = [xi.grad] + [t.grad.clone() for t in conv.parameters()]
-        conv.zero_grad()
-        return out.detach(), grads
-
-    (a, ga), (b, gb) = run(False), run(True)
-    assert torch.equal(a, b)
-    for u, v in zip(ga, gb):
-        assert torch.equal(u, v)
+    ref = conv(x).detach()
+    opt = torch.optim.AdamW(conv.parameters(), lr=1e-3)
+    (conv(x).square().sum() + enn_mm.core.ortho.basis_penalty(P)).backward()
+    assert P.grad.stride() == layout
+    opt.step()
+    assert P.stride() == layout and opt.state[P]['exp_avg'].stride() == layout
+    enn_mm.core.ortho.retract_(P)
+    assert P.stride() == layout
+    assert enn_mm.core.ortho.basis_error(P) < 1e-5
+    for other in (copy.deepcopy(conv), copy.deepcopy(conv).double()):
+        assert factors(other)[2].stride() == layout
+    fresh = enn_mm.convert_to_enn(nn.Sequential(nn.Conv2d(8, 16, 3, padding=1)))[0]
+    fresh.load_state_dict(conv.state_dict())
+    assert factors(fresh)[2].stride() == layout and torch.equal(factors(fresh)[2], P)
+    with torch.no_grad():
+        fresh.weight = torch.randn(16, 8, 3, 3)  # factored again (right_inverse)
+    assert factors(fresh)[2].stride() == layout
+    # a contiguous P: the same values, the same output
+    y = conv(x)
+    P.data = P.data.contiguous()
+    assert P.is_contiguous() and torch.allclose(conv(x), y, atol=1e-6)
+    assert not torch.equal(y, ref)  # (the step above changed the layer)
+    x = torch.randn(2, 8, 7, 7)
     # shared P over two equal convs: each still computes its dense twin, factored
     dense = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1))
     model = enn_mm.convert_to_enn(copy.deepcopy(dense))

@@ -97,6 +97,9 @@ def test_probed_model_penalty_seeds_each_basis_by_step_and_position():
     from enn_mm.core.ortho import probe_seed
     torch.manual_seed(0)
     model = enn_mm.convert_to_enn(mlp())
+    with torch.no_grad():  # off the manifold, so that the estimate depends on the probes
+        for B in bases(model):
+            B.add_(0.1 * torch.randn_like(B))
     want = sum(basis_penalty(B, 2, probe_seed(7, i)) for i, B in enumerate(bases(model)))
     assert torch.equal(orthogonality_penalty(model, probes=2, step=7), want)
     assert not torch.equal(orthogonality_penalty(model, probes=2, step=8), want)
