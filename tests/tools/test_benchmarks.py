@@ -397,3 +397,12 @@ def test_library_hook_trains_the_library_bases_and_saves_enn_checkpoints(fmnist_
             torch.testing.assert_close(x, y.detach())
     with pytest.raises(ValueError, match="library 'scipy' is not one of"):
         library_ortho.keep_orthonormal(fresh, 'scipy')
+
+
+def test_step_limit_gives_a_lower_bound_not_a_timing():
+    """--step-limit: a first step past the limit (run in a child process) is
+    reported as None, so the library gets a lower bound instead of rounds."""
+    import time
+    bench = script('enn_overhead')
+    assert bench.first_step_within(lambda: time.sleep(5) or 5.0, 0.5) is None
+    assert bench.first_step_within(lambda: 0.25, 30) == 0.25

@@ -56,6 +56,7 @@ import argparse
 import copy
 import json
 import math
+import multiprocessing
 import statistics
 import time
 
@@ -230,17 +231,39 @@ def paired(times, mode, base='dense'):
     return paired_ratio(times[mode], times[base])  # round i with round i
 
 
+def first_step_within(step, limit: float):
+    """Run ``step`` once in a forked child process; its seconds, or None if
+    it did not finish within ``limit`` seconds (the child is then killed)."""
+    ctx = multiprocessing.get_context('fork')
+    queue = ctx.Queue()
+    child = ctx.Process(target=lambda: queue.put(step()))
+    child.start()
+    child.join(limit)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        return None
+    return queue.get()
+
+
 def measure(name, setting, iters, device='cpu', amp='none', intervals=(), probes=(),
-            libraries=()):
+            libraries=(), step_limit=0.0):
     batch, size = SETTINGS[setting]
     variants = {'dense': build(name, size, device=device)}
     variants.update({mode: build(name, size, enn, device) for mode, enn in ENN_MODES.items()})
     variants.update({mode: build(name, size, enn, device)
                      for mode, enn in probe_modes(probes).items()})
+    too_slow = []
     for library in libraries:
         if library_available(library):
-            variants[library] = build(name, size, dict(ortho='none'), device)
-            keep_orthonormal(variants[library], library)
+            model = build(name, size, dict(ortho='none'), device)
+            keep_orthonormal(model, library)
+            if step_limit and first_step_within(
+                    step_fn(model, batch, size, device, amp, 1, channels(name)),
+                    step_limit) is None:
+                too_slow.append(library)  # not timed in the rounds: a lower bound instead
+                continue
+            variants[library] = model
     periods = {k: 1 for k in variants}
     for mode, enn in interval_modes(intervals).items():
         variants[mode] = build(name, size, enn, device)
@@ -273,6 +296,15 @@ def measure(name, setting, iters, device='cpu', amp='none', intervals=(), probes
                             samples=[round(t, 6) for t in times[mode]],
                             dense_samples=[round(t, 6) for t in times['dense']],
                             steps_per_sample=periods[mode], **runs))
+
+    for library in too_slow:
+        records.append(dict(model=name, setting=setting, mode=library, ratio=None,
+                            ratio_range=None, arithmetic_ratio=None, step_over_s=step_limit,
+                            ratio_at_least=round(step_limit / med['dense'], 1),
+                            dense_seconds=round(med['dense'], 4),
+                            note='one training step did not finish within step_over_s '
+                                 'seconds (run alone, in a child process); ratio_at_least: '
+                                 'that limit over the median dense step (computed)', **runs))
 
     dense_params = sum(p.numel() for p in variants['dense'].parameters())
     enn_params = sum(p.numel() for p in variants['penalty'].parameters())
@@ -328,6 +360,10 @@ def parse_args(argv=None):
                         choices=['torch_orthogonal', 'geotorch'],
                         help='bases kept orthonormal by these libraries instead (opt in: their '
                         'per-step matrix exponentials make a ResNet-50 step take minutes)')
+    parser.add_argument('--step-limit', type=float, default=0.0,
+                        help='seconds: a library variant whose first step (run alone in a child '
+                        'process) takes longer is not timed in the rounds; its record gives '
+                        'the lower bound ratio_at_least instead (0: no limit)')
     return parser.parse_args(argv)
 
 
@@ -342,7 +378,7 @@ def main():
     for name in args.models:
         for setting in args.settings:
             records += measure(name, setting, args.iters, args.device, args.amp,
-                               args.intervals, args.probes, args.libraries)
+                               args.intervals, args.probes, args.libraries, args.step_limit)
     for rec in records:
         rec['machine'] = machine
     print(json.dumps(records, indent=1))
