@@ -28,7 +28,11 @@ over ``--iters`` rounds and ``ratio_range`` their minimum and maximum. Modes:
   matrix exponential for square bases, Householder otherwise) or by
   ``geotorch.orthogonal`` (PyPI ``geotorch``, skipped if not installed),
   each registered on the layer's own Q and P (a parametrization of the
-  parametrization's originals, starting from the same bases);
+  parametrization's originals, starting from the same bases;
+  ``library_ortho.py``); with ``--step-limit S``, a library whose first
+  step, run alone in a child process, takes more than S seconds is not
+  timed: its record has ``ratio`` None and ``ratio_at_least`` = S over the
+  median dense step (computed);
 - ``retract@n`` / ``penalty@n`` for each n of ``--intervals`` (default 10;
   ``retract_interval`` / ``penalty_interval`` = n): measured, each timed
   sample the mean step over n consecutive steps of a model built with that

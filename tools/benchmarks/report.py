@@ -280,7 +280,7 @@ def library_ratio(r) -> str:
     """A library row's ratio, or its lower bound where one step ran past
     ``--step-limit`` (``enn_overhead.py``)."""
     if r['ratio'] is None:
-        return f"> {r['ratio_at_least']:.0f} (one step > {r['step_over_s']:g} s)"
+        return f"> {int(r['ratio_at_least'])} (one step > {r['step_over_s']:g} s)"  # floor: a bound
     return ratio(r['ratio'], r['ratio_range'], 0 if r['ratio'] >= 10 else 2)
 
 
@@ -377,6 +377,62 @@ def penalty_probes():
                 f'Orthogonality error, median over seeds, over the exact penalty\'s: '
                 f"{ratio_err:.2f} (computed; goal ≤ {goal('probes_ortho_error')}: "
                 f"{verdict('probes_ortho_error', ratio_err)}).\n")
+    return out
+
+
+@section
+def ortho_libraries():
+    """Retraction every 10th step (the default) against the bases kept
+    orthonormal by a library, on the demo recipe, and the fast ENN-ℓ recipe
+    retracting every step against every 10th: accuracy and orthogonality
+    error per seed, the training iteration against dense's, and the step
+    ratio of the same modes on the demo network (enn_overhead)."""
+    d = load('ortho_modes_accuracy.json')['fmnist']
+    names = [('bp_enn_retract10', 'QR retraction every 10th step (default)'),
+             ('bp_enn_torch_orthogonal', 'torch `orthogonal` (Householder / matrix exponential)'),
+             ('bp_enn_geotorch', 'geotorch `orthogonal`'),
+             ('bp_dense', 'dense (no bases)'),
+             ('fast', 'ENN-ℓ fast recipe: retraction every step (shipped)'),
+             ('fast_retract10', 'ENN-ℓ fast recipe, retraction every 10th step')]
+    rows = []
+    for n, what in names:
+        if n not in d:
+            continue
+        r = d[n]
+        err = r.get('ortho_error')
+        rows.append([what, f"`{n}`", f"{r['mean']:.2f} ± {r['std']:.2f}",
+                     ' / '.join(f'{v:.2f}' for v in r['final_top1']),
+                     ' / '.join(f'{e:.1e}' for e in err) if err else '–',
+                     f"{r['vs_bp_dense']['iter_time_median']:.2f}"])
+    out = table(['bases kept orthonormal by', 'variant', 'top-1 % (3 seeds)', 'per seed',
+                 'orthogonality error after training, per seed',
+                 'iteration / dense iteration (median over seeds)'], rows)
+    base = d['bp_enn_retract10']
+    demo = {r['mode']: r for r in demo_records()}
+    out += '\n'
+    for n, what in names[1:3]:
+        if n not in d:
+            continue
+        r = d[n]
+        pooled = ((base['std']**2 + r['std']**2) / 2)**0.5
+        diff = r['mean'] - base['mean']
+        mode = n[len('bp_enn_'):]
+        step = demo.get(mode)
+        cost = (f"; its step on the demo network {step['ratio']:.2f} × dense against "
+                f"{demo['retract@10']['ratio']:.2f} for retraction every 10th step "
+                f"(`{step['file']}`)" if step and 'retract@10' in demo else '')
+        out += (f"- {what.split(' (')[0]} − retraction every 10th step: {diff:+.2f} points "
+                f"(computed), pooled std {pooled:.2f} (computed): "
+                f"{'within' if abs(diff) <= pooled else '**outside**'} one pooled std{cost}.\n")
+    if 'fast' in d and 'fast_retract10' in d:
+        a, b = d['fast'], d['fast_retract10']
+        pooled = ((a['std']**2 + b['std']**2) / 2)**0.5
+        diff = b['mean'] - a['mean']
+        out += (f"- ENN-ℓ fast recipe, retraction every 10th step − every step: {diff:+.2f} points "
+                f"(computed), pooled std {pooled:.2f} (computed): "
+                f"{'within' if abs(diff) <= pooled else '**outside**'} one pooled std; "
+                f"iteration / dense iteration {b['vs_bp_dense']['iter_time_median']:.2f} against "
+                f"{a['vs_bp_dense']['iter_time_median']:.2f}.\n")
     return out
 
 
