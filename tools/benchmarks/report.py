@@ -341,6 +341,33 @@ def overhead_arithmetic():
     return _arithmetic(overhead_records())
 
 
+def _seed_rows(d, names, digits=2, iteration=False):
+    """Rows of the variants ``names`` (``[(variant, what)]``) of a
+    local_accuracy result: mean ± std, each seed's top-1, each seed's
+    orthogonality error and (``iteration``) the iteration over dense's."""
+    rows = []
+    for n, what in names:
+        if n not in d:
+            continue
+        r = d[n]
+        err = r.get('ortho_error')
+        row = [what, f"`{n}`", f"{r['mean']:.2f} ± {r['std']:.2f}",
+               ' / '.join(f'{v:.2f}' for v in r['final_top1']),
+               ' / '.join(f'{e:.{digits}e}' for e in err) if err else '–']
+        if iteration:
+            row.append(f"{r['vs_bp_dense']['iter_time_median']:.2f}")
+        rows.append(row)
+    return rows
+
+
+def _versus(a, b) -> str:
+    """b's mean − a's against their pooled std, in words (both computed)."""
+    pooled = ((a['std']**2 + b['std']**2) / 2)**0.5
+    diff = b['mean'] - a['mean']
+    return (f'{diff:+.2f} points (computed), pooled std {pooled:.2f} (computed): '
+            f"{'within' if abs(diff) <= pooled else '**outside**'} one pooled std")
+
+
 @section
 def penalty_probes():
     """The exact penalty against its probe estimates on the demo recipe:
@@ -350,15 +377,7 @@ def penalty_probes():
              ('bp_enn_probes4', 'penalty from 4 probes per basis'),
              ('bp_enn_probes1', 'penalty from 1 probe per basis'),
              ('bp_dense', 'dense (no bases)')]
-    rows = []
-    for n, what in names:
-        if n not in d:
-            continue
-        r = d[n]
-        err = r.get('ortho_error')
-        rows.append([what, f"`{n}`", f"{r['mean']:.2f} ± {r['std']:.2f}",
-                     ' / '.join(f'{v:.2f}' for v in r['final_top1']),
-                     ' / '.join(f'{e:.2e}' for e in err) if err else '–'])
+    rows = _seed_rows(d, names)
     out = table(['penalty', 'variant', 'top-1 % (3 seeds)', 'per seed', 'orthogonality error '
                  'after training, per seed'], rows)
     exact = d['bp_enn']
@@ -367,13 +386,9 @@ def penalty_probes():
         probe = d.get(f'bp_enn_probes{k}')
         if probe is None:
             continue
-        pooled = ((exact['std']**2 + probe['std']**2) / 2)**0.5
-        diff = probe['mean'] - exact['mean']
         ratio_err = statistics.median(probe['ortho_error']) / statistics.median(
             exact['ortho_error'])
-        out += (f'- {k} probe{"s" if k > 1 else ""} − exact: {diff:+.2f} points (computed), '
-                f'pooled std {pooled:.2f} (computed): '
-                f"{'within' if abs(diff) <= pooled else '**outside**'} one pooled std. "
+        out += (f'- {k} probe{"s" if k > 1 else ""} − exact: {_versus(exact, probe)}. '
                 f'Orthogonality error, median over seeds, over the exact penalty\'s: '
                 f"{ratio_err:.2f} (computed; goal ≤ {goal('probes_ortho_error')}: "
                 f"{verdict('probes_ortho_error', ratio_err)}).\n")
@@ -394,16 +409,7 @@ def ortho_libraries():
              ('bp_dense', 'dense (no bases)'),
              ('fast', 'ENN-ℓ fast recipe: retraction every step (shipped)'),
              ('fast_retract10', 'ENN-ℓ fast recipe, retraction every 10th step')]
-    rows = []
-    for n, what in names:
-        if n not in d:
-            continue
-        r = d[n]
-        err = r.get('ortho_error')
-        rows.append([what, f"`{n}`", f"{r['mean']:.2f} ± {r['std']:.2f}",
-                     ' / '.join(f'{v:.2f}' for v in r['final_top1']),
-                     ' / '.join(f'{e:.1e}' for e in err) if err else '–',
-                     f"{r['vs_bp_dense']['iter_time_median']:.2f}"])
+    rows = _seed_rows(d, names, digits=1, iteration=True)
     out = table(['bases kept orthonormal by', 'variant', 'top-1 % (3 seeds)', 'per seed',
                  'orthogonality error after training, per seed',
                  'iteration / dense iteration (median over seeds)'], rows)
@@ -414,23 +420,16 @@ def ortho_libraries():
         if n not in d:
             continue
         r = d[n]
-        pooled = ((base['std']**2 + r['std']**2) / 2)**0.5
-        diff = r['mean'] - base['mean']
         mode = n[len('bp_enn_'):]
         step = demo.get(mode)
         cost = (f"; its step on the demo network {step['ratio']:.2f} × dense against "
                 f"{demo['retract@10']['ratio']:.2f} for retraction every 10th step "
                 f"(`{step['file']}`)" if step and 'retract@10' in demo else '')
-        out += (f"- {what.split(' (')[0]} − retraction every 10th step: {diff:+.2f} points "
-                f"(computed), pooled std {pooled:.2f} (computed): "
-                f"{'within' if abs(diff) <= pooled else '**outside**'} one pooled std{cost}.\n")
+        out += (f"- {what.split(' (')[0]} − retraction every 10th step: "
+                f"{_versus(base, r)}{cost}.\n")
     if 'fast' in d and 'fast_retract10' in d:
         a, b = d['fast'], d['fast_retract10']
-        pooled = ((a['std']**2 + b['std']**2) / 2)**0.5
-        diff = b['mean'] - a['mean']
-        out += (f"- ENN-ℓ fast recipe, retraction every 10th step − every step: {diff:+.2f} points "
-                f"(computed), pooled std {pooled:.2f} (computed): "
-                f"{'within' if abs(diff) <= pooled else '**outside**'} one pooled std; "
+        out += (f"- ENN-ℓ fast recipe, retraction every 10th step − every step: {_versus(a, b)}; "
                 f"iteration / dense iteration {b['vs_bp_dense']['iter_time_median']:.2f} against "
                 f"{a['vs_bp_dense']['iter_time_median']:.2f}.\n")
     return out
