@@ -311,7 +311,8 @@ def _arithmetic(records) -> str:
 
 
 OVERHEAD_FILES = ('enn_overhead.json', 'enn_overhead_resnet50_realistic.json',
-                  'enn_overhead_probes.json', 'enn_overhead_small.json')
+                  'enn_overhead_probes.json', 'enn_overhead_small.json',
+                  'enn_overhead_realistic.json')
 
 
 def overhead_records(folder: str = RESULTS):
