@@ -310,9 +310,7 @@ def _arithmetic(records) -> str:
     return table(['model', 'setting'] + [name for _, name in OVERHEAD_MODES], rows)
 
 
-OVERHEAD_FILES = ('enn_overhead.json', 'enn_overhead_resnet50_realistic.json',
-                  'enn_overhead_probes.json', 'enn_overhead_small.json',
-                  'enn_overhead_realistic.json')
+OVERHEAD_FILES = ('enn_overhead.json', 'enn_overhead_small.json', 'enn_overhead_realistic.json')
 
 
 def overhead_records(folder: str = RESULTS):
