@@ -146,10 +146,12 @@ VARIANTS = {
                                                   pool_size=2)), **RETRACT1)),
     # the shipped fast recipe (its MNIST twin: resnet18w16_mnist_fast.py)
     'fast': ('configs/enn_local/resnet18w16_fmnist_fast.py', None),
-    # the same with the end-to-end default's retraction every 10th step
+    # its ortho mode written out (retraction every 10th step), and the same
+    # recipe retracting after every step: the comparison that chose the mode
     'fast_retract10': ('configs/enn_local/resnet18w16_fmnist_fast.py',
                        dict(model=dict(enn=dict(_delete_=True, ortho='retract',
                                                 retract_interval=10)))),
+    'fast_retract1': ('configs/enn_local/resnet18w16_fmnist_fast.py', RETRACT1),
     # two blocks (K = 2, one per worker of a 2-process pipeline), cut after
     # layer2.0: stem + 3 residual blocks, then 3 residual blocks + the head
     'two_downstream_retract1': ('configs/enn_local/resnet18w16_fmnist.py',
@@ -421,8 +423,9 @@ def describe(name: str) -> str:
                 'bp_enn_geotorch': 'end-to-end BP, ENN (geotorch orthogonal)'}[name]
     if name == 'fast':
         return 'ENN-ℓ, the fast recipe (configs/enn_local/resnet18w16_*_fast.py)'
-    if name == 'fast_retract10':
-        return 'ENN-ℓ, the fast recipe with retraction every 10th step'
+    if name.startswith('fast_retract'):
+        every = 'every step' if name == 'fast_retract1' else 'every 10th step'
+        return f'ENN-ℓ, the fast recipe with retraction {every}'
     split, _, rest = name.partition('_')
     interval = '1' if rest.endswith('_retract1') else ''
     retract = rest.endswith('_retract' + interval)

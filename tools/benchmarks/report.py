@@ -398,7 +398,7 @@ def penalty_probes():
 def ortho_libraries():
     """Retraction every 10th step (the default) against the bases kept
     orthonormal by a library, on the demo recipe, and the fast ENN-ℓ recipe
-    retracting every step against every 10th: accuracy and orthogonality
+    retracting every 10th step (shipped) against every step: accuracy and orthogonality
     error per seed, the training iteration against dense's, and the step
     ratio of the same modes on the demo network (enn_overhead)."""
     d = load('ortho_modes_accuracy.json')['fmnist']
@@ -406,8 +406,8 @@ def ortho_libraries():
              ('bp_enn_torch_orthogonal', 'torch `orthogonal` (Householder / matrix exponential)'),
              ('bp_enn_geotorch', 'geotorch `orthogonal`'),
              ('bp_dense', 'dense (no bases)'),
-             ('fast', 'ENN-ℓ fast recipe: retraction every step (shipped)'),
-             ('fast_retract10', 'ENN-ℓ fast recipe, retraction every 10th step')]
+             ('fast_retract1', 'ENN-ℓ fast recipe, retraction every step'),
+             ('fast_retract10', 'ENN-ℓ fast recipe: retraction every 10th step (shipped)')]
     rows = _seed_rows(d, names, digits=1, iteration=True)
     out = table(['bases kept orthonormal by', 'variant', 'top-1 % (3 seeds)', 'per seed',
                  'orthogonality error after training, per seed',
@@ -426,8 +426,8 @@ def ortho_libraries():
                 f"(`{step['file']}`)" if step and 'retract@10' in demo else '')
         out += (f"- {what.split(' (')[0]} − retraction every 10th step: "
                 f"{_versus(base, r)}{cost}.\n")
-    if 'fast' in d and 'fast_retract10' in d:
-        a, b = d['fast'], d['fast_retract10']
+    if 'fast_retract1' in d and 'fast_retract10' in d:
+        a, b = d['fast_retract1'], d['fast_retract10']
         out += (f"- ENN-ℓ fast recipe, retraction every 10th step − every step: {_versus(a, b)}; "
                 f"iteration / dense iteration {b['vs_bp_dense']['iter_time_median']:.2f} against "
                 f"{a['vs_bp_dense']['iter_time_median']:.2f}.\n")
@@ -703,6 +703,15 @@ def overhead_goals():
     probes = {s_: {k: rec[key]['ratio'] for k in (1, 4, 16)
                    if (key := ('resnet50', s_, f'penalty_probes{k}')) in rec}
               for s_ in ('small', 'realistic')}
+    # the realistic probes goal against the arithmetic of the step itself
+    real = {k: rec[key] for k in (1, 4, 16)
+            if (key := ('resnet50', 'realistic', f'penalty_probes{k}')) in rec}
+    floor = None
+    if real and rec.get(('resnet50', 'realistic', 'enn'), {}).get('arithmetic_ratio'):
+        k = min(real, key=lambda k: real[k]['ratio'])
+        floor = dict(enn=rec['resnet50', 'realistic', 'enn']['arithmetic_ratio'], k=k,
+                     arithmetic=real[k]['arithmetic_ratio'],
+                     over=real[k]['ratio'] / real[k]['arithmetic_ratio'])
     auto = []
     for m, g in (('resnet50', 'overhead_auto_small_resnet50'),
                  ('vit-s', 'overhead_auto_small_vit')):
@@ -723,7 +732,7 @@ def overhead_goals():
                                   ok=retract <= min(r['ratio'] or r['ratio_at_least']
                                                     for r in recs.values())))
     return render('overhead-goals', models=models, small=small, demo=demo, probes=probes,
-                  auto=auto, libraries=libraries)
+                  floor=floor, auto=auto, libraries=libraries)
 
 
 @section
