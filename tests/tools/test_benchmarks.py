@@ -406,3 +406,27 @@ def test_step_limit_gives_a_lower_bound_not_a_timing():
     bench = script('enn_overhead')
     assert bench.first_step_within(lambda: time.sleep(5) or 5.0, 0.5) is None
     assert bench.first_step_within(lambda: 0.25, 30) == 0.25
+
+
+def test_scale_model_param_step_spans_a_retraction_interval(monkeypatch):
+    """enn_l_scale.measure: with retraction every n-th step, each timed
+    parameter-step sample is n consecutive steps (so it holds one QR) and
+    param_s is per step; units with no bases take one step a sample."""
+    scale = script('enn_l_scale')
+    from enn_mm.core import Retraction
+    steps = []
+    real_after = Retraction._after_step
+    monkeypatch.setattr(Retraction, '_after_step',
+                        lambda self, *a: (real_after(self, *a), steps.append(self.steps))[0])
+    calls = []
+
+    def once(fn, repeats=3):  # run each timed function once; 1 s a sample
+        before = len(steps)
+        fn()
+        calls.append(len(steps) - before)
+        return 1.0
+    monkeypatch.setattr(scale, '_timed', once)
+    m = scale.measure(f'{REPO}/configs/enn_local/resnet18w16_fmnist_fast.py', 16, 4, ks=(2,))
+    params = {u['unit']: u['param_s'] for u in m['units']}
+    assert params['backbone.layer1.0'] == pytest.approx(1 / 10)  # retract_interval=10
+    assert 10 in calls and max(steps) >= 10  # the sample reached a retraction step

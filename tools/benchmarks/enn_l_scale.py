@@ -8,7 +8,8 @@ In one process with one thread, on random images, it measures for every unit
 of the network (the stem, each residual block, the neck and head; the units
 of ``bp_pipeline.resnet_units``): the forward + backward seconds at the batch
 and at the batch / K and / m sizes the models need, the seconds of the
-optimizer step (and retraction) of its parameters, its output bytes, and the
+optimizer step of its parameters (with retraction every n-th step: the mean
+over n consecutive steps, one of them retracting), its output bytes, and the
 forward + backward seconds of the recipe's local head on a cut after it.
 From these, for K workers joined by a link of bandwidth ``bw`` (bytes/s):
 
@@ -60,6 +61,8 @@ def measure(config: str, size, batch, ks=(2, 4, 8)) -> dict:
     from mmpretrain.registry import MODELS
 
     import enn_mm.local  # noqa: F401
+    from enn_mm.core import enn_modules
+    from enn_mm.core.eigenbasis import eigenbasis
 
     from _common import recipe
     MMLogger.get_instance('enn_l_scale', log_level='WARNING')  # stdout is the JSON
@@ -91,7 +94,9 @@ def measure(config: str, size, batch, ks=(2, 4, 8)) -> dict:
         optim = build_optim_wrapper(unit, r['bp_optim']) if params else None
         for p in params:
             p.grad = torch.zeros_like(p)
-        param_s = _timed(lambda: optim.step()) if optim else 0.0
+        # a sample spans one retraction interval, so each holds one QR
+        n = max((eigenbasis(m).retract_interval for _, m in enn_modules(unit)), default=0) or 1
+        param_s = _timed(lambda: [optim.step() for _ in range(n)]) / n if optim else 0.0
         out.append(dict(unit=name, compute_s={str(b): compute[b] for b in sizes},
                         param_s=param_s, out_bytes_per_image=x[batch][0].numel() * 4,
                         param_bytes=sum(p.numel() * 4 for p in params)))
