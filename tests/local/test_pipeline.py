@@ -67,8 +67,9 @@ def test_two_stages_equal_one_process_and_resume(fmnist_root, tmp_path, local):
 
 def test_fast_recipe_pipelined_equals_one_process_and_resumes(fmnist_root, tmp_path):
     """configs/enn_local/resnet18w16_fmnist_fast.py (two blocks, AugLocal
-    copies, retraction after every step) on 2 stages: bit for bit the
-    single-process run, and so after a resume."""
+    copies, retraction every 10th step) on 2 stages: bit for bit the
+    single-process run, and so after a resume from iteration 4 (each
+    block's retraction count restored, so both retract at iteration 10)."""
     import os.path as osp
 
     from mmengine.config import Config
@@ -78,24 +79,25 @@ def test_fast_recipe_pipelined_equals_one_process_and_resumes(fmnist_root, tmp_p
     shipped = Config.fromfile(PIPE_CFG)
 
     def pipe(work_dir):
-        cfg = tiny_local_cfg(fast, fmnist_root, work_dir, epochs=2)
+        cfg = tiny_local_cfg(fast, fmnist_root, work_dir, epochs=3)
         cfg.model_wrapper_cfg = dict(shipped.model_wrapper_cfg, stages=2)
-        cfg.train_cfg = dict(shipped.train_cfg, max_epochs=2, val_interval=2)
+        cfg.train_cfg = dict(shipped.train_cfg, max_epochs=3, val_interval=3)
         cfg.env_cfg = shipped.env_cfg
         cfg.log_level = 'INFO'
         return cfg
 
-    seq_cfg = tiny_local_cfg(fast, fmnist_root, tmp_path / 'seq', epochs=2)
-    assert seq_cfg.model.model.enn == dict(ortho='retract', retract_interval=1)
+    seq_cfg = tiny_local_cfg(fast, fmnist_root, tmp_path / 'seq', epochs=3)
+    assert seq_cfg.model.model.enn == dict(ortho='retract', retract_interval=10)
     launch(seq_cfg, tmp_path, 1, 'seq')
-    seq = load(tmp_path / 'seq' / 'epoch_2.pth')
+    seq = load(tmp_path / 'seq' / 'epoch_3.pth')
+    assert seq['meta']['iter'] == 12  # 4 iterations an epoch: one retraction, at 10
     log = launch(pipe(tmp_path / 'pipe'), tmp_path, 2, 'pipe')[0]
     assert 'stage 0: blocks 0-0' in log and 'stage 1: blocks 1-1' in log
-    assert_same_checkpoint(load(tmp_path / 'pipe' / 'epoch_2.pth'), seq)
+    assert_same_checkpoint(load(tmp_path / 'pipe' / 'epoch_3.pth'), seq)
     log = launch(pipe(tmp_path / 'resumed'), tmp_path, 2, 'resumed',
                  ['--resume', str(tmp_path / 'pipe' / 'epoch_1.pth')])[0]
     assert 'resumed epoch: 1, iter: 4' in log
-    assert_same_checkpoint(load(tmp_path / 'resumed' / 'epoch_2.pth'), seq)
+    assert_same_checkpoint(load(tmp_path / 'resumed' / 'epoch_3.pth'), seq)
 
 
 def test_two_stages_times_two_replicas_equal_one_process(fmnist_root, tmp_path):
