@@ -248,7 +248,7 @@ def test_orthogonality_reads_the_diagnostics_log(tmp_path):
 @pytest.mark.slow
 def test_plot_results_draws_the_committed_json(tmp_path):
     import shutil
-    for name in ('enn_overhead.json', 'local_memory.json', 'pipeline_speedup.json',
+    for name in (*script('report').OVERHEAD_FILES, 'local_memory.json', 'pipeline_speedup.json',
                  'pipeline_speedup_dense.json', 'eclip_union.json'):
         shutil.copy(osp.join(REPO, 'docs/results', name), tmp_path / name)
     proc = subprocess.run([sys.executable, osp.join(BENCH, 'plot_results.py'), '--dir',

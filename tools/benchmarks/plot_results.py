@@ -4,8 +4,8 @@
 
 Reads what is there (each benchmark's stdout saved as JSON) and writes:
 
-- ``overhead.png`` from ``enn_overhead.json`` and the re-measurements that
-  replace some of its records (``report.overhead_records``): ENN / dense
+- ``overhead.png`` from the ``enn_overhead*.json`` runs the docs' table
+  reads (``report.overhead_records``): ENN / dense
   training-step ratio per model, setting and ortho mode, with the range of
   the paired rounds;
 - ``memory.png`` from ``local_memory.json``: training memory of ENN-ℓ per
@@ -152,14 +152,14 @@ def main():
     parser.add_argument('--dir', default='docs/results')
     args = parser.parse_args()
     done = []
-    for name, fn, png in (('enn_overhead.json', overhead, 'overhead.png'),
-                          ('local_memory.json', memory, 'memory.png')):
-        data = load(args.dir, name)
-        if name == 'enn_overhead.json' and data is not None:
-            data = overhead_records(args.dir)  # as the docs' table
-        if data is not None:
-            fn(data, osp.join(args.dir, png))
-            done.append(png)
+    records = overhead_records(args.dir)  # as the docs' table
+    if records:
+        overhead(records, osp.join(args.dir, 'overhead.png'))
+        done.append('overhead.png')
+    data = load(args.dir, 'local_memory.json')
+    if data is not None:
+        memory(data, osp.join(args.dir, 'memory.png'))
+        done.append('memory.png')
     runs = [(label, load(args.dir, name)) for name, label in PIPELINE_RUNS]
     runs = [(label, r) for label, r in runs if r is not None and r.get('stage_step_s')]
     if runs:

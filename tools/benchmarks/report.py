@@ -310,7 +310,8 @@ def _arithmetic(records) -> str:
     return table(['model', 'setting'] + [name for _, name in OVERHEAD_MODES], rows)
 
 
-OVERHEAD_FILES = ('enn_overhead.json', 'enn_overhead_small.json', 'enn_overhead_realistic.json')
+OVERHEAD_FILES = ('enn_overhead_small.json', 'enn_overhead_realistic.json',
+                  'enn_overhead_realistic_vit-s.json')
 
 
 def overhead_records(folder: str = RESULTS):
