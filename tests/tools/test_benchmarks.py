@@ -411,7 +411,7 @@ def test_step_limit_gives_a_lower_bound_not_a_timing():
 def test_scale_model_param_step_spans_a_retraction_interval(monkeypatch):
     """enn_l_scale.measure: with retraction every n-th step, each timed
     parameter-step sample is n consecutive steps (so it holds one QR) and
-    param_s is per step; units with no bases take one step a sample."""
+    param_s is per step."""
     scale = script('enn_l_scale')
     from enn_mm.core import Retraction
     steps = []
